@@ -1,0 +1,157 @@
+"""The face-crop preprocessor: the one place where a face box becomes a model input.
+
+The trainer imports :func:`crop_face` and :func:`to_tensor` from here, so the crops a model
+is trained on and the crops it sees at run time come from the same code. The policy:
+
+1. Take a square around the face box: side = ``scale`` x the longer side of the box,
+   centred on the box. Context around the face (paper edges, screen bezels, hands,
+   moire on the background) is part of what a presentation attack detector looks at.
+2. Shift the square so that it stays inside the frame where it fits.
+3. Where it cannot fit (the square is larger than the frame), pad with black and say how
+   much of the crop is padding, so quality gates can refuse crops that are mostly padding.
+4. Resize to the model's input size (area interpolation when shrinking, linear when
+   enlarging).
+
+:func:`to_tensor` then applies the colour order and normalisation named in the model's
+metadata and returns an NCHW float32 batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+__all__ = ["FaceCrop", "crop_face", "crop_region", "resize_square", "to_tensor", "as_bgr_uint8"]
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A square face crop and where it came from."""
+
+    image: np.ndarray
+    """BGR uint8, ``size`` x ``size`` x 3."""
+    region: tuple[int, int, int, int]
+    """The square in frame coordinates, ``(x0, y0, x1, y1)``; may extend past the frame if padded."""
+    shifted: bool
+    """True when the square was moved off the face centre to stay inside the frame."""
+    padded_fraction: float
+    """Share of the crop's area that lies outside the frame and was filled with black (0..1)."""
+
+
+def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
+    """Validate an image array and return it as contiguous HxWx3 BGR uint8.
+
+    Accepts uint8 or uint16 (scaled down), grey (HxW or HxWx1), BGR and BGRA. Anything
+    else raises :class:`ImageError` with the reason.
+    """
+    if image is None:
+        raise ImageError("image is None")
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.size == 0:
+        raise ImageError(f"image is empty (shape {image.shape})")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageError(f"image dtype must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = cv2.cvtColor(image.reshape(image.shape[0], image.shape[1]), cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif not (image.ndim == 3 and image.shape[2] == 3):
+        raise ImageError(f"image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def crop_region(
+    frame_shape: Sequence[int], box: Sequence[float], scale: float
+) -> tuple[tuple[int, int, int, int], bool]:
+    """The square crop region for a face box ``(x, y, w, h)`` in a frame of ``frame_shape``.
+
+    Returns ``((x0, y0, x1, y1), shifted)``. The square may extend past the frame only
+    along an axis where it is larger than the frame.
+    """
+    x, y, w, h = (float(v) for v in box)
+    if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h]).all():
+        raise ImageError(f"face box must have positive finite size, got {tuple(box)}")
+    if not scale > 0:
+        raise ValueError(f"crop scale must be positive, got {scale}")
+    frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
+    side = max(1, int(round(max(w, h) * scale)))
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0 = int(round(cx - side / 2.0))
+    y0 = int(round(cy - side / 2.0))
+    # Along each axis, move the square as little as possible so that it stays inside the
+    # frame where it fits, and covers the whole frame (padding only the excess) where not.
+    nx0 = min(max(x0, min(0, frame_w - side)), max(0, frame_w - side))
+    ny0 = min(max(y0, min(0, frame_h - side)), max(0, frame_h - side))
+    shifted = (nx0, ny0) != (x0, y0)
+    return (nx0, ny0, nx0 + side, ny0 + side), shifted
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square (or near-square) image to ``size`` x ``size``: area when shrinking, linear when enlarging."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interpolation = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def crop_face(frame: np.ndarray, box: Sequence[float], scale: float, size: int) -> FaceCrop:
+    """Cut the square face crop for ``box`` = ``(x, y, w, h)`` out of a BGR frame and resize it.
+
+    ``scale`` is the model's crop scale (side of the square / longer side of the box) and
+    ``size`` its input side in pixels. See the module docstring for the policy.
+    """
+    frame = as_bgr_uint8(frame)
+    if int(size) < 8:
+        raise ValueError(f"crop size must be at least 8 px, got {size}")
+    frame_h, frame_w = frame.shape[:2]
+    (x0, y0, x1, y1), shifted = crop_region(frame.shape, box, scale)
+    side = x1 - x0
+    pad_left, pad_top = max(0, -x0), max(0, -y0)
+    pad_right, pad_bottom = max(0, x1 - frame_w), max(0, y1 - frame_h)
+    inside = frame[max(y0, 0) : min(y1, frame_h), max(x0, 0) : min(x1, frame_w)]
+    if inside.size == 0:
+        raise ImageError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
+    padded_fraction = 0.0
+    if pad_left or pad_top or pad_right or pad_bottom:
+        inside = cv2.copyMakeBorder(
+            inside, pad_top, pad_bottom, pad_left, pad_right, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+        )
+        padded_fraction = 1.0 - (side - pad_left - pad_right) * (side - pad_top - pad_bottom) / float(side * side)
+    return FaceCrop(
+        image=np.ascontiguousarray(resize_square(inside, int(size))),
+        region=(x0, y0, x1, y1),
+        shifted=shifted,
+        padded_fraction=float(padded_fraction),
+    )
+
+
+def to_tensor(
+    crops: Sequence[np.ndarray] | np.ndarray,
+    color_order: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> np.ndarray:
+    """Stack BGR uint8 crops (all the model's input size) into a normalised NCHW float32 batch.
+
+    ``mean`` and ``std`` are per channel in the model's colour order, on pixels scaled to [0, 1].
+    """
+    batch = np.asarray(crops if isinstance(crops, np.ndarray) and crops.ndim == 4 else np.stack(list(crops)))
+    if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+        raise ImageError(f"crops must be NxHxWx3 uint8, got {batch.shape} {batch.dtype}")
+    if color_order.upper() == "RGB":
+        batch = batch[..., ::-1]
+    elif color_order.upper() != "BGR":
+        raise ValueError(f"colour order must be RGB or BGR, got {color_order!r}")
+    scale = np.float32(1.0 / 255.0)
+    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(1, 3, 1, 1)
+    tensor = batch.transpose(0, 3, 1, 2).astype(np.float32) * scale
+    return np.ascontiguousarray((tensor - mean_arr) * inv_std, dtype=np.float32)

@@ -1,0 +1,148 @@
+"""Face detectors: a small protocol and two OpenCV implementations.
+
+- :class:`HaarDetector` uses the frontal-face Haar cascade that ships inside
+  opencv-python-headless: nothing to download, works everywhere, less accurate.
+- :class:`YuNetDetector` runs the YuNet ONNX model through ``cv2.FaceDetectorYN`` given its
+  file path (Apache-2.0, ~230 kB; see the README for where to get it).
+
+Both detect on a copy of the frame downscaled so that its longer side is at most
+``detect_size`` pixels and map the boxes back: detection cost falls with the square of the
+scale, and the crop itself is still cut from the full-resolution frame.
+
+Any object with a ``detect(frame) -> list[Detection]`` method can be passed to the checker.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from .crop import as_bgr_uint8
+from .errors import DetectorError
+
+__all__ = ["Detection", "FaceDetector", "HaarDetector", "YuNetDetector", "make_detector", "YUNET_ENV"]
+
+YUNET_ENV = "SPOOFSDK_YUNET_MODEL"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: box ``(x, y, w, h)`` in frame pixels, detector confidence, optional 5 landmarks."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """Faces in a BGR uint8 frame, largest first."""
+        ...
+
+
+def _downscale(frame: np.ndarray, detect_size: int) -> tuple[np.ndarray, float]:
+    h, w = frame.shape[:2]
+    factor = min(1.0, float(detect_size) / max(h, w))
+    if factor >= 1.0:
+        return frame, 1.0
+    small = cv2.resize(frame, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return small, factor
+
+
+def _sorted(dets: list[Detection]) -> list[Detection]:
+    return sorted(dets, key=lambda d: d.area, reverse=True)
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade (bundled with OpenCV)."""
+
+    name = "haar"
+
+    def __init__(self, detect_size: int = 320, min_face: int = 24, min_neighbors: int = 5, scale_factor: float = 1.1):
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise DetectorError(f"cannot load the Haar cascade from {path}")
+        self.detect_size = int(detect_size)
+        self.min_face = int(min_face)
+        self.min_neighbors = int(min_neighbors)
+        self.scale_factor = float(scale_factor)
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        frame = as_bgr_uint8(frame)
+        small, factor = _downscale(frame, self.detect_size)
+        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+        boxes, _, weights = self._cascade.detectMultiScale3(
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_face, self.min_face),
+            outputRejectLevels=True,
+        )
+        out = []
+        for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).ravel()):
+            # The cascade's level weight is an unbounded margin; squash it to (0, 1) for a comparable score.
+            score = float(1.0 / (1.0 + np.exp(-float(weight))))
+            out.append(Detection(box=(x / factor, y / factor, w / factor, h / factor), score=score))
+        return _sorted(out)
+
+
+class YuNetDetector:
+    """YuNet (``cv2.FaceDetectorYN``): more accurate than Haar, handles pose, gives landmarks."""
+
+    name = "yunet"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        detect_size: int = 320,
+        score_threshold: float = 0.7,
+        nms_threshold: float = 0.3,
+        top_k: int = 50,
+    ):
+        model_path = model_path or os.environ.get(YUNET_ENV)
+        if not model_path:
+            raise DetectorError(f"YuNet needs its model file: pass model_path or set {YUNET_ENV}")
+        path = Path(model_path)
+        if not path.is_file():
+            raise DetectorError(f"YuNet model file not found: {path}")
+        try:
+            self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
+        except cv2.error as e:
+            raise DetectorError(f"cannot load YuNet model {path}: {e}") from e
+        self.detect_size = int(detect_size)
+        self._input_size: tuple[int, int] | None = None
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        frame = as_bgr_uint8(frame)
+        small, factor = _downscale(frame, self.detect_size)
+        size = (small.shape[1], small.shape[0])
+        if size != self._input_size:
+            self._net.setInputSize(size)
+            self._input_size = size
+        _, faces = self._net.detect(small)
+        out = []
+        for row in faces if faces is not None else []:
+            x, y, w, h = (float(v) / factor for v in row[:4])
+            marks = tuple((float(row[4 + 2 * i]) / factor, float(row[5 + 2 * i]) / factor) for i in range(5))
+            if w > 1 and h > 1:
+                out.append(Detection(box=(x, y, w, h), score=float(row[14]), landmarks=marks))
+        return _sorted(out)
+
+
+def make_detector(name: str = "haar", model_path: str | os.PathLike | None = None, **kwargs) -> FaceDetector:
+    """Build a detector by name: ``haar`` or ``yunet`` (the latter needs ``model_path`` or $SPOOFSDK_YUNET_MODEL)."""
+    if name == "haar":
+        return HaarDetector(**kwargs)
+    if name == "yunet":
+        return YuNetDetector(model_path, **kwargs)
+    raise DetectorError(f"unknown detector {name!r}: use 'haar' or 'yunet'")

@@ -1,0 +1,418 @@
+"""Loading spoofsdk ONNX models of any precision, and the metadata they carry.
+
+A spoofsdk model is a plain ONNX file whose ``metadata_props`` hold everything needed to
+preprocess its input and read its output (see :data:`REQUIRED_KEYS` and the README's
+"Model metadata" section). The runtime needs no side files, so preprocessing cannot drift
+away from what the model was trained with.
+
+Embedded models live in ``spoofsdk/assets`` and are listed in :data:`EMBEDDED_MODELS` with
+their SHA-256; a file whose hash differs is refused (it was corrupted or tampered with).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import MetadataError, ModelError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "REQUIRED_KEYS",
+    "EMBEDDED_MODELS",
+    "DEFAULT_MODEL",
+    "ModelInfo",
+    "SpoofModel",
+    "load_model",
+    "resolve_model_path",
+    "parse_metadata",
+    "read_metadata_props",
+    "write_metadata_props",
+]
+
+FORMAT_VERSION = "1"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+# key -> what it holds. All values are strings in the ONNX file.
+REQUIRED_KEYS: dict[str, str] = {
+    "spoofsdk_format": "metadata format version, currently '1'",
+    "name": "model name, e.g. 'edgenet'",
+    "architecture": "architecture name as in the trainer's registry",
+    "precision": "fp32 | fp16 | int8",
+    "input_size": "model input 'HEIGHTxWIDTH' in pixels (square), e.g. '128x128'",
+    "color_order": "RGB | BGR, channel order the model expects",
+    "mean": "per-channel mean on [0,1] pixels, comma-separated, in the model's colour order",
+    "std": "per-channel std on [0,1] pixels, comma-separated, in the model's colour order",
+    "crop_scale": "side of the square crop / longer side of the face box",
+    "output": "'logits2' (two logits, order in class_order) or 'logit1' (one logit, sigmoid = P(real))",
+    "class_order": "comma-separated class names of the output, e.g. 'spoof,real'",
+    "threshold": "decision threshold on P(real): score >= threshold means real",
+}
+OPTIONAL_KEYS: dict[str, str] = {
+    "training_data": "what the model was trained on, and the licences of that data",
+    "metrics": "JSON object of evaluation figures per test set",
+    "license": "intended use / licence of the weights",
+    "description": "free text",
+    "created": "ISO date of export",
+    "threshold_source": "how the threshold was chosen",
+    "params": "number of parameters",
+    "macs": "multiply-accumulates per image",
+}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# name -> precision -> (file in assets/, sha256). Filled in when trained models are embedded.
+EMBEDDED_MODELS: dict[str, dict[str, tuple[str, str]]] = {}
+DEFAULT_MODEL = "default"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The validated metadata of a spoofsdk model."""
+
+    name: str
+    architecture: str
+    precision: str
+    input_size: int
+    color_order: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_scale: float
+    output: str
+    class_order: tuple[str, ...]
+    threshold: float
+    format_version: str = FORMAT_VERSION
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.extra.get("metrics", "{}"))
+        except json.JSONDecodeError:
+            return {}
+
+    def to_props(self) -> dict[str, str]:
+        """The metadata as ONNX ``metadata_props`` strings (inverse of :func:`parse_metadata`)."""
+        props = dict(self.extra)
+        props.update(
+            spoofsdk_format=self.format_version,
+            name=self.name,
+            architecture=self.architecture,
+            precision=self.precision,
+            input_size=f"{self.input_size}x{self.input_size}",
+            color_order=self.color_order,
+            mean=",".join(repr(float(v)) for v in self.mean),
+            std=",".join(repr(float(v)) for v in self.std),
+            crop_scale=repr(float(self.crop_scale)),
+            output=self.output,
+            class_order=",".join(self.class_order),
+            threshold=repr(float(self.threshold)),
+        )
+        return props
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.to_props().items()}
+        d["metrics"] = self.metrics
+        return d
+
+
+def _floats(key: str, text: str, n: int) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise MetadataError(f"metadata '{key}' must be {n} comma-separated numbers, got {text!r}") from None
+    if len(values) != n or not all(np.isfinite(values)):
+        raise MetadataError(f"metadata '{key}' must be {n} finite numbers, got {text!r}")
+    return values
+
+
+def parse_metadata(props: Mapping[str, str], source: str = "model") -> ModelInfo:
+    """Validate ``metadata_props`` and return :class:`ModelInfo`; raise :class:`MetadataError` naming what is wrong."""
+    missing = [k for k in REQUIRED_KEYS if k not in props]
+    if missing:
+        raise MetadataError(
+            f"{source} has no valid spoofsdk metadata: missing {', '.join(missing)}. "
+            "Export models with the trainer (spoofsdk-train export), which writes them."
+        )
+    if props["spoofsdk_format"] != FORMAT_VERSION:
+        raise MetadataError(f"{source}: metadata format {props['spoofsdk_format']!r} is not supported (expected {FORMAT_VERSION!r})")
+    precision = props["precision"].lower()
+    if precision not in PRECISIONS:
+        raise MetadataError(f"{source}: precision must be one of {PRECISIONS}, got {props['precision']!r}")
+    try:
+        h, w = (int(v) for v in props["input_size"].lower().split("x"))
+    except ValueError:
+        raise MetadataError(f"{source}: input_size must look like '128x128', got {props['input_size']!r}") from None
+    if h != w or not 16 <= h <= 1024:
+        raise MetadataError(f"{source}: input_size must be square, 16..1024 px, got {props['input_size']!r}")
+    color_order = props["color_order"].upper()
+    if color_order not in ("RGB", "BGR"):
+        raise MetadataError(f"{source}: color_order must be RGB or BGR, got {props['color_order']!r}")
+    mean = _floats("mean", props["mean"], 3)
+    std = _floats("std", props["std"], 3)
+    if min(std) <= 0:
+        raise MetadataError(f"{source}: std must be positive, got {props['std']!r}")
+    (crop_scale,) = _floats("crop_scale", props["crop_scale"], 1)
+    if not 0.5 <= crop_scale <= 4.0:
+        raise MetadataError(f"{source}: crop_scale must be in [0.5, 4], got {crop_scale}")
+    output = props["output"]
+    class_order = tuple(c.strip() for c in props["class_order"].split(","))
+    if output == "logits2":
+        if sorted(class_order) != ["real", "spoof"]:
+            raise MetadataError(f"{source}: class_order for logits2 must name 'real' and 'spoof', got {props['class_order']!r}")
+    elif output == "logit1":
+        if class_order != ("real",):
+            raise MetadataError(f"{source}: class_order for logit1 must be 'real', got {props['class_order']!r}")
+    else:
+        raise MetadataError(f"{source}: output must be 'logits2' or 'logit1', got {output!r}")
+    (threshold,) = _floats("threshold", props["threshold"], 1)
+    if not 0.0 < threshold < 1.0:
+        raise MetadataError(f"{source}: threshold must be in (0, 1), got {threshold}")
+    extra = {k: v for k, v in props.items() if k not in REQUIRED_KEYS}
+    return ModelInfo(
+        name=props["name"],
+        architecture=props["architecture"],
+        precision=precision,
+        input_size=h,
+        color_order=color_order,
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        crop_scale=crop_scale,
+        output=output,
+        class_order=class_order,
+        threshold=threshold,
+        format_version=props["spoofsdk_format"],
+        extra=extra,
+    )
+
+
+# --- metadata_props without the onnx package -------------------------------------------
+# ModelProto.metadata_props is field 14, a repeated StringStringEntryProto {key = 1, value = 2}.
+# Reading and rewriting it needs only the protobuf wire format, so the runtime can read
+# metadata before building a session and `spoofsdk calibrate` can write a new threshold
+# without depending on the onnx package.
+_METADATA_FIELD = 14
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ModelError("not a valid ONNX file (truncated protobuf varint)")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ModelError("not a valid ONNX file (bad protobuf varint)")
+
+
+def _write_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _fields(buf: bytes):
+    """Yield (field_number, wire_type, payload_or_value, raw_bytes) for each top-level field."""
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        tag, pos = _read_varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ModelError(f"not a valid ONNX file (protobuf wire type {wire})")
+        if pos > len(buf) or number == 0:
+            raise ModelError("not a valid ONNX file (truncated protobuf field)")
+        yield number, wire, value, buf[start:pos]
+
+
+def _entry(payload: bytes) -> tuple[str, str]:
+    key = value = ""
+    for number, wire, v, _ in _fields(payload):
+        if wire == 2 and number == 1:
+            key = bytes(v).decode("utf-8", "replace")
+        elif wire == 2 and number == 2:
+            value = bytes(v).decode("utf-8", "replace")
+    return key, value
+
+
+def read_metadata_props(model_bytes: bytes) -> dict[str, str]:
+    """The ``metadata_props`` of a serialized ONNX model."""
+    props: dict[str, str] = {}
+    for number, wire, value, _ in _fields(model_bytes):
+        if number == _METADATA_FIELD and wire == 2:
+            k, v = _entry(bytes(value))
+            props[k] = v
+    return props
+
+
+def write_metadata_props(model_bytes: bytes, updates: Mapping[str, str]) -> bytes:
+    """Return the serialized model with ``updates`` set in its ``metadata_props`` (other keys kept)."""
+    props = read_metadata_props(model_bytes)
+    props.update({str(k): str(v) for k, v in updates.items()})
+    kept = [raw for number, wire, _, raw in _fields(model_bytes) if not (number == _METADATA_FIELD and wire == 2)]
+    tag = _write_varint((_METADATA_FIELD << 3) | 2)
+    entries = []
+    for k, v in props.items():
+        kb, vb = k.encode(), v.encode()
+        payload = b"\x0a" + _write_varint(len(kb)) + kb + b"\x12" + _write_varint(len(vb)) + vb
+        entries.append(tag + _write_varint(len(payload)) + payload)
+    return b"".join(kept) + b"".join(entries)
+
+
+# --- resolving and loading -----------------------------------------------------------------
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_model_path(model: str | os.PathLike | None = None, precision: str | None = None) -> tuple[Path, str | None]:
+    """Map a model name or path to a file. Returns ``(path, expected_sha256 or None)``.
+
+    ``None`` or ``"default"`` is the embedded default; another registered name picks that
+    embedded model; anything else is a file path.
+    """
+    name = DEFAULT_MODEL if model is None else str(model)
+    if precision is not None and precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if name in EMBEDDED_MODELS:
+        variants = EMBEDDED_MODELS[name]
+        chosen = precision or ("int8" if "int8" in variants else next(iter(variants)))
+        if chosen not in variants:
+            raise ModelError(f"embedded model {name!r} has no {chosen} version; available: {', '.join(variants)}")
+        filename, sha = variants[chosen]
+        return ASSETS_DIR / filename, sha
+    if model is None:
+        raise ModelError("no embedded default model is installed; pass a model file path")
+    path = Path(model)
+    if not path.exists():
+        known = ", ".join(sorted(EMBEDDED_MODELS)) or "none"
+        raise ModelError(f"model file not found: {path} (embedded model names: {known})")
+    return path, None
+
+
+class SpoofModel:
+    """An ONNX Runtime session over a spoofsdk model, with its :class:`ModelInfo`.
+
+    ``predict`` takes a normalised NCHW batch and returns P(real) per image;
+    ``score_crops`` takes BGR uint8 crops of the model's input size.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes | None = None,
+        *,
+        precision: str | None = None,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        spin_wait: bool = False,
+    ) -> None:
+        if isinstance(model, (bytes, bytearray)):
+            data, source, expected = bytes(model), "<bytes>", None
+        else:
+            path, expected = resolve_model_path(model, precision)
+            source = str(path)
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise ModelError(f"cannot read model file {path}: {e}") from e
+        if expected is not None and _sha256(data) != expected:
+            raise ModelError(f"embedded model {source} fails its SHA-256 check: the file is corrupted or was modified")
+        self.source = source
+        self.sha256 = _sha256(data)
+        self.info = parse_metadata(read_metadata_props(data), source)
+        if precision is not None and self.info.precision != precision:
+            raise ModelError(f"{source} is a {self.info.precision} model, but precision={precision!r} was requested")
+        self.session = _make_session(data, source, threads, providers, spin_wait)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{source}: expected one input, found {len(inputs)}")
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[1] not in (3, "3") or any(
+            isinstance(d, int) and d != self.info.input_size for d in shape[2:]
+        ):
+            raise ModelError(f"{source}: input shape {shape} does not match metadata input_size {self.info.input_size}")
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+
+    @property
+    def threshold(self) -> float:
+        return self.info.threshold
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """P(real) for each image of a normalised NCHW float32 batch."""
+        if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
+            return np.concatenate([self.predict(batch[i : i + 1]) for i in range(batch.shape[0])])
+        try:
+            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelError(f"inference failed on {self.source}: {e}") from e
+        out = np.asarray(out, dtype=np.float64).reshape(batch.shape[0], -1)
+        if self.info.output == "logit1":
+            scores = 1.0 / (1.0 + np.exp(-out[:, 0]))
+        else:
+            real = self.info.class_order.index("real")
+            z = out - out.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            scores = p[:, real] / p.sum(axis=1)
+        # A non-finite output is a broken model or input: it must never read as live.
+        return np.where(np.isfinite(scores), scores, 0.0)
+
+    def score_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """P(real) for BGR uint8 crops of the model's input size."""
+        from .crop import to_tensor
+
+        if len(crops) == 0:
+            return np.zeros(0)
+        return self.predict(to_tensor(crops, self.info.color_order, self.info.mean, self.info.std))
+
+
+def _make_session(data: bytes, source: str, threads: int | None, providers: Sequence[str] | None, spin_wait: bool):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning keeps idle cores busy between calls; in a camera loop that waits for the next
+    # frame it burns power and steals CPU from the detector, so it is off unless asked for.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+    available = ort.get_available_providers()
+    chosen = list(providers) if providers else ["CPUExecutionProvider"]
+    unknown = [p for p in chosen if p not in available]
+    if unknown:
+        raise ModelError(f"execution providers not available: {unknown}; available: {available}")
+    try:
+        return ort.InferenceSession(data, sess_options=options, providers=chosen)
+    except Exception as e:
+        raise ModelError(f"cannot load ONNX model {source}: {e}") from e
+
+
+def load_model(model: str | os.PathLike | bytes | None = None, **kwargs: Any) -> SpoofModel:
+    """Load a spoofsdk model by embedded name, path or bytes. See :class:`SpoofModel`."""
+    return SpoofModel(model, **kwargs)
