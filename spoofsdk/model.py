@@ -304,7 +304,10 @@ def resolve_model_path(model: str | os.PathLike | None = None, precision: str | 
         filename, sha = variants[chosen]
         return ASSETS_DIR / filename, sha
     if model is None:
-        raise ModelError("no embedded default model is installed; pass a model file path")
+        raise ModelError(
+            "no embedded default model is installed in this spoofsdk; pass a spoofsdk ONNX model file "
+            "(LivenessChecker(model='model.onnx'), or --model model.onnx on the command line)"
+        )
     path = Path(model)
     if not path.exists():
         known = ", ".join(sorted(EMBEDDED_MODELS)) or "none"

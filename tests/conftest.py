@@ -134,3 +134,18 @@ def tiny_model_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny.onnx"
     path.write_bytes(build_tiny_model())
     return path
+
+
+def write_video(path: Path, frames: list[Path], fps: float = 10.0) -> Path:
+    """Write image files as a video (MJPG for .avi, mp4v for .mp4) with OpenCV; returns ``path``."""
+    import cv2
+
+    images = [cv2.imread(str(f)) for f in frames]
+    h, w = images[0].shape[:2]
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (w, h))
+    assert writer.isOpened(), f"cannot write {path}"
+    for image in images:
+        writer.write(image)
+    writer.release()
+    return path

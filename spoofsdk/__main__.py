@@ -1,0 +1,4 @@
+"""``python -m spoofsdk`` = the ``spoofsdk`` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,340 @@
+"""`LivenessChecker`: one model, one detector, quality gates; image mode and stream mode.
+
+Image mode (:meth:`LivenessChecker.check`) treats every image on its own: detect every face,
+crop it, gate it on quality, score the faces that pass in one batch, and label each face
+``real`` (score >= threshold) or ``spoof``; a refused face is ``unknown`` with the reason.
+
+Stream mode (:meth:`LivenessChecker.feed`, :meth:`LivenessChecker.stream`) adds time: faces
+are tracked, full detection runs every ``detect_every`` frames (or at once when a track is
+lost or a face is missing), template matching moves the boxes in between, and each track's
+label comes from its smoothed, hysteresis-guarded decision (see :mod:`spoofsdk.track`).
+A frame that cannot be processed gives an ``unknown`` result; the stream never stops on it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from .crop import as_bgr_uint8, crop_face, resize_square
+from .detect import Detection, FaceDetector, make_detector
+from .errors import DetectorError, ImageError, SpoofSDKError
+from .model import ModelInfo, SpoofModel, load_model
+from .quality import QualityConfig, assess, measure, quality_config
+from .results import REAL, SPOOF, UNKNOWN, FaceResult, FrameResult, Reason
+from .sources import Frame, read_image
+from .track import IoUTracker, SmoothingConfig, follow_box
+
+__all__ = ["LivenessChecker"]
+
+# Tracking works on a grey copy whose longer side is at most this: template matching on it costs ~1 ms.
+TRACK_SIZE = 320
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class LivenessChecker:
+    """Face liveness for images and streams.
+
+    Args:
+        model: an embedded model name (``None`` = the embedded default), a path to a spoofsdk
+            ONNX file, its bytes, or a loaded :class:`~spoofsdk.model.SpoofModel`.
+        precision: ``fp32``/``fp16``/``int8``: which embedded variant to load (or a check on a file).
+        threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        providers: onnxruntime execution providers (default CPU).
+        detector: ``"haar"``, ``"yunet"`` or any object with ``detect(frame) -> list[Detection]``;
+            None picks YuNet when ``yunet_model`` is given, else Haar.
+        yunet_model: path of the YuNet ONNX file (or set $SPOOFSDK_YUNET_MODEL).
+        threshold: decision threshold on P(live), overriding the model's calibrated one.
+        max_faces: score only the largest N faces (None: all).
+        quality: a :class:`~spoofsdk.quality.QualityConfig`, a dict of overrides, or False to switch the gates off.
+        smoothing: a :class:`~spoofsdk.track.SmoothingConfig` for stream mode.
+        detect_every: in stream mode, run full detection every N frames (1 = every frame).
+        detect_size: longer side of the downscaled copy the detector runs on.
+        spin_wait: let onnxruntime threads spin between calls (off: saves CPU in camera loops).
+        max_image_pixels: larger inputs are refused with :class:`ImageError`.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes | SpoofModel | None = None,
+        *,
+        precision: str | None = None,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        detector: str | FaceDetector | None = None,
+        yunet_model: str | os.PathLike | None = None,
+        threshold: float | None = None,
+        max_faces: int | None = None,
+        quality: QualityConfig | Mapping[str, Any] | bool | None = None,
+        smoothing: SmoothingConfig | None = None,
+        detect_every: int = 3,
+        detect_size: int = 320,
+        spin_wait: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
+        if isinstance(model, SpoofModel):
+            self.model = model
+        else:
+            self.model = load_model(model, precision=precision, threads=threads, providers=providers, spin_wait=spin_wait)
+        if threshold is not None and not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.threshold = float(threshold) if threshold is not None else self.model.threshold
+        if max_faces is not None and int(max_faces) < 1:
+            raise ValueError(f"max_faces must be at least 1, got {max_faces}")
+        self.max_faces = int(max_faces) if max_faces is not None else None
+        self.quality = quality_config(quality)
+        self.detector = self._make_detector(detector, yunet_model, detect_size)
+        self.tracker = IoUTracker(smoothing)
+        self.detect_every = max(1, int(detect_every))
+        self.max_image_pixels = int(max_image_pixels)
+        self.reset()
+
+    @staticmethod
+    def _make_detector(detector: Any, yunet_model: Any, detect_size: int) -> FaceDetector:
+        if detector is None:
+            detector = "yunet" if yunet_model else "haar"
+        if isinstance(detector, str):
+            if detector == "yunet":
+                return make_detector("yunet", yunet_model, detect_size=detect_size)
+            return make_detector(detector, detect_size=detect_size)
+        if not callable(getattr(detector, "detect", None)):
+            raise DetectorError(f"detector must be 'haar', 'yunet' or an object with a detect(frame) method, got {detector!r}")
+        return detector
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    @property
+    def smoothing(self) -> SmoothingConfig:
+        return self.tracker.config
+
+    def reset(self) -> None:
+        """Forget all tracks (start a new stream)."""
+        self.tracker.reset()
+        self._since_detect = 0
+        self._last_t: float | None = None
+        self._t0 = time.monotonic()
+        self._index = 0
+
+    # -- shared steps -------------------------------------------------------------------------
+    def _frame(self, image: Any) -> np.ndarray:
+        frame = as_bgr_uint8(image)
+        if frame.shape[0] * frame.shape[1] > self.max_image_pixels:
+            raise ImageError(
+                f"image of {frame.shape[1]}x{frame.shape[0]} px exceeds the limit of {self.max_image_pixels} pixels; downscale it first"
+            )
+        return frame
+
+    def _detect(self, frame: np.ndarray) -> list[Detection]:
+        try:
+            dets = self.detector.detect(frame)
+        except SpoofSDKError:
+            raise
+        except Exception as e:  # a third-party detector or cv2 failing is a detector problem, typed as such
+            raise DetectorError(f"face detection failed: {e}") from e
+        # Drop degenerate boxes: a detector bug must not reach the crop as a crash.
+        good = [d for d in dets if d.box[2] > 1 and d.box[3] > 1 and np.isfinite(d.box).all()]
+        good.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)
+        return good[: self.max_faces] if self.max_faces else good
+
+    def _faces(self, frame: np.ndarray, boxes: Sequence[Sequence[float]], det_scores: Sequence[float | None]) -> list[FaceResult]:
+        """Crop, gate and score faces; labels are the image-mode ones (score vs threshold)."""
+        info = self.model.info
+        results: list[FaceResult] = []
+        crops: list[np.ndarray] = []
+        scored: list[FaceResult] = []
+        for box, det_score in zip(boxes, det_scores):
+            start = time.perf_counter()
+            face = FaceResult(
+                label=UNKNOWN,
+                box=tuple(int(round(v)) for v in box),  # type: ignore[arg-type]
+                detector_score=det_score,
+                threshold=self.threshold,
+            )
+            results.append(face)
+            try:
+                crop = crop_face(frame, box, info.crop_scale, info.input_size)
+            except ImageError as e:
+                face.reason, face.message = Reason.CUT_BY_BORDER, str(e)
+                continue
+            face.timings["crop"] = _ms(start)
+            start = time.perf_counter()
+            report = assess(measure(frame, box, crop.padded_fraction), self.quality)
+            face.quality = report.figures
+            face.timings["quality"] = _ms(start)
+            if report.ok:
+                crops.append(crop.image)
+                scored.append(face)
+            else:
+                face.reason, face.message = report.reason, report.message
+        self._score(crops, scored)
+        return results
+
+    def _score(self, crops: list[np.ndarray], faces: list[FaceResult]) -> None:
+        if not crops:
+            return
+        start = time.perf_counter()
+        scores = self.model.score_crops(crops)
+        per_face = _ms(start) / len(crops)
+        for face, score in zip(faces, scores):
+            face.score = float(score)
+            face.label = REAL if score >= self.threshold else SPOOF
+            face.timings["model"] = per_face
+
+    # -- image mode -------------------------------------------------------------------------
+    def check(self, image: np.ndarray | str | os.PathLike) -> FrameResult:
+        """Every face of one image (BGR array or file path), judged on its own.
+
+        Raises :class:`ImageError` when the image cannot be read or has an unsupported
+        shape/dtype. An image without a face gives label ``unknown``, reason ``no_face``.
+        """
+        start = time.perf_counter()
+        path = None
+        if isinstance(image, (str, os.PathLike)):
+            path = str(image)
+            image = read_image(image)
+        frame = self._frame(image)
+        t_detect = time.perf_counter()
+        dets = self._detect(frame)
+        t_faces = time.perf_counter()
+        faces = self._faces(frame, [d.box for d in dets], [d.score for d in dets])
+        timings = {"detect": (t_faces - t_detect) * 1000.0, "faces": _ms(t_faces), "total": _ms(start)}
+        return FrameResult.from_faces(faces, path=path, image_size=(frame.shape[1], frame.shape[0]), timings=timings)
+
+    def check_face(self, crop: np.ndarray | str | os.PathLike) -> FaceResult:
+        """One already-cropped face (BGR array or file path): no detection, resized to the model input.
+
+        The quality gates that apply to a crop (size, blur, exposure) still apply.
+        """
+        start = time.perf_counter()
+        if isinstance(crop, (str, os.PathLike)):
+            crop = read_image(crop)
+        image = self._frame(crop)
+        report = assess(measure(image), self.quality)
+        face = FaceResult(label=UNKNOWN, quality=report.figures, threshold=self.threshold)
+        face.timings["quality"] = _ms(start)
+        if not report.ok:
+            face.reason, face.message = report.reason, report.message
+            return face
+        self._score([resize_square(image, self.model.info.input_size)], [face])
+        return face
+
+    def check_crop_file(self, path: str | os.PathLike) -> FrameResult:
+        """:meth:`check_face` on a file, wrapped as a frame result (what ``spoofsdk run --crops`` prints)."""
+        start = time.perf_counter()
+        face = self.check_face(path)
+        return FrameResult.from_faces([face], path=str(path), timings={"total": _ms(start)})
+
+    # -- stream mode ------------------------------------------------------------------------
+    def feed(self, frame: Any, t: float | None = None, index: int | None = None) -> FrameResult:
+        """One frame of a stream at time ``t`` (seconds; default: the wall clock since :meth:`reset`).
+
+        Labels come from the face tracks: ``real`` only after consistent evidence. A bad
+        frame gives an ``unknown`` result (reason ``bad_image``) and leaves the tracks as they are.
+        """
+        start = time.perf_counter()
+        index = self._index if index is None else int(index)
+        self._index = index + 1
+        if t is None:
+            t = time.monotonic() - self._t0
+        t = float(t)
+        try:
+            image = self._frame(frame)
+        except ImageError as e:
+            return FrameResult.failed(Reason.BAD_IMAGE, str(e), frame=index, t=t)
+        height, width = image.shape[:2]
+        factor = min(1.0, TRACK_SIZE / max(height, width))
+        small = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA) if factor < 1 else image
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+
+        stage_start = time.perf_counter()
+        self.tracker.forget(t)
+        previous = [tr for tr in self.tracker.tracks if tr.last_seen == self._last_t]
+        followed: list[tuple[float, float, float, float]] | None = None
+        # Follow by template matching only when every live track was seen on the previous
+        # frame and a full detection is not due; a missing face triggers detection at once.
+        if previous and len(previous) == len(self.tracker.tracks) and self._since_detect < self.detect_every - 1:
+            followed = []
+            for tr in previous:
+                box = follow_box(grey, tr.template, tr.box, factor) if tr.template is not None else None
+                if box is None:
+                    followed = None
+                    break
+                followed.append(box)
+        if followed is not None:
+            tracks = previous
+            for tr, box in zip(tracks, followed):
+                tr.box, tr.last_seen = box, t
+                tr.hits += 1
+            boxes: list[Any] = followed
+            det_scores: list[float | None] = [None] * len(boxes)
+            self._since_detect += 1
+            stage = "track"
+        else:
+            dets = self._detect(image)
+            boxes, det_scores = [d.box for d in dets], [d.score for d in dets]
+            tracks = self.tracker.update(boxes, t)
+            self._since_detect = 0
+            stage = "detect"
+        stage_ms = _ms(stage_start)
+        for tr in tracks:
+            tr.template = _template(grey, tr.box, factor)
+        self._last_t = t
+
+        faces_start = time.perf_counter()
+        faces = self._faces(image, boxes, det_scores)
+        for face, tr in zip(faces, tracks):
+            gated = face.score is None
+            label, reason, message = tr.observe(face.score, t, self.threshold, self.tracker.config)
+            face.track_id, face.smoothed_score = tr.id, tr.ema
+            if not gated:
+                face.label, face.reason, face.message = label, reason, message
+        timings = {stage: stage_ms, "faces": _ms(faces_start), "total": _ms(start)}
+        return FrameResult.from_faces(faces, frame=index, t=t, image_size=(width, height), timings=timings)
+
+    def stream_frames(self, source: Iterable[Frame] | Iterable[np.ndarray], max_frames: int | None = None) -> Iterator[tuple[Frame, FrameResult]]:
+        """Like :meth:`stream`, yielding each source frame with its result (to draw or save them)."""
+        self.reset()
+        for count, item in enumerate(source):
+            if max_frames is not None and count >= max_frames:
+                break
+            if not isinstance(item, Frame):
+                item = Frame(item, count)
+            if item.image is None:
+                message = item.error or "unreadable frame"
+                yield item, FrameResult.failed(Reason.BAD_IMAGE, message, path=item.path, frame=item.index, t=item.t)
+                continue
+            result = self.feed(item.image, t=item.t, index=item.index)
+            result.path = item.path
+            yield item, result
+
+    def stream(self, source: Iterable[Frame] | Iterable[np.ndarray], max_frames: int | None = None) -> Iterator[FrameResult]:
+        """Results for each frame of a source (see :mod:`spoofsdk.sources`), tracking faces across them.
+
+        Starts a new stream (:meth:`reset`). A frame the source could not read yields an
+        ``unknown`` result; a source that fails (camera unplugged, truncated video) raises
+        :class:`~spoofsdk.errors.SourceError` after the frames it delivered.
+        """
+        for _, result in self.stream_frames(source, max_frames):
+            yield result
+
+    def __repr__(self) -> str:
+        detector = getattr(self.detector, "name", type(self.detector).__name__)
+        return f"LivenessChecker(model={self.model.source!r}, detector={detector!r}, threshold={self.threshold})"
+
+
+def _template(grey: np.ndarray, box: Sequence[float], factor: float) -> np.ndarray | None:
+    """The face patch to follow; None (detect next frame) when it is tiny or not wholly inside the frame."""
+    x0, y0 = int(round(box[0] * factor)), int(round(box[1] * factor))
+    x1, y1 = int(round((box[0] + box[2]) * factor)), int(round((box[1] + box[3]) * factor))
+    if x0 < 0 or y0 < 0 or x1 > grey.shape[1] or y1 > grey.shape[0] or x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    return grey[y0:y1, x0:x1].copy()

@@ -1,0 +1,400 @@
+"""Where frames come from: image files and folders, video files, live cameras.
+
+Every source is an iterable of :class:`Frame`. A file that cannot be read becomes a
+``Frame`` with ``error`` set (the stream carries on); a source that cannot be opened, or a
+video/camera that stops mid-stream, raises :class:`~spoofsdk.errors.SourceError`.
+
+Live cameras use the *latest-frame* policy: a grabber thread reads the camera continuously
+and keeps only the newest frame, so when processing is slower than the camera, stale frames
+are dropped instead of queued and latency stays at one frame. Cameras:
+
+- an integer index or ``/dev/videoN``: V4L2 (USB webcams) through OpenCV;
+- a string containing ``!``: a GStreamer pipeline (``cv2.CAP_GSTREAMER``), e.g.
+  :func:`libcamera_pipeline` for the Raspberry Pi camera module; needs an OpenCV built with
+  GStreamer (the PyPI wheels are not);
+- ``"picamera2"``: the Pi camera module through the picamera2 library, when installed.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import ImageError, SourceError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Frame",
+    "read_image",
+    "list_images",
+    "ImageSource",
+    "VideoSource",
+    "LiveSource",
+    "CameraSource",
+    "PiCamera2Source",
+    "libcamera_pipeline",
+    "open_source",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"})
+
+
+@dataclass
+class Frame:
+    """One frame: the BGR image (None when it could not be read), its index, time and origin."""
+
+    image: np.ndarray | None
+    index: int
+    t: float | None = None
+    """Seconds since the start of the stream (video position or camera clock); None for image files."""
+    path: str | None = None
+    """The image file (image sources only)."""
+    error: str | None = None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as BGR uint8 (EXIF orientation applied, grey/16-bit/alpha converted).
+
+    Raises :class:`ImageError` for a missing, empty, truncated or undecodable file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image file not found: {p}")
+    if p.is_dir():
+        raise ImageError(f"{p} is a directory, not an image file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {p}: {e}") from e
+    if not data:
+        raise ImageError(f"{p} is empty")
+    # libjpeg decodes a truncated JPEG "successfully", filling the missing part with grey and
+    # only printing a warning; a half-grey face must not be scored, so check the end marker.
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        raise ImageError(f"{p} is a truncated JPEG (no end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ImageError(f"{p} is not a readable image (unknown format or corrupted data)")
+    return image
+
+
+def list_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image files.
+
+    Files named explicitly are kept whatever their extension (reading them reports the
+    problem); folders contribute files with an image extension. A missing path is kept too, so
+    it is reported per image. A folder without images raises :class:`SourceError`.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            if not found:
+                raise SourceError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {p}")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+class ImageSource:
+    """Image files and folders as a stream of frames; unreadable files give frames with ``error`` set."""
+
+    def __init__(self, inputs: str | Path | Sequence[str | Path]) -> None:
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        self.paths = list_images(inputs)
+        if not self.paths:
+            raise SourceError("no image files given")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i, p in enumerate(self.paths):
+            try:
+                yield Frame(read_image(p), i, None, str(p))
+            except ImageError as e:
+                yield Frame(None, i, None, str(p), str(e))
+
+    def close(self) -> None:
+        pass
+
+
+class VideoSource:
+    """Frames of a video file; ``step`` keeps every step-th frame (skipping the rest without converting them).
+
+    ``t`` is the frame's position in the video (index / fps). A video that stops decoding
+    before its announced length raises :class:`SourceError` after the last good frame.
+    """
+
+    def __init__(self, path: str | Path, step: int = 1) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"video file not found: {self.path}")
+        self.step = max(1, int(step))
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise SourceError(f"cannot open video {self.path} (not a video, unsupported codec, or truncated file)")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else 30.0
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        try:
+            while True:
+                if index % self.step:
+                    ok = self._cap.grab()
+                    image = None
+                else:
+                    ok, image = self._cap.read()
+                if not ok:
+                    break
+                if image is not None:
+                    yield Frame(image, index, index / self.fps)
+                index += 1
+        finally:
+            self.close()
+        if index == 0:
+            raise SourceError(f"no frame could be decoded from {self.path}")
+        # Container frame counts are estimates; allow a little slack before calling it truncated.
+        if self.frame_count > 0 and index < self.frame_count - max(2, self.frame_count // 50):
+            raise SourceError(
+                f"video {self.path} ended mid-stream: decoded {index} of {self.frame_count} frames (file truncated or corrupted)"
+            )
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class LiveSource:
+    """A live frame producer (``read() -> (ok, image)``) behind the latest-frame policy.
+
+    With ``latest_only`` a daemon thread calls ``read`` continuously and keeps only the newest
+    frame; iteration returns each new frame once, and frames produced while the consumer was
+    busy are dropped (counted in :attr:`dropped`). Without it, frames are read on demand.
+    ``step`` keeps every step-th delivered frame (a manual frame-skip under load).
+
+    When ``read`` keeps failing for ``timeout`` seconds (camera unplugged, pipeline ended),
+    iteration raises :class:`SourceError`. ``max_frames`` stops after that many frames.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], tuple[bool, Any]],
+        name: str,
+        release: Callable[[], None] | None = None,
+        latest_only: bool = True,
+        timeout: float = 2.0,
+        step: int = 1,
+        max_frames: int | None = None,
+    ) -> None:
+        self._read = read
+        self._release = release
+        self.name = name
+        self.latest_only = latest_only
+        self.timeout = float(timeout)
+        self.step = max(1, int(step))
+        self.max_frames = max_frames
+        self.dropped = 0
+        self.delivered = 0
+        self._cond = threading.Condition()
+        self._latest: tuple[int, np.ndarray, float] | None = None
+        self._seq = 0
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.monotonic()
+
+    # -- grabber thread -------------------------------------------------------------------
+    def _grab_loop(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                ok, image = self._read()
+            except Exception as e:  # a driver error must end the stream with a message, not kill the thread silently
+                ok, image = False, None
+                log.debug("%s: read raised %s", self.name, e)
+            now = time.monotonic()
+            if ok and image is not None:
+                last_ok = now
+                with self._cond:
+                    self._seq += 1
+                    self._latest = (self._seq, image, now - self._t0)
+                    self._cond.notify_all()
+            elif now - last_ok > self.timeout:
+                with self._cond:
+                    self._error = f"{self.name} stopped delivering frames (no frame for {self.timeout:.1f} s)"
+                    self._cond.notify_all()
+                return
+            else:
+                time.sleep(0.005)
+
+    def _start(self) -> None:
+        if self.latest_only and self._thread is None:
+            self._thread = threading.Thread(target=self._grab_loop, name=f"spoofsdk-grab-{self.name}", daemon=True)
+            self._thread.start()
+
+    def _next_latest(self, last_seq: int) -> tuple[int, np.ndarray, float]:
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._error is not None or (self._latest is not None and self._latest[0] > last_seq),
+                timeout=self.timeout + 1.0,
+            )
+            if self._latest is not None and self._latest[0] > last_seq:
+                return self._latest
+            raise SourceError(self._error or f"{self.name}: no frame within {self.timeout:.1f} s")
+
+    def _next_direct(self) -> tuple[int, np.ndarray, float]:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            ok, image = self._read()
+            if ok and image is not None:
+                self._seq += 1
+                return self._seq, image, time.monotonic() - self._t0
+            if time.monotonic() > deadline:
+                raise SourceError(f"{self.name} stopped delivering frames (no frame for {self.timeout:.1f} s)")
+            time.sleep(0.005)
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._start()
+        last_seq = 0
+        try:
+            while self.max_frames is None or self.delivered < self.max_frames:
+                seq, image, t = self._next_latest(last_seq) if self.latest_only else self._next_direct()
+                self.dropped += seq - last_seq - 1
+                last_seq = seq
+                if (seq - 1) % self.step:
+                    continue
+                self.delivered += 1
+                yield Frame(image, seq - 1, t)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+
+def _opencv_has(feature: str) -> bool:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith(feature + ":"):
+            return "YES" in line.split(":", 1)[1]
+    return False
+
+
+def libcamera_pipeline(width: int = 640, height: int = 480, fps: int = 30) -> str:
+    """A GStreamer pipeline for the Raspberry Pi camera module via libcamera, delivering BGR to OpenCV.
+
+    ``appsink drop=true max-buffers=1`` keeps only the newest buffer, like the grabber thread.
+    """
+    return (
+        f"libcamerasrc ! video/x-raw,width={width},height={height},framerate={fps}/1 ! "
+        "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false"
+    )
+
+
+class CameraSource(LiveSource):
+    """A camera through OpenCV: an index / ``/dev/videoN`` (V4L2) or a GStreamer pipeline string."""
+
+    def __init__(
+        self,
+        device: int | str = 0,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(device, str) and device.strip().isdigit():
+            device = int(device)
+        if isinstance(device, str) and "!" in device:
+            if not _opencv_has("GStreamer"):
+                raise SourceError(
+                    "this OpenCV build has no GStreamer support (the PyPI wheels do not), so it cannot open a "
+                    "GStreamer pipeline; on a Raspberry Pi use the system OpenCV (python3-opencv) or install "
+                    "picamera2 and use --camera picamera2"
+                )
+            cap = cv2.VideoCapture(device, cv2.CAP_GSTREAMER)
+        else:
+            backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+            cap = cv2.VideoCapture(device, backend)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open camera {device!r} (not connected, in use by another program, or no permission)")
+        if width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        # The driver's own queue adds latency on top of ours; keep it to one buffer where supported.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        super().__init__(cap.read, f"camera {device}", release=cap.release, **kwargs)
+
+
+class PiCamera2Source(LiveSource):
+    """The Raspberry Pi camera module through picamera2 (optional dependency)."""
+
+    def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None, **kwargs: Any) -> None:
+        width, height = width or 640, height or 480
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError:
+            raise SourceError(
+                "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install python3-picamera2' and create "
+                "the venv with --system-site-packages, or pass a libcamera GStreamer pipeline as the camera"
+            ) from None
+        try:
+            camera = Picamera2()
+            # picamera2's "RGB888" is stored B, G, R in memory: exactly OpenCV's BGR.
+            controls = {"FrameRate": float(fps)} if fps else {}
+            camera.configure(
+                camera.create_video_configuration(main={"size": (width, height), "format": "RGB888"}, controls=controls)
+            )
+            camera.start()
+        except Exception as e:
+            raise SourceError(f"cannot start the Pi camera through picamera2: {e}") from e
+
+        def read() -> tuple[bool, np.ndarray]:
+            return True, camera.capture_array("main")
+
+        def release() -> None:
+            camera.stop()
+            camera.close()
+
+        super().__init__(read, "picamera2", release=release, **kwargs)
+
+
+def open_source(
+    camera: int | str | None = None,
+    video: str | Path | None = None,
+    images: Sequence[str | Path] | None = None,
+    step: int = 1,
+    **camera_kwargs: Any,
+) -> ImageSource | VideoSource | LiveSource:
+    """Open exactly one of a camera, a video file or image files/folders."""
+    given = [x for x in (camera, video, images or None) if x is not None]
+    if len(given) != 1:
+        raise SourceError("give exactly one source: a camera, a video file, or image files/folders")
+    if camera is not None:
+        if str(camera).lower() in ("picamera2", "picam"):
+            return PiCamera2Source(step=step, **camera_kwargs)
+        return CameraSource(camera, step=step, **camera_kwargs)
+    if video is not None:
+        return VideoSource(video, step=step)
+    return ImageSource(list(images or ()))

@@ -1,0 +1,200 @@
+"""Face tracks across frames, and the temporal decision of each track.
+
+In a stream, one frame's score is weak evidence: a printed photo moved in front of the
+camera can score high for a frame or two. So each face is followed over time
+(:class:`IoUTracker` matches boxes by intersection-over-union) and each :class:`FaceTrack`
+turns its per-frame scores into a decision:
+
+- the scores are smoothed by an exponential moving average (EMA);
+- ``real`` needs enough consistent evidence: at least ``min_frames`` scored frames in a row
+  at or above the threshold, spanning at least ``min_seconds``, *and* the EMA above the
+  threshold plus a margin;
+- once ``real``, the track stays real until the EMA falls below the threshold minus the
+  margin (hysteresis: no flicker around the threshold);
+- a frame refused by a quality gate (``unknown``) is not evidence: it neither adds to the
+  streak nor moves the EMA, and that frame is reported as ``unknown`` with the gate's reason;
+- a score below the threshold resets the streak, so the evidence must be consistent;
+- a track not seen for ``forget_after`` seconds is forgotten; a face that comes back starts
+  a new track and must earn ``real`` again.
+
+Between full detections, :func:`follow_box` moves a track's box by template matching on a
+small grey copy of the frame, which costs a fraction of a detection.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .results import REAL, SPOOF, UNKNOWN, Reason
+
+__all__ = ["SmoothingConfig", "FaceTrack", "IoUTracker", "iou", "follow_box"]
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    """How a track's per-frame scores become its decision. See the module docstring."""
+
+    alpha: float = 0.4
+    """EMA weight of the newest score (1.0 = no smoothing)."""
+    margin: float = 0.05
+    """Hysteresis half-width around the threshold."""
+    min_frames: int = 5
+    """Scored frames in a row at or above the threshold before a track may turn ``real``."""
+    min_seconds: float = 0.3
+    """...and the time those frames must span."""
+    forget_after: float = 0.5
+    """Seconds unseen after which a track is dropped."""
+    iou_threshold: float = 0.3
+    """Minimum IoU for a detection to continue a track."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if not 0.0 <= self.margin < 0.5:
+            raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
+        if self.min_frames < 1 or self.min_seconds < 0 or self.forget_after <= 0:
+            raise ValueError("min_frames must be >= 1, min_seconds >= 0, forget_after > 0")
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes."""
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class FaceTrack:
+    """One face followed over time, with its smoothed score and decision."""
+
+    id: int
+    box: Box
+    first_seen: float
+    last_seen: float
+    hits: int = 1
+    ema: float | None = None
+    state: str = UNKNOWN
+    streak: int = 0
+    streak_start: float | None = None
+    template: np.ndarray | None = field(default=None, repr=False)
+    """Grey patch of the face on the small tracking frame, for :func:`follow_box`."""
+
+    def observe(self, score: float | None, t: float, threshold: float, config: SmoothingConfig) -> tuple[str, str | None, str]:
+        """Add one frame's evidence. ``score`` None means a quality gate refused the frame.
+
+        Returns this frame's ``(label, reason, message)``.
+        """
+        if score is None:
+            return UNKNOWN, None, ""  # the caller reports the gate's own reason
+        score = float(score)
+        self.ema = score if self.ema is None else config.alpha * score + (1.0 - config.alpha) * self.ema
+        if score >= threshold:
+            if self.streak == 0:
+                self.streak_start = t
+            self.streak += 1
+        else:
+            self.streak, self.streak_start = 0, None
+        on = min(threshold + config.margin, (threshold + 1.0) / 2.0)
+        off = max(threshold - config.margin, threshold / 2.0)
+        if self.state == REAL:
+            if self.ema < off:
+                self.state = SPOOF
+        elif (
+            self.ema >= on
+            and self.streak >= config.min_frames
+            and self.streak_start is not None
+            and t - self.streak_start >= config.min_seconds
+        ):
+            self.state = REAL
+        elif self.ema < threshold or score < threshold:
+            self.state = SPOOF
+        else:
+            self.state = UNKNOWN
+        if self.state == UNKNOWN:
+            span = 0.0 if self.streak_start is None else t - self.streak_start
+            return (
+                UNKNOWN,
+                Reason.COLLECTING_EVIDENCE,
+                f"collecting evidence: {self.streak}/{config.min_frames} frames, {span:.2f}/{config.min_seconds:.2f} s above threshold",
+            )
+        return self.state, None, ""
+
+
+class IoUTracker:
+    """Greedy IoU matching of detections to live tracks; tracks unseen for ``forget_after`` s are dropped."""
+
+    def __init__(self, config: SmoothingConfig | None = None) -> None:
+        self.config = config or SmoothingConfig()
+        self.tracks: list[FaceTrack] = []
+        self._next_id = 1
+
+    def reset(self) -> None:
+        self.tracks.clear()
+        self._next_id = 1
+
+    def forget(self, t: float) -> None:
+        """Drop tracks not seen for more than ``forget_after`` seconds before ``t``."""
+        self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.config.forget_after]
+
+    def update(self, boxes: Sequence[Box], t: float) -> list[FaceTrack]:
+        """Assign each box to a track (continuing one or starting a new one); return them in the order of ``boxes``."""
+        self.forget(t)
+        pairs = sorted(
+            ((iou(tr.box, b), ti, bi) for ti, tr in enumerate(self.tracks) for bi, b in enumerate(boxes)),
+            reverse=True,
+        )
+        assigned: dict[int, FaceTrack] = {}
+        used_tracks: set[int] = set()
+        for overlap, ti, bi in pairs:
+            if overlap < self.config.iou_threshold:
+                break
+            if ti in used_tracks or bi in assigned:
+                continue
+            used_tracks.add(ti)
+            assigned[bi] = self.tracks[ti]
+        out = []
+        for bi, box in enumerate(boxes):
+            track = assigned.get(bi)
+            if track is None:
+                track = FaceTrack(id=self._next_id, box=tuple(box), first_seen=t, last_seen=t)  # type: ignore[arg-type]
+                self._next_id += 1
+                self.tracks.append(track)
+            else:
+                track.box = tuple(box)  # type: ignore[assignment]
+                track.last_seen = t
+                track.hits += 1
+            out.append(track)
+        return out
+
+
+def follow_box(grey: np.ndarray, template: np.ndarray, box: Box, factor: float, min_match: float = 0.6) -> Box | None:
+    """Find ``template`` (a grey patch cut at ``box`` on the previous small frame) near ``box`` in ``grey``.
+
+    ``grey`` is the current frame downscaled by ``factor``; ``box`` is in full-frame pixels.
+    Returns the moved box (same size) in full-frame pixels, or None when the best match is
+    weaker than ``min_match`` (normalised correlation): the track is lost and the caller
+    should run a full detection.
+    """
+    th, tw = template.shape[:2]
+    if th < 4 or tw < 4:
+        return None
+    x, y = box[0] * factor, box[1] * factor
+    # Search a window of one template size around the last position: faces move little between frames.
+    sx0, sy0 = max(0, int(x - tw)), max(0, int(y - th))
+    sx1, sy1 = min(grey.shape[1], int(x + 2 * tw)), min(grey.shape[0], int(y + 2 * th))
+    window = grey[sy0:sy1, sx0:sx1]
+    if window.shape[0] < th or window.shape[1] < tw:
+        return None
+    response = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (mx, my) = cv2.minMaxLoc(response)
+    if not np.isfinite(best) or best < min_match:
+        return None
+    return ((sx0 + mx) / factor, (sy0 + my) / factor, box[2], box[3])

@@ -1,0 +1,143 @@
+"""LivenessChecker: image mode, crops, several faces, stream mode with tracking."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from spoofsdk import LivenessChecker
+from spoofsdk.crop import resize_square
+from spoofsdk.detect import Detection, HaarDetector
+from spoofsdk.errors import DetectorError
+from spoofsdk.results import REAL, SPOOF, UNKNOWN, Reason
+from spoofsdk.track import SmoothingConfig
+
+from conftest import build_tiny_model, sample_files
+
+
+@pytest.fixture(scope="module")
+def checker():
+    return LivenessChecker(build_tiny_model())
+
+
+@pytest.fixture(scope="module")
+def real_frames(nuaa_dir):
+    return sample_files(nuaa_dir / "real", 3)
+
+
+def test_check_a_frame(checker, real_frames):
+    result = checker.check(real_frames[0])
+    assert result.path == str(real_frames[0]) and result.image_size == (640, 480)
+    assert len(result.faces) >= 1
+    face = result.faces[0]
+    assert 0.0 <= face.score <= 1.0 and face.label == (REAL if face.score >= 0.5 else SPOOF)
+    assert result.label == face.label and result.score == face.score and face.reason is None
+    assert face.box[2] > 60 and set(face.timings) == {"crop", "quality", "model"}
+    assert set(result.timings) == {"detect", "faces", "total"}
+    d = json.loads(result.to_json())
+    assert d["path"] == str(real_frames[0]) and d["faces"][0]["box"] == list(face.box) and "frame" not in d
+
+
+def test_path_and_array_give_the_same_result(checker, real_frames):
+    a, b = checker.check(real_frames[1]), checker.check(cv2.imread(str(real_frames[1])))
+    assert a.faces[0].box == b.faces[0].box and a.score == b.score
+
+
+def test_no_face(checker):
+    result = checker.check(np.full((480, 640, 3), 127, np.uint8))
+    assert (result.faces, result.label, result.score, result.reason) == ([], UNKNOWN, None, Reason.NO_FACE)
+    assert json.loads(result.to_json())["score"] is None
+
+
+def test_threshold_override(real_frames):
+    strict = LivenessChecker(build_tiny_model(), threshold=0.999999)
+    face = strict.check(real_frames[0]).faces[0]
+    assert face.threshold == 0.999999 and face.label == (REAL if face.score >= 0.999999 else SPOOF)
+    with pytest.raises(ValueError):
+        LivenessChecker(build_tiny_model(), threshold=1.5)
+
+
+def test_several_faces_and_max_faces(nuaa_dir):
+    a = cv2.imread(str(sample_files(nuaa_dir / "real", 1)[0]))
+    b = cv2.resize(cv2.imread(str(sample_files(nuaa_dir / "attack", 1)[0])), (480, 360))
+    canvas = np.zeros((480, 640 + 480, 3), np.uint8)
+    canvas[:, :640], canvas[:360, 640:] = a, b
+    every = LivenessChecker(build_tiny_model()).check(canvas)
+    assert len(every.faces) >= 2
+    areas = [f.box[2] * f.box[3] for f in every.faces]
+    assert areas == sorted(areas, reverse=True)
+    assert {f.box[0] < 640 for f in every.faces} == {True, False}  # one face in each half
+    one = LivenessChecker(build_tiny_model(), max_faces=1).check(canvas)
+    assert len(one.faces) == 1 and one.faces[0].box == every.faces[0].box
+
+
+def test_check_face_is_resize_then_model(checker, gc535_dir):
+    path = sample_files(gc535_dir / "test" / "real", 1)[0]
+    crop = cv2.imread(str(path))
+    face = checker.check_face(path)
+    expected = checker.model.score_crops([resize_square(crop, checker.info.input_size)])[0]
+    assert face.score == pytest.approx(float(expected), abs=1e-9) and face.box is None
+    assert checker.check_crop_file(path).score == face.score
+    assert checker.check_face(cv2.GaussianBlur(crop, (0, 0), 10)).label == UNKNOWN
+
+
+class CountingDetector:
+    def __init__(self):
+        self.inner, self.calls = HaarDetector(), 0
+
+    def detect(self, frame):
+        self.calls += 1
+        return self.inner.detect(frame)
+
+
+def test_stream_tracks_one_face_and_needs_evidence(nuaa_dir):
+    # consecutive frames of one sequence; subject 0001 sits still enough to track
+    frames = [cv2.imread(str(p)) for p in sorted((nuaa_dir / "real" / "0001").glob("*.jpg"))[:12]]
+    detector = CountingDetector()
+    checker = LivenessChecker(
+        build_tiny_model(), detector=detector, detect_every=3,
+        threshold=0.01, smoothing=SmoothingConfig(min_frames=4, min_seconds=0.2),
+    )
+    results = [checker.feed(f, t=i / 10) for i, f in enumerate(frames)]
+    ids = {r.faces[0].track_id for r in results if r.faces}
+    assert len(ids) == 1
+    labels = [r.label for r in results]
+    assert REAL not in labels[:3] and labels[4] == REAL  # 4 frames over >= 0.2 s, then real
+    assert labels[0] == UNKNOWN and results[0].reason == Reason.COLLECTING_EVIDENCE
+    assert detector.calls < len(frames)  # tracking between detections
+    assert all(r.frame == i and r.t == pytest.approx(i / 10) for i, r in enumerate(results))
+    assert "track" in results[1].timings or "detect" in results[1].timings
+
+
+def test_stream_survives_bad_frames(nuaa_dir):
+    frame = cv2.imread(str(sample_files(nuaa_dir / "real", 1)[0]))
+    checker = LivenessChecker(build_tiny_model(), threshold=0.01, smoothing=SmoothingConfig(min_frames=2, min_seconds=0))
+    feed = [frame, None, np.zeros((0, 0, 3), np.uint8), frame.astype(np.float32), frame, frame]
+    results = list(checker.stream(feed))
+    assert [r.label for r in results[1:4]] == [UNKNOWN] * 3
+    assert all(r.reason == Reason.BAD_IMAGE and r.error for r in results[1:4])
+    assert results[-1].label == REAL  # the track went on across the bad frames
+
+
+def test_custom_detector_and_its_failures(real_frames):
+    class Fixed:
+        def detect(self, frame):
+            return [Detection((200.0, 100.0, 200.0, 200.0), 0.9), Detection((0.0, 0.0, 0.0, 5.0), 0.9)]
+
+    result = LivenessChecker(build_tiny_model(), detector=Fixed()).check(real_frames[0])
+    assert [f.box for f in result.faces] == [(200, 100, 200, 200)]  # the degenerate box is dropped
+
+    class Broken:
+        def detect(self, frame):
+            raise RuntimeError("boom")
+
+    with pytest.raises(DetectorError, match="boom"):
+        LivenessChecker(build_tiny_model(), detector=Broken()).check(real_frames[0])
+    with pytest.raises(DetectorError):
+        LivenessChecker(build_tiny_model(), detector=42)
+
+
+def test_yunet_checker(real_frames, yunet_path):
+    checker = LivenessChecker(build_tiny_model(), yunet_model=yunet_path)
+    assert checker.detector.name == "yunet"
+    assert checker.check(real_frames[0]).faces[0].detector_score > 0.7

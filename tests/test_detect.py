@@ -1,0 +1,69 @@
+"""Haar and YuNet find the face in NUAA frames; detector errors are typed."""
+import cv2
+import numpy as np
+import pytest
+
+from spoofsdk.detect import HaarDetector, YuNetDetector, make_detector
+from spoofsdk.errors import DetectorError
+from spoofsdk.track import iou
+
+from conftest import sample_files
+
+
+@pytest.fixture(scope="module")
+def frames(nuaa_dir):
+    paths = sample_files(nuaa_dir / "real", 3) + sample_files(nuaa_dir / "attack", 2)
+    return [cv2.imread(str(p)) for p in paths]
+
+
+def _plausible(det, frame):
+    x, y, w, h = det.box
+    assert 60 <= w <= 400 and 60 <= h <= 400, det.box
+    assert -w / 4 <= x and x + w <= frame.shape[1] + w / 4 and -h / 4 <= y and y + h <= frame.shape[0] + h / 4
+
+
+def test_haar_finds_the_face(frames):
+    detector = HaarDetector()
+    for frame in frames:
+        dets = detector.detect(frame)
+        assert dets, "no face found"
+        _plausible(dets[0], frame)
+        assert 0 < dets[0].score < 1
+        assert [d.area for d in dets] == sorted((d.area for d in dets), reverse=True)
+
+
+def test_yunet_finds_the_face_and_agrees_with_haar(frames, yunet_path):
+    yunet, haar = YuNetDetector(yunet_path), HaarDetector()
+    for frame in frames:
+        dets = yunet.detect(frame)
+        assert dets and dets[0].score > 0.7 and len(dets[0].landmarks) == 5
+        _plausible(dets[0], frame)
+        assert iou(dets[0].box, haar.detect(frame)[0].box) > 0.3
+
+
+def test_boxes_are_in_full_frame_pixels(frames):
+    # detection runs on a copy downscaled to 320 px; boxes must come back at full scale
+    frame = frames[0]
+    big = cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    a, b = HaarDetector().detect(frame)[0].box, HaarDetector().detect(big)[0].box
+    assert iou([2 * v for v in a], b) > 0.7
+
+
+def test_no_face_in_a_blank_image(yunet_path):
+    blank = np.full((480, 640, 3), 127, np.uint8)
+    assert HaarDetector().detect(blank) == []
+    assert YuNetDetector(yunet_path).detect(blank) == []
+
+
+def test_detector_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPOOFSDK_YUNET_MODEL", raising=False)
+    with pytest.raises(DetectorError, match="unknown detector"):
+        make_detector("mtcnn")
+    with pytest.raises(DetectorError, match="needs its model file"):
+        YuNetDetector()
+    with pytest.raises(DetectorError, match="not found"):
+        YuNetDetector(tmp_path / "nope.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(DetectorError, match="cannot load"):
+        YuNetDetector(junk)

@@ -1,0 +1,128 @@
+"""Model loading, metadata validation, embedded-model hashes, lazy imports."""
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from spoofsdk import model as model_mod
+from spoofsdk.errors import MetadataError, ModelError
+from spoofsdk.model import REQUIRED_KEYS, load_model, parse_metadata, read_metadata_props, write_metadata_props
+
+from conftest import REPO, build_tiny_model
+
+
+def test_tiny_model_loads_and_scores():
+    m = load_model(build_tiny_model(input_size=32))
+    assert (m.info.input_size, m.info.color_order, m.info.class_order, m.threshold) == (32, "RGB", ("spoof", "real"), 0.5)
+    crops = [np.full((32, 32, 3), v, np.uint8) for v in (0, 128, 255)]
+    scores = m.score_crops(crops)
+    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+    assert len(set(np.round(scores, 6))) == 3  # depends on the image
+
+
+def test_logit1_and_fixed_batch_models():
+    one = load_model(build_tiny_model(output="logit1"))
+    fixed = load_model(build_tiny_model(fixed_batch=True))
+    crops = [np.full((64, 64, 3), v, np.uint8) for v in (10, 200)]
+    assert one.score_crops(crops).shape == (2,)
+    free = load_model(build_tiny_model())
+    np.testing.assert_allclose(fixed.score_crops(crops), free.score_crops(crops), rtol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["crop_scale", "threshold", "mean", "class_order"])
+def test_missing_metadata_key_is_named(key):
+    with pytest.raises(MetadataError, match=key):
+        load_model(build_tiny_model(drop_keys=(key,)))
+
+
+def test_model_without_any_metadata():
+    with pytest.raises(MetadataError, match="no valid spoofsdk metadata"):
+        load_model(build_tiny_model(drop_keys=tuple(REQUIRED_KEYS)))
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("threshold", "1.5", "threshold"), ("input_size", "64x32", "square"), ("std", "0,1,1", "positive"),
+     ("class_order", "fake,real", "class_order"), ("precision", "fp64", "precision"), ("spoofsdk_format", "9", "format")],
+)
+def test_invalid_metadata_values(key, value, message):
+    with pytest.raises(MetadataError, match=message):
+        parse_metadata({**read_metadata_props(build_tiny_model()), key: value})
+
+
+def test_input_size_must_match_the_graph():
+    with pytest.raises(ModelError, match="input shape"):
+        load_model(build_tiny_model(input_size=64, metadata={"input_size": "128x128"}))
+
+
+def test_write_metadata_props_round_trip():
+    data = build_tiny_model()
+    new = write_metadata_props(data, {"threshold": "0.73", "threshold_source": "test"})
+    props = read_metadata_props(new)
+    assert props["threshold"] == "0.73" and props["threshold_source"] == "test"
+    assert props["training_data"] == "none (test fixture)"  # other keys kept
+    a, b = load_model(data), load_model(new)
+    crops = [np.full((64, 64, 3), 90, np.uint8)]
+    np.testing.assert_array_equal(a.score_crops(crops), b.score_crops(crops))
+    assert b.threshold == 0.73
+
+
+@pytest.fixture
+def embedded(tmp_path, monkeypatch):
+    data = build_tiny_model()
+    (tmp_path / "default_fp32.onnx").write_bytes(data)
+    monkeypatch.setattr(model_mod, "ASSETS_DIR", tmp_path)
+    monkeypatch.setattr(model_mod, "EMBEDDED_MODELS", {"default": {"fp32": ("default_fp32.onnx", hashlib.sha256(data).hexdigest())}})
+    return tmp_path / "default_fp32.onnx"
+
+
+def test_embedded_default_is_used(embedded):
+    from spoofsdk import LivenessChecker
+
+    checker = LivenessChecker()
+    assert checker.model.source == str(embedded) and checker.info.name == "tiny"
+
+
+def test_tampered_embedded_model_is_refused(embedded):
+    data = bytearray(embedded.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    embedded.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_model()
+
+
+def test_no_default_model_is_a_clear_error(monkeypatch):
+    from spoofsdk import LivenessChecker
+
+    monkeypatch.setattr(model_mod, "EMBEDDED_MODELS", {})
+    with pytest.raises(ModelError, match="no embedded default model"):
+        LivenessChecker()
+
+
+def test_precision_and_provider_checks(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(build_tiny_model())
+    with pytest.raises(ModelError, match="fp32 model"):
+        load_model(path, precision="int8")
+    with pytest.raises(ModelError, match="not available"):
+        load_model(path, providers=["NoSuchExecutionProvider"])
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "missing.onnx")
+
+
+def test_non_finite_output_never_reads_as_live():
+    m = load_model(build_tiny_model())
+    scores = m.predict(np.full((2, 3, 64, 64), np.nan, np.float32))
+    assert (scores == 0.0).all()
+
+
+def test_import_is_light():
+    code = (
+        "import sys, spoofsdk; heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'cv2') if m in sys.modules]; "
+        "from spoofsdk import LivenessChecker; heavy2 = [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules]; "
+        "print(heavy, heavy2)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] []"

@@ -1,0 +1,149 @@
+"""Image folders, video files and live sources (latest-frame policy, failures mid-stream)."""
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from spoofsdk.errors import ImageError, SourceError
+from spoofsdk.sources import CameraSource, ImageSource, LiveSource, PiCamera2Source, VideoSource, list_images, open_source, read_image
+
+from conftest import sample_files, write_video
+
+
+@pytest.fixture(scope="module")
+def seq(nuaa_dir):
+    return sorted((nuaa_dir / "real" / "0001").glob("*.jpg"))[:8]
+
+
+def test_image_source_reads_folders_and_reports_bad_files(tmp_path, seq):
+    (tmp_path / "a").mkdir()
+    for p in seq[:2]:
+        (tmp_path / "a" / p.name).symlink_to(p)
+    (tmp_path / "a" / "notes.txt").write_text("not an image")  # ignored in folders
+    (tmp_path / "a" / "fake.jpg").write_text("not an image")
+    frames = list(ImageSource(tmp_path / "a"))
+    assert [f.path.endswith(".jpg") for f in frames] == [True] * 3
+    bad = [f for f in frames if f.error]
+    assert len(bad) == 1 and bad[0].image is None and "fake.jpg" in bad[0].path
+    assert all(f.image.shape == (480, 640, 3) for f in frames if not f.error)
+    np.testing.assert_array_equal(read_image(seq[0]), cv2.imread(str(seq[0])))
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(SourceError, match="no images"):
+        list_images([tmp_path])
+
+
+def test_video_source(tmp_path, seq):
+    video = write_video(tmp_path / "v.avi", seq, fps=10)
+    frames = list(VideoSource(video))
+    assert [f.index for f in frames] == list(range(8))
+    assert [f.t for f in frames] == pytest.approx([i / 10 for i in range(8)])
+    assert [f.index for f in VideoSource(video, step=3)] == [0, 3, 6]
+    assert len(list(VideoSource(write_video(tmp_path / "v.mp4", seq)))) == 8
+
+
+def test_truncated_videos(tmp_path, seq):
+    avi = write_video(tmp_path / "v.avi", seq)
+    data = avi.read_bytes()
+    avi.write_bytes(data[: len(data) // 2])
+    got = []
+    with pytest.raises(SourceError, match="ended mid-stream"):
+        for frame in VideoSource(avi):
+            got.append(frame.index)
+    assert 0 < len(got) < 8
+    mp4 = write_video(tmp_path / "v.mp4", seq)
+    mp4.write_bytes(mp4.read_bytes()[:5000])  # the index (moov atom) is at the end of an mp4
+    with pytest.raises(SourceError, match="cannot open video"):
+        VideoSource(mp4)
+    with pytest.raises(SourceError, match="not found"):
+        VideoSource(tmp_path / "missing.mp4")
+
+
+class Producer:
+    """A fake camera: frame k is filled with k; fails after ``stop_after`` frames."""
+
+    def __init__(self, interval=0.002, stop_after=None):
+        self.count, self.interval, self.stop_after = 0, interval, stop_after
+
+    def read(self):
+        time.sleep(self.interval)
+        if self.stop_after is not None and self.count >= self.stop_after:
+            return False, None
+        self.count += 1
+        return True, np.full((4, 4, 3), self.count % 256, np.uint8)
+
+
+def test_live_source_drops_stale_frames():
+    camera = Producer(interval=0.002)
+    source = LiveSource(camera.read, "fake", max_frames=5)
+    lags = []
+    for frame in source:
+        lags.append(camera.count - (frame.index + 1))  # frames produced since this one
+        time.sleep(0.03)  # a slow consumer
+    assert source.delivered == 5 and source.dropped > 5
+    assert max(lags) <= 2  # always (nearly) the newest frame: latency bounded, nothing queued
+
+
+def test_live_source_without_latest_only_keeps_every_frame():
+    camera = Producer(interval=0.0)
+    frames = list(LiveSource(camera.read, "fake", latest_only=False, max_frames=6))
+    assert [f.index for f in frames] == list(range(6))
+
+
+def test_camera_ending_mid_stream():
+    camera = Producer(interval=0.001, stop_after=3)
+    got = []
+    with pytest.raises(SourceError, match="stopped delivering frames"):
+        for frame in LiveSource(camera.read, "camera 7", timeout=0.2, latest_only=False):
+            got.append(frame)
+    assert len(got) == 3
+    camera = Producer(interval=0.01, stop_after=4)
+    with pytest.raises(SourceError, match="stopped delivering"):
+        for frame in LiveSource(camera.read, "camera 7", timeout=0.2):
+            time.sleep(0.001)
+
+
+def test_live_source_stops_its_thread():
+    before = threading.active_count()
+    source = LiveSource(Producer().read, "fake", max_frames=2)
+    list(source)
+    time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+def test_camera_that_cannot_be_opened():
+    with pytest.raises(SourceError, match="cannot open camera"):
+        CameraSource(99)
+
+
+def test_gstreamer_and_picamera2_errors_are_clear():
+    if "GStreamer:                   NO" in cv2.getBuildInformation():
+        with pytest.raises(SourceError, match="GStreamer"):
+            CameraSource("libcamerasrc ! videoconvert ! appsink")
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        with pytest.raises(SourceError, match="picamera2 is not installed"):
+            PiCamera2Source()
+        with pytest.raises(SourceError, match="picamera2"):
+            open_source(camera="picamera2")
+
+
+def test_open_source_needs_exactly_one(tmp_path):
+    with pytest.raises(SourceError):
+        open_source()
+    with pytest.raises(SourceError):
+        open_source(camera=0, video=tmp_path / "x.mp4")
+
+
+def test_read_image_errors(tmp_path, seq):
+    with pytest.raises(ImageError, match="not found"):
+        read_image(tmp_path / "nope.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        read_image(tmp_path / "empty.jpg")
+    with pytest.raises(ImageError, match="directory"):
+        read_image(tmp_path)

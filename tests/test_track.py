@@ -1,0 +1,94 @@
+"""IoU tracking, forgetting, template following, and the EMA + hysteresis decision."""
+import cv2
+import numpy as np
+import pytest
+
+from spoofsdk.results import REAL, SPOOF, UNKNOWN, Reason
+from spoofsdk.track import FaceTrack, IoUTracker, SmoothingConfig, follow_box, iou
+
+from conftest import sample_files
+
+
+def test_iou_by_hand():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+
+
+def test_tracker_keeps_ids_and_forgets_lost_tracks():
+    tracker = IoUTracker(SmoothingConfig(forget_after=0.5))
+    a, b = tracker.update([(100, 100, 80, 80), (400, 100, 60, 60)], t=0.0)
+    assert (a.id, b.id) == (1, 2)
+    # both move a little, reported in the other order: the ids follow the faces
+    b2, a2 = tracker.update([(405, 102, 60, 60), (104, 98, 80, 80)], t=0.1)
+    assert (a2.id, b2.id) == (1, 2) and a2.hits == 2
+    # face 2 leaves; face 1 stays; after 0.5 s unseen, track 2 is forgotten
+    tracker.update([(108, 100, 80, 80)], t=0.4)
+    assert {tr.id for tr in tracker.tracks} == {1, 2}
+    tracker.update([(110, 100, 80, 80)], t=0.7)
+    assert {tr.id for tr in tracker.tracks} == {1}
+    # it comes back: a new track, which must earn its decision again
+    (c,) = [tr for tr in tracker.update([(110, 100, 80, 80), (400, 100, 60, 60)], t=0.8) if tr.id != 1]
+    assert c.id == 3 and c.state == UNKNOWN and c.ema is None
+
+
+def _run(track, scores, dt=0.1, thr=0.5, config=SmoothingConfig(min_frames=5, min_seconds=0.3)):
+    """Feed scores at ``dt`` intervals, continuing the track's own clock; return the labels."""
+    labels = []
+    for s in scores:
+        track.last_seen += dt
+        labels.append(track.observe(s, track.last_seen, thr, config)[0])
+    return labels
+
+
+def test_real_needs_consistent_evidence():
+    track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
+    labels = _run(track, [0.9] * 6)
+    assert labels[:4] == [UNKNOWN] * 4 and labels[4:] == [REAL, REAL]  # 5th frame: 5 frames over 0.4 s
+    # a single frame below the threshold resets the streak
+    track = FaceTrack(2, (0, 0, 10, 10), 0.0, 0.0)
+    labels = _run(track, [0.9, 0.9, 0.9, 0.9, 0.2, 0.9, 0.9, 0.9, 0.9, 0.9])
+    assert REAL not in labels[:9] and labels[4] == SPOOF and labels[9] == REAL
+
+
+def test_min_seconds_applies_to_fast_streams():
+    track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
+    labels = _run(track, [0.9] * 40, dt=0.01)  # 100 fps: 5 frames span only 0.04 s
+    assert labels.index(REAL) == 30  # the 31st frame is the first 0.3 s after the first
+
+
+def test_hysteresis_holds_real_until_clearly_below():
+    track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
+    _run(track, [0.9] * 6)
+    assert track.state == REAL
+    # one low score drags the EMA to ~0.66: still above threshold - margin, so it stays real
+    assert _run(track, [0.3]) == [REAL] and track.ema > 0.45
+    labels = _run(track, [0.2] * 5)
+    assert labels[-1] == SPOOF and track.state == SPOOF
+
+
+def test_unknown_frames_are_not_evidence():
+    track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
+    labels = _run(track, [0.9, None, None, 0.9, None, None, None, 0.9, None, 0.9])
+    assert REAL not in labels and track.streak == 4
+    assert track.observe(None, 99.0, 0.5, SmoothingConfig()) == (UNKNOWN, None, "")
+    label, reason, message = track.observe(0.9, 1.0, 0.5, SmoothingConfig(min_frames=10))
+    assert (label, reason) == (UNKNOWN, Reason.COLLECTING_EVIDENCE) and "5/10" in message
+
+
+def test_smoothing_config_validation():
+    with pytest.raises(ValueError):
+        SmoothingConfig(alpha=0)
+    with pytest.raises(ValueError):
+        SmoothingConfig(min_frames=0)
+
+
+def test_follow_box_moves_with_the_face(nuaa_dir):
+    frame = cv2.cvtColor(cv2.imread(str(sample_files(nuaa_dir / "real", 1)[0])), cv2.COLOR_BGR2GRAY)
+    box = (250.0, 130.0, 180.0, 180.0)
+    template = frame[130:310, 250:430]
+    moved = np.roll(frame, (6, -9), axis=(0, 1))  # 6 px down, 9 px left
+    new = follow_box(moved, template, box, factor=1.0)
+    assert new == pytest.approx((241.0, 136.0, 180.0, 180.0))
+    noise = np.random.default_rng(0).integers(0, 255, frame.shape, dtype=np.uint8)
+    assert follow_box(noise, template, box, factor=1.0) is None
