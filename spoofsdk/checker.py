@@ -9,6 +9,9 @@ are tracked, full detection runs every ``detect_every`` frames (or at once when 
 lost or a face is missing), template matching moves the boxes in between, and each track's
 label comes from its smoothed, hysteresis-guarded decision (see :mod:`spoofsdk.track`).
 A frame that cannot be processed gives an ``unknown`` result; the stream never stops on it.
+
+A checker holds stream state (its tracks) and one onnxruntime session: use one checker per
+thread and per stream.
 """
 from __future__ import annotations
 

@@ -84,7 +84,9 @@ def test_live_source_drops_stale_frames():
         lags.append(camera.count - (frame.index + 1))  # frames produced since this one
         time.sleep(0.03)  # a slow consumer
     assert source.delivered == 5 and source.dropped > 5
-    assert max(lags) <= 2  # always (nearly) the newest frame: latency bounded, nothing queued
+    # A queue would lag ~15 more frames per step (75 by the end); the newest-frame policy stays
+    # within a few frames (scheduling slack on a loaded machine), however long it runs.
+    assert max(lags) < 10
 
 
 def test_live_source_without_latest_only_keeps_every_frame():
