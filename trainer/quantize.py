@@ -86,6 +86,7 @@ INT8_DEFAULTS: dict[str, Any] = {
     "calibrate_method": "MinMax",
     "reduce_range": True,
     "per_channel": True,
+    "fp32_input_convs": True,
 }
 
 
@@ -189,17 +190,37 @@ class _FrameCropper:
         return crop_face(frame, faces[0].box, self.info.crop_scale, self.info.input_size).image
 
 
-def _find_manifests(path: Path) -> list[Path]:
-    """The trainer's manifests at ``path``: the file itself, ``path/manifest.json``, or one per
-    prepared data set in ``path/*/manifest.json`` (the trainer's ``cache/`` folder)."""
+def _manifest_matches(manifest: Path, info: ModelInfo | None) -> bool:
+    if info is None:
+        return True
+    try:
+        crop = json.loads(manifest.read_text(encoding="utf-8")).get("crop") or {}
+    except (ValueError, AttributeError, OSError):
+        return False
+    scale = crop.get("crop_scale")
+    return int(crop.get("size") or 0) == info.input_size and (scale is None or abs(float(scale) - info.crop_scale) < 1e-6)
+
+
+def _find_manifests(path: Path, info: ModelInfo | None = None) -> list[Path]:
+    """The trainer's manifests at ``path``: the file itself, ``path/manifest.json``, or the
+    per-data-set manifests below it (``cache/<policy>/<set>/manifest.json``). When several crop
+    policies are cached, the folder whose crops match ``info`` (input size, crop scale) wins;
+    crops of another policy are cut again from the source frames (see :func:`_load_manifest_crop`)."""
+    path = Path(path)
     if path.is_file():
         return [path] if path.suffix.lower() in (".json", ".jsonl", ".csv") else []
-    if path.is_dir():
-        for name in MANIFEST_NAMES:
-            if (path / name).is_file():
-                return [path / name]
-        return sorted(p for name in MANIFEST_NAMES for p in path.glob(f"*/{name}"))
-    return []
+    if not path.is_dir():
+        return []
+    for name in MANIFEST_NAMES:
+        if (path / name).is_file():
+            return [path / name]
+    found = sorted({p for depth in ("*", "*/*", "*/*/*") for name in MANIFEST_NAMES for p in path.glob(f"{depth}/{name}")})
+    groups: dict[Path, list[Path]] = {}
+    for m in found:
+        groups.setdefault(m.parent.parent, []).append(m)
+    if len(groups) <= 1:
+        return found
+    return max(groups.values(), key=lambda ms: (sum(_manifest_matches(m, info) for m in ms) == len(ms), sum(_manifest_matches(m, info) for m in ms)))
 
 
 def _manifest_rows(manifest: Path) -> tuple[dict, list[dict]]:
@@ -278,8 +299,9 @@ def collect_samples(
 ) -> list[Sample]:
     """Face crops for ``info``'s model from ``source``, made exactly as the runtime makes them.
 
-    ``source`` is the trainer's manifest (a ``manifest.{jsonl,json,csv}`` file or a folder
-    holding one; ``splits`` picks rows by their split), or a folder of images searched
+    ``source`` is the trainer's manifest (a ``manifest.{jsonl,json,csv}`` file, or a folder
+    holding manifests, such as the trainer's ``cache/``; ``splits`` picks rows by their split),
+    or a folder of images searched
     recursively. Folder images are camera frames (``kind='frames'``: detector -> largest face
     -> :func:`crop_face` with the model's crop scale), face crops (``kind='crops'``), or
     ``'auto'``: a crop when the longer side is <= 256 px, a frame otherwise. Labels come from
@@ -291,7 +313,7 @@ def collect_samples(
     path = Path(source)
     if not path.exists():
         raise QuantizeError(f"data not found: {path}")
-    manifests = _find_manifests(path)
+    manifests = _find_manifests(path, info)
     if manifests:
         rows = [s for m in manifests for s in _manifest_samples(m, info, splits)]
         if exclude:
@@ -382,8 +404,20 @@ def quantize_fp16(model_bytes: bytes) -> bytes:
     from onnxconverter_common import float16
 
     model = onnx.load_from_string(model_bytes)
+    _name_nodes(model)  # the converter names its Cast nodes after their neighbours: empty names collide
     converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
     return converted.SerializeToString()
+
+
+def _name_nodes(model) -> None:
+    """Give every unnamed node a unique name (the quantizer and the FP16 converter key on names)."""
+    names = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            n.name = f"{n.op_type}_{i}"
+            while n.name in names:
+                n.name += "_"
+            names.add(n.name)
 
 
 def _quant_type(name: str):
@@ -405,12 +439,33 @@ def _calib_method(name: str):
 
 
 def _preprocess(model_bytes: bytes, workdir: Path) -> Path:
+    """``quant_pre_process`` (shape inference, graph optimisation), and a name for every node."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = workdir / "fp32.onnx", workdir / "fp32.pre.onnx"
     src.write_bytes(model_bytes)
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    model = onnx.load(str(dst))
+    _name_nodes(model)
+    onnx.save(model, str(dst))
     return dst
+
+
+def _input_convs(pre_path: Path, max_channels: int = 4) -> list[str]:
+    """Conv nodes that read few channels (the raw image: stems, fixed high-pass filters)."""
+    import onnx
+
+    model = onnx.load(str(pre_path))
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in weights:
+            continue
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if weights[n.input[1]][1] * group <= max_channels:
+            out.append(n.name)
+    return out
 
 
 def quantize_int8(
@@ -423,6 +478,7 @@ def quantize_int8(
     calibrate_method: str = INT8_DEFAULTS["calibrate_method"],
     reduce_range: bool = INT8_DEFAULTS["reduce_range"],
     per_channel: bool = INT8_DEFAULTS["per_channel"],
+    fp32_input_convs: bool = INT8_DEFAULTS["fp32_input_convs"],
     percentile: float = 99.999,
     workdir: str | os.PathLike | None = None,
     calibration_cache: str | os.PathLike | None = None,
@@ -450,6 +506,7 @@ def quantize_int8(
             "ActivationSymmetric": False,
         }
         out = work / "int8.onnx"
+        exclude = _input_convs(pre) if fp32_input_convs else []
         quantize_static(
             str(pre),
             str(out),
@@ -461,6 +518,7 @@ def quantize_int8(
             weight_type=_quant_type(weight_type),
             calibrate_method=_calib_method(calibrate_method),
             calibration_cache_path=str(calibration_cache) if calibration_cache else None,
+            nodes_to_exclude=exclude,
             extra_options=extra,
         )
         return out.read_bytes()
@@ -577,7 +635,7 @@ def _split_calib_eval(
     kind: str,
 ) -> tuple[list[Sample], list[Sample]]:
     calib_path = Path(calib)
-    manifest = _find_manifests(calib_path) or None
+    manifest = _find_manifests(calib_path, info) or None
     # From the trainer's manifest: calibrate on training crops, evaluate on held-out test crops.
     calib_splits = ("train",) if manifest is not None else None
     samples = collect_samples(calib_path, info, limit=calib_size, splits=calib_splits, kind=kind, detector=detector)
@@ -588,7 +646,7 @@ def _split_calib_eval(
     used = {s.source for s in samples}
     if eval_data is not None:
         ev_path = Path(eval_data)
-        ev_manifest = _find_manifests(ev_path) or None
+        ev_manifest = _find_manifests(ev_path, info) or None
         splits = ("test",) if ev_manifest is not None else None
         ev = collect_samples(ev_path, info, limit=eval_size, splits=splits, kind=kind, detector=detector, exclude=used)
     elif manifest is not None:

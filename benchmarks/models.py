@@ -1,0 +1,445 @@
+"""The models the benchmarks measure: found, exported or built, and their FP16/INT8 variants.
+
+- ``asset``: ONNX files in ``spoofsdk/assets`` (the embedded models).
+- ``trained``: FP32 ONNX files in ``runs/*/`` (the trainer's exports).
+- ``untrained``: every architecture of ``trainer.models`` exported with its initial weights
+  (latency does not depend on the weights; their accuracy is not reported). Needs torch.
+- ``reference``: a MiniFASNet-like pair (two MiniFASNetV2-structure networks on 80x80 crops,
+  as the leading open edge anti-spoofing model runs them), built here from the published
+  structure with random weights, torch-free. Compute reference only: never scored.
+- ``tiny``: a 3-layer conv net, for the quick smoke mode.
+
+FP16 and INT8 variants are made with :mod:`trainer.quantize` (INT8 calibrated on real face
+crops) and cached under the work folder by the FP32 file's hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def work_dir() -> Path:
+    d = Path(os.environ.get("SPOOFSDK_BENCH_DIR", REPO / ".benchmarks" / "work"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("SPOOFSDK_SHARED", REPO.parent / "shared"))
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SPOOFSDK_DATA", shared_dir() / "data"))
+
+
+def yunet_path() -> Path:
+    return Path(os.environ.get("SPOOFSDK_YUNET_MODEL", shared_dir() / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SPOOFSDK_CACHE", REPO / "cache"))
+
+
+@dataclass
+class ModelEntry:
+    """One model to measure; ``paths`` maps precision -> ONNX file (filled by :func:`ensure_variants`)."""
+
+    key: str  # short unique id used in test ids and tables
+    kind: str  # asset | trained | untrained | reference | tiny
+    architecture: str
+    fp32: Path | None = None  # None until built (untrained/reference are built lazily)
+    note: str = ""
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> bool:
+        """Accuracy is meaningful only for trained weights."""
+        return self.kind in ("asset", "trained")
+
+
+def _props(path: Path) -> dict[str, str]:
+    from spoofsdk.model import read_metadata_props
+
+    try:
+        return read_metadata_props(path.read_bytes())
+    except Exception:
+        return {}
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def discover(quick: bool = False) -> list[ModelEntry]:
+    """Every model to measure (cheap: nothing is built here)."""
+    if quick:
+        entries = [ModelEntry("tiny", "tiny", "tiny-conv")]
+        if torch_available():
+            entries.append(ModelEntry("edgenet-untrained", "untrained", "edgenet"))
+        return entries
+    entries: list[ModelEntry] = []
+    seen: set[str] = set()
+    candidates = [("asset", p) for p in sorted((REPO / "spoofsdk" / "assets").glob("*.onnx"))]
+    candidates += [("trained", p) for p in sorted((REPO / "runs").glob("*/*.onnx"))]
+    for kind, p in candidates:
+        props = _props(p)
+        if props.get("precision", "fp32") != "fp32" or "architecture" not in props:
+            continue  # quantized siblings are found by ensure_variants; files without metadata are not spoofsdk models
+        key = f"{props.get('name') or p.stem}"
+        if key in seen:
+            key = f"{key}-{p.parent.name}"
+        seen.add(key)
+        entries.append(ModelEntry(key, kind, props["architecture"], p, note=str(p.relative_to(REPO))))
+    if torch_available():
+        try:
+            from trainer.models import available
+
+            for arch in sorted(available()):
+                entries.append(ModelEntry(f"{arch}-untrained", "untrained", arch))
+        except Exception as e:  # a broken registry must not stop the benchmarks
+            print(f"benchmarks: trainer.models unavailable ({e}); untrained exports skipped")
+    entries.append(ModelEntry("minifasnet-pair-ref", "reference", "minifasnet-v2-pair",
+                              note="MiniFASNetV2 structure x2 at 80x80, random weights (compute reference, untrained)"))
+    return entries
+
+
+def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
+    """The model the SDK uses by default: the embedded default, else the trained edge model, else an edge export."""
+    from spoofsdk.model import DEFAULT_MODEL, EMBEDDED_MODELS
+
+    if DEFAULT_MODEL in EMBEDDED_MODELS:
+        for e in entries:
+            if e.kind == "asset":
+                return e
+    for pred in (lambda e: e.kind == "trained" and "edge" in e.architecture, lambda e: e.kind == "trained",
+                 lambda e: e.kind == "untrained" and "edge" in e.architecture, lambda e: e.kind == "tiny"):
+        for e in entries:
+            if pred(e):
+                return e
+    return entries[0] if entries else None
+
+
+# ------------------------------------------------------------------------------------------
+# Building FP32 models
+# ------------------------------------------------------------------------------------------
+def _metadata(name: str, arch: str, size: int, output: str, **extra) -> dict[str, str]:
+    props = {
+        "spoofsdk_format": "1",
+        "name": name,
+        "architecture": arch,
+        "precision": "fp32",
+        "input_size": f"{size}x{size}",
+        "color_order": "RGB",
+        "mean": "0.485,0.456,0.406",
+        "std": "0.229,0.224,0.225",
+        "crop_scale": "1.5",
+        "output": output,
+        "class_order": "spoof,real" if output == "logits2" else "real",
+        "threshold": "0.5",
+        "training_data": "none: untrained weights, for latency measurement only",
+        "license": "benchmark artefact, not for use",
+    }
+    props.update({k: str(v) for k, v in extra.items()})
+    return props
+
+
+def _save(model, path: Path, props: dict[str, str]) -> Path:
+    import onnx
+
+    onnx.helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def export_untrained(arch: str, out_dir: Path | None = None) -> Path:
+    """Export ``trainer.models`` architecture ``arch`` with its initial weights (dynamic batch, opset 17)."""
+    import onnx
+    import torch
+
+    from trainer.models import build_model, get_spec, model_stats
+
+    out_dir = out_dir or work_dir() / "models"
+    path = out_dir / f"{arch}-untrained.onnx"
+    if path.exists():
+        return path
+    spec = get_spec(arch)
+    size = spec.default_input_size
+    torch.manual_seed(0)
+    model = build_model(arch).eval()
+    stats = model_stats(arch, size)
+    tmp = path.with_suffix(".tmp.onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            model, torch.zeros(1, 3, size, size), str(tmp), input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=17, do_constant_folding=True, dynamo=False,
+        )
+    m = onnx.load(str(tmp))
+    tmp.unlink()
+    return _save(m, path, _metadata(f"{arch}-untrained", arch, size, spec.output, params=stats["params"], macs=stats["macs"]))
+
+
+class _Graph:
+    """A tiny ONNX graph builder for the torch-free reference models (BatchNorm folded into conv bias)."""
+
+    def __init__(self, seed: int = 0):
+        self.nodes, self.inits, self.n = [], [], 0
+        self.rng = np.random.default_rng(seed)
+
+    def _name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def const(self, array: np.ndarray, prefix: str = "w") -> str:
+        from onnx import numpy_helper
+
+        name = self._name(prefix)
+        self.inits.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        from onnx import helper
+
+        out = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 1, s: int = 1, p: int = 0, groups: int = 1, gain: float = 1.0) -> str:
+        fan_in = cin // groups * k * k
+        w = self.rng.normal(0, gain * np.sqrt(2.0 / fan_in), (cout, cin // groups, k, k))
+        b = self.rng.normal(0, 0.01, cout)
+        return self.node("Conv", [x, self.const(w), self.const(b, "b")], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=groups)
+
+    def prelu(self, x: str, c: int) -> str:
+        return self.node("PRelu", [x, self.const(np.full((c, 1, 1), 0.25), "a")])
+
+    def linear(self, x: str, cin: int, cout: int, gain: float = 1.0) -> str:
+        w = self.rng.normal(0, gain * np.sqrt(1.0 / cin), (cin, cout))
+        return self.node("Gemm", [x, self.const(w), self.const(np.zeros(cout), "b")])
+
+
+# MiniFASNetV2 channel plan ("keep" list) as published by its authors (Silent-Face-Anti-Spoofing, Apache-2.0).
+_MINIFAS_V2_KEEP = [32, 32, 103, 103, 64, 13, 13, 64, 13, 13, 64, 13, 13, 64, 13, 13, 64, 231, 231, 128, 231, 231, 128, 52,
+                    52, 128, 26, 26, 128, 77, 77, 128, 26, 26, 128, 26, 26, 128, 308, 308, 128, 26, 26, 128, 26, 26, 128, 512, 512]
+
+
+def _minifasnet(g: _Graph, x: str, keep: list[int], num_classes: int = 3) -> str:
+    """One MiniFASNetV2-structure network on an 80x80 input -> logits (N, num_classes)."""
+
+    def block(x, c1, c2, c3, stride, residual):  # 1x1 expand + PReLU, 3x3 depthwise + PReLU, 1x1 linear project
+        y = g.prelu(g.conv(x, c1[0], c1[1]), c1[1])
+        y = g.prelu(g.conv(y, c2[0], c2[1], 3, stride, 1, groups=c2[0]), c2[1])
+        y = g.conv(y, c3[0], c3[1], gain=0.5)
+        return g.node("Add", [x, y]) if residual else y
+
+    k = keep
+    y = g.prelu(g.conv(x, 3, k[0], 3, 2, 1), k[0])  # 40x40
+    y = g.prelu(g.conv(y, k[0], k[1], 3, 1, 1, groups=k[1]), k[1])
+    y = block(y, (k[1], k[2]), (k[2], k[3]), (k[3], k[4]), 2, False)  # 20x20
+    for i in range(4):
+        j = 4 + 3 * i
+        y = block(y, (k[j], k[j + 1]), (k[j + 1], k[j + 2]), (k[j + 2], k[j + 3]), 1, True)
+    y = block(y, (k[16], k[17]), (k[17], k[18]), (k[18], k[19]), 2, False)  # 10x10
+    for i in range(6):
+        j = 19 + 3 * i
+        y = block(y, (k[j], k[j + 1]), (k[j + 1], k[j + 2]), (k[j + 2], k[j + 3]), 1, True)
+    y = block(y, (k[37], k[38]), (k[38], k[39]), (k[39], k[40]), 2, False)  # 5x5
+    for i in range(2):
+        j = 40 + 3 * i
+        y = block(y, (k[j], k[j + 1]), (k[j + 1], k[j + 2]), (k[j + 2], k[j + 3]), 1, True)
+    y = g.prelu(g.conv(y, k[46], k[47]), k[47])
+    y = g.conv(y, k[47], k[48], 5, 1, 0, groups=k[48])  # 5x5 depthwise "linear" to 1x1
+    y = g.node("Flatten", [y])
+    y = g.linear(y, 512, 128, gain=0.1)  # embedding (+ folded BatchNorm1d); small gains keep random logits unsaturated
+    return g.linear(y, 128, num_classes, gain=0.1)
+
+
+def build_minifasnet_pair(path: Path | None = None) -> Path:
+    """Two MiniFASNetV2-structure networks on one 80x80 input; their softmaxes averaged; 3 classes
+    (0 and 2 = spoof, 1 = live) folded to 2 logits. The published pair sees two crops (scales
+    2.7 and 4.0) of the same size; one input fed to both costs the same arithmetic."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = path or work_dir() / "models" / "minifasnet-pair-ref.onnx"
+    if path.exists():
+        return path
+    g = _Graph(seed=1)
+    probs = [g.node("Softmax", [_minifasnet(g, "input", _MINIFAS_V2_KEEP)], axis=1) for _ in range(2)]
+    avg = g.node("Mul", [g.node("Add", probs), g.const(np.array(0.5), "half")])
+    fold = g.const(np.array([[1, 0], [0, 1], [1, 0]], dtype=np.float32), "fold")
+    out = g.node("Log", [g.node("Add", [g.node("MatMul", [avg, fold]), g.const(np.array(1e-4), "eps")])])
+    g.nodes[-1].output[0] = "output"
+    graph = helper.make_graph(
+        g.nodes, "minifasnet_pair_ref",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 80, 80])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 2])], g.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    params, macs = onnx_params_macs(model)
+    props = _metadata("minifasnet-pair-ref", "minifasnet-v2-pair", 80, "logits2", crop_scale="2.7", params=params, macs=macs,
+                      description="MiniFASNet-like reference: 2 x MiniFASNetV2 structure, random weights; compute reference only")
+    props.update(mean="0,0,0", std="0.00392156862745098,0.00392156862745098,0.00392156862745098", color_order="BGR")
+    return _save(model, path, props)
+
+
+def build_tiny(path: Path | None = None) -> Path:
+    """A 3-conv network at 64x64 for the smoke mode."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = path or work_dir() / "models" / "tiny.onnx"
+    if path.exists():
+        return path
+    g = _Graph(seed=2)
+    y = g.node("Relu", [g.conv("input", 3, 16, 3, 2, 1)])
+    y = g.node("Relu", [g.conv(y, 16, 32, 3, 2, 1)])
+    y = g.node("Relu", [g.conv(y, 32, 32, 3, 1, 1)])
+    y = g.node("Flatten", [g.node("GlobalAveragePool", [y])])
+    g.linear(y, 32, 2)
+    g.nodes[-1].output[0] = "output"
+    graph = helper.make_graph(
+        g.nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 2])], g.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    params, macs = onnx_params_macs(model)
+    return _save(model, path, _metadata("tiny", "tiny-conv", 64, "logits2", params=params, macs=macs))
+
+
+def onnx_params_macs(model) -> tuple[int, int]:
+    """Parameters (float initializers) and multiply-accumulates per image of Conv/Gemm/MatMul nodes (batch 1)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model))
+    inits = {t.name: t for t in model.graph.initializer}
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in (1, 10, 16))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in list(m.graph.input):  # batch 1 so every shape is concrete
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = 1
+    inferred = shape_inference.infer_shapes(m)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    macs = 0
+    for n in inferred.graph.node:
+        out = shapes.get(n.output[0])
+        if not out or not all(out):
+            continue
+        if n.op_type == "Conv" and n.input[1] in inits:
+            w = list(inits[n.input[1]].dims)
+            macs += int(np.prod(out[1:])) * w[1] * int(np.prod(w[2:]))
+        elif n.op_type in ("Gemm", "MatMul") and n.input[1] in inits:
+            w = list(inits[n.input[1]].dims)
+            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+            k = w[1] if trans_b else w[0]
+            macs += int(np.prod(out[1:])) * k
+    return int(params), int(macs)
+
+
+# ------------------------------------------------------------------------------------------
+# FP16 / INT8 variants
+# ------------------------------------------------------------------------------------------
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def build_fp32(entry: ModelEntry) -> Path:
+    if entry.fp32 is None:
+        if entry.kind == "untrained":
+            entry.fp32 = export_untrained(entry.architecture)
+        elif entry.kind == "reference":
+            entry.fp32 = build_minifasnet_pair()
+        elif entry.kind == "tiny":
+            entry.fp32 = build_tiny()
+        else:
+            raise ValueError(f"{entry.key}: no FP32 file")
+    entry.paths["fp32"] = entry.fp32
+    return entry.fp32
+
+
+def calibration_source(quick: bool = False) -> Path | None:
+    """Real face crops for INT8 calibration: the trainer's manifest(s) in cache/, else the data set folders."""
+    from trainer.quantize import _find_manifests
+
+    if not quick and _find_manifests(cache_dir()):
+        return cache_dir()
+    g = data_root() / "gc535" / "train"
+    if g.is_dir():
+        return g
+    n = data_root() / "nuaa"
+    return n if n.is_dir() else None
+
+
+def _sibling(fp32: Path, precision: str) -> Path | None:
+    """A quantized file the trainer already made beside the FP32 one (e.g. runs/edge/edge.int8.onnx)."""
+    for p in sorted(fp32.parent.glob("*.onnx")):
+        if p == fp32 or not p.name.startswith(fp32.name[:-5]):
+            continue
+        props = _props(p)
+        if props.get("precision") == precision:
+            return p
+    return None
+
+
+def ensure_variants(entry: ModelEntry, quick: bool = False, log=print) -> dict[str, Path]:
+    """FP32, FP16 and INT8 files of ``entry`` (built and cached as needed)."""
+    from trainer.quantize import quantize
+
+    fp32 = build_fp32(entry)
+    out_dir = work_dir() / "variants" / f"{entry.key}-{_sha(fp32)}"
+    for precision in ("fp16", "int8"):
+        if precision in entry.paths:
+            continue
+        existing = _sibling(fp32, precision) if entry.kind in ("trained", "asset") else None
+        if existing is not None:
+            entry.paths[precision] = existing
+            continue
+        target = out_dir / f"{entry.key}.{precision}.onnx"
+        if not target.exists():
+            calib = calibration_source(quick) if precision == "int8" else None
+            if precision == "int8" and calib is None:
+                log(f"{entry.key}: no calibration data; INT8 skipped")
+                continue
+            res = quantize(fp32, precision, calib=calib, out=target, calib_size=32 if quick else 200,
+                           eval_size=0, rounds=0, report=False, verbose=False)
+            log(f"{entry.key}: built {precision} ({res.out.stat().st_size / 1e6:.2f} MB)")
+        entry.paths[precision] = target
+    return entry.paths
+
+
+def model_facts(path: Path) -> dict:
+    """File size, parameters, MACs (metadata if present, else counted on the graph)."""
+    props = _props(path)
+    facts = {"size_bytes": path.stat().st_size}
+    if props.get("params") and props.get("macs"):
+        facts["params"], facts["macs"] = int(float(props["params"])), int(float(props["macs"]))
+    else:
+        facts["params"], facts["macs"] = onnx_params_macs(path)
+    facts["input_size"] = int(props.get("input_size", "0x0").split("x")[0] or 0)
+    return facts
+
+
+def dump(obj, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")

@@ -1,0 +1,128 @@
+"""Model latency: per-face latency at batch 1 and throughput at batch 8, every model x precision x threads.
+
+Ratios are same-run: in every timed round of a non-FP32 variant, the same model's FP32 is run
+(and timed) just before it, in pytest-benchmark's untimed ``setup`` hook, so both see the same
+background load (this machine shares its two cores with a training job). Nothing is asserted.
+"""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.common import PairedTimer, estimate_call_ms, plan_rounds, round_times_ms
+
+WARMUP = 2
+
+
+def _record(bench, kind: str, row: dict) -> None:
+    bench.results[kind].append(row)
+
+
+def test_latency(bench, benchmark, model_key, precision, threads, batch):
+    model = bench.session(model_key, precision, threads)
+    if model is None:
+        pytest.skip(f"{model_key}: no {precision} variant")
+    x = bench.input_batch(model, batch)
+    target = lambda: model.predict(x)  # noqa: E731
+    refs = {}
+    if precision != "fp32":
+        ref = bench.session(model_key, "fp32", threads)
+        refs["fp32"] = lambda: ref.predict(x)
+    timer = PairedTimer(refs)
+    call_ms = estimate_call_ms(target)
+    rounds = plan_rounds(call_ms, bench.quick, calls_per_round=1 + len(refs))
+    benchmark.group = f"latency b{batch} t{threads}"
+    benchmark.extra_info.update(model=model_key, precision=precision, threads=threads, batch=batch)
+    benchmark.pedantic(target, setup=timer.setup if refs else None, rounds=rounds, warmup_rounds=WARMUP, iterations=1)
+    times = round_times_ms(benchmark) or [call_ms]
+    import statistics
+
+    med = statistics.median(times)
+    row = {
+        "model": model_key, "precision": precision, "threads": threads, "batch": batch, "rounds": len(times),
+        "median_ms": med, "ms_per_face": med / batch, "faces_per_s": 1000.0 * batch / med,
+        "p90_ms": sorted(times)[int(0.9 * (len(times) - 1))], "min_ms": min(times),
+    }
+    if refs:
+        r = timer.ratios(times, WARMUP)["fp32"]
+        row.update(fp32_median_ms=r["median_ms"], ratio_to_fp32=r["ratio"], speedup_vs_fp32=1.0 / r["ratio"] if r["ratio"] else None)
+    else:
+        row.update(fp32_median_ms=med, ratio_to_fp32=1.0, speedup_vs_fp32=1.0)
+    benchmark.extra_info.update({k: v for k, v in row.items() if k.endswith(("fp32", "ms_per_face"))})
+    _record(bench, "latency", row)
+
+
+def test_default_vs_reference(bench, benchmark, precision, threads):
+    """The default model against the MiniFASNet-like pair (FP32), batch 1, interleaved round by round."""
+    from benchmarks.models import default_entry
+
+    ref_key = "minifasnet-pair-ref"
+    if ref_key not in bench.entries:
+        pytest.skip("reference model not in this run (quick mode)")
+    default = default_entry(list(bench.entries.values()))
+    model = bench.session(default.key, precision, threads)
+    if model is None:
+        pytest.skip(f"{default.key}: no {precision} variant")
+    ref_model = bench.session(ref_key, "fp32", threads)
+    x, xr = bench.input_batch(model, 1), bench.input_batch(ref_model, 1)
+    target = lambda: model.predict(x)  # noqa: E731
+    timer = PairedTimer({"reference": lambda: ref_model.predict(xr)})
+    rounds = plan_rounds(estimate_call_ms(target), bench.quick, calls_per_round=4)
+    benchmark.group = f"default vs reference t{threads}"
+    benchmark.pedantic(target, setup=timer.setup, rounds=rounds, warmup_rounds=WARMUP, iterations=1)
+    times = round_times_ms(benchmark)
+    import statistics
+
+    r = timer.ratios(times, WARMUP)["reference"]
+    bench.results["reference"].append({
+        "model": default.key, "kind": default.kind, "precision": precision, "threads": threads, "batch": 1,
+        "rounds": len(times), "median_ms": statistics.median(times), "reference": ref_key,
+        "reference_precision": "fp32", "reference_median_ms": r["median_ms"], "ratio_to_reference": r["ratio"],
+    })
+
+
+def test_torch_eager(bench, benchmark, torch_arch, model_key, threads, batch):
+    """The same architecture in PyTorch eager FP32 (random weights: latency only), against ORT FP32 and INT8."""
+    import torch
+
+    entry = bench.entries[model_key]
+    try:
+        from trainer.models import build_model, get_spec
+
+        spec = get_spec(entry.architecture)
+    except (KeyError, ImportError) as e:
+        pytest.skip(f"{model_key}: architecture {entry.architecture!r} not buildable in torch ({e})")
+    ort32 = bench.session(model_key, "fp32", threads)
+    ort8 = bench.session(model_key, "int8", threads)
+    size = ort32.info.input_size
+    torch.manual_seed(0)
+    net = build_model(entry.architecture).eval()
+    x = bench.input_batch(ort32, batch)
+    xt = torch.from_numpy(x.copy())
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        def target():
+            with torch.inference_mode():
+                return net(xt)
+
+        refs = {"ort_fp32": lambda: ort32.predict(x)}
+        if ort8 is not None:
+            refs["ort_int8"] = lambda: ort8.predict(x)
+        timer = PairedTimer(refs)
+        rounds = plan_rounds(estimate_call_ms(target), bench.quick, calls_per_round=1 + len(refs))
+        benchmark.group = f"torch eager b{batch} t{threads}"
+        benchmark.extra_info.update(model=model_key, framework="torch-eager", threads=threads, batch=batch, input_size=size)
+        benchmark.pedantic(target, setup=timer.setup, rounds=rounds, warmup_rounds=WARMUP, iterations=1)
+        times = round_times_ms(benchmark)
+    finally:
+        torch.set_num_threads(previous)
+    import statistics
+
+    rat = timer.ratios(times, WARMUP)
+    row = {"model": model_key, "architecture": entry.architecture, "threads": threads, "batch": batch, "rounds": len(times),
+           "eager_median_ms": statistics.median(times), "eager_ms_per_face": statistics.median(times) / batch,
+           "torch": torch.__version__}
+    for name, r in rat.items():
+        row[f"{name}_median_ms"] = r["median_ms"]
+        row[f"eager_over_{name}"] = r["ratio"]  # > 1: eager is slower by this factor
+    bench.results["torch_eager"].append(row)
