@@ -1,0 +1,372 @@
+"""Datasets: layouts, face-crop preparation, subject-disjoint splits and the manifest.
+
+``prepare`` reads a dataset folder in one of the supported layouts, turns every image into
+a face crop with the runtime's own detector and :func:`spoofsdk.crop.crop_face` (or, for
+sets that are already tight face crops, a centre square + :func:`spoofsdk.crop.resize_square`),
+splits it into train/val/test and writes a JSON manifest that training and evaluation read
+back. Labels follow :mod:`spoofsdk.metrics`: 1 = real (bona fide), 0 = attack.
+
+Layouts (class folder names: real/live/living/bonafide and attack/fake/spoof):
+
+- ``class_subject``   ``<root>/{real,attack}/<subject>/<frames>``           (NUAA)
+- ``class_flat``      ``<root>/{real,attack}/<images>``
+- ``split_class``     ``<root>/{train,val,test}/{real,fake}/<images>``       (gc535: train,test)
+- ``split_class_identity`` ``<root>/{train,test}/{real,attack}/<identity>/<frames>``
+
+Split policy: existing train/test folders are kept (test stays test). Where identities are
+known, every split is identity-disjoint (a subject's frames never straddle two splits); a
+missing val split is carved from train by identity, or, where identities are unknown, at
+random (stratified by class) with a fixed seed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from spoofsdk.crop import crop_face, resize_square
+
+log = logging.getLogger("trainer.data")
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+REAL_NAMES = {"real", "live", "living", "bonafide", "bona_fide", "genuine"}
+ATTACK_NAMES = {"attack", "fake", "spoof", "spoofing", "imposter", "impostor"}
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+SPLITS = ("train", "val", "test")
+MANIFEST_VERSION = 1
+
+DATA_ENV = "SPOOFSDK_DATA"
+
+
+def data_root() -> Path:
+    """Where the shared data lives: $SPOOFSDK_DATA, else ``../shared/data`` beside the repository."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def default_yunet_path() -> Path:
+    env = os.environ.get("SPOOFSDK_YUNET_MODEL")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+
+
+@dataclass
+class Sample:
+    source: str  # path relative to the dataset root
+    label: int  # 1 real, 0 attack
+    split: str | None  # split named by the layout, or None
+    subject: str | None  # identity, or None when unknown
+
+
+def _label_of(name: str) -> int | None:
+    n = name.lower()
+    if n in REAL_NAMES:
+        return 1
+    if n in ATTACK_NAMES:
+        return 0
+    return None
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def _class_dirs(folder: Path) -> list[tuple[Path, int]]:
+    return [(d, lab) for d in sorted(folder.iterdir()) if d.is_dir() and (lab := _label_of(d.name)) is not None]
+
+
+def scan(root: Path) -> tuple[str, list[Sample]]:
+    """Find the layout of ``root`` and list its samples. Raises ValueError for an unknown layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"dataset folder not found: {root}")
+    split_dirs = [(d, SPLIT_NAMES[d.name.lower()]) for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() in SPLIT_NAMES]
+    groups: list[tuple[str | None, Path, int]] = []
+    if split_dirs:
+        for d, split in split_dirs:
+            classes = _class_dirs(d)
+            if not classes:
+                raise ValueError(f"{d}: split folder without real/attack class folders")
+            groups += [(split, cd, lab) for cd, lab in classes]
+    else:
+        classes = _class_dirs(root)
+        if not classes:
+            raise ValueError(
+                f"{root}: unknown layout; expected {{real,attack}}/... or {{train,val,test}}/{{real,attack}}/... class folders"
+            )
+        groups = [(None, cd, lab) for cd, lab in classes]
+    samples: list[Sample] = []
+    with_identity = False
+    for split, cd, lab in groups:
+        subdirs = sorted(p for p in cd.iterdir() if p.is_dir())
+        direct = sorted(p for p in cd.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if subdirs:
+            with_identity = True
+            for sd in subdirs:
+                for f in _images(sd):
+                    samples.append(Sample(f.relative_to(root).as_posix(), lab, split, sd.name))
+        for f in direct:
+            samples.append(Sample(f.relative_to(root).as_posix(), lab, split, None))
+    if not samples:
+        raise ValueError(f"{root}: no images found")
+    layout = ("split_class" if split_dirs else "class") + ("_identity" if split_dirs and with_identity else "_subject" if with_identity else ("" if split_dirs else "_flat"))
+    return layout, samples
+
+
+def _largest_remainder(n: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``n`` items into integer counts proportional to ``fractions`` (ties favour later entries: test over val over train)."""
+    total = float(sum(fractions))
+    raw = [n * f / total for f in fractions]
+    counts = [int(np.floor(r)) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: (raw[i] - counts[i], i), reverse=True)
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def split_subjects(subject_labels: dict[str, set[int]], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """Assign subjects to train/val/test, identity-disjoint.
+
+    Subjects that have both classes are preferred for val and test (so each held-out split
+    can measure both error rates); subjects with one class go to train first.
+    """
+    subjects = sorted(subject_labels)
+    rng = random.Random(seed)
+    both = [s for s in subjects if len(subject_labels[s]) == 2]
+    one = [s for s in subjects if len(subject_labels[s]) < 2]
+    rng.shuffle(both)
+    rng.shuffle(one)
+    n_train, n_val, n_test = _largest_remainder(len(subjects), fractions)
+    ordered = both + one  # val/test come from the front (both classes), train takes the rest
+    test = ordered[:n_test]
+    val = ordered[n_test : n_test + n_val]
+    train = ordered[n_test + n_val :]
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def split_random(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[str]:
+    """Stratified random split of items by class; returns the split name of each item."""
+    out = [""] * len(labels)
+    rng = random.Random(seed)
+    for lab in sorted(set(labels)):
+        idx = [i for i, l in enumerate(labels) if l == lab]
+        rng.shuffle(idx)
+        counts = _largest_remainder(len(idx), fractions)
+        pos = 0
+        for name, c in zip(SPLITS, counts):
+            for i in idx[pos : pos + c]:
+                out[i] = name
+            pos += c
+    return out
+
+
+def assign_splits(samples: list[Sample], fractions: Sequence[float] = (0.70, 0.15, 0.15), val_fraction: float = 0.15, seed: int = 42) -> tuple[list[str], dict]:
+    """The split of every sample and a description of how it was made."""
+    splits = [s.split for s in samples]
+    info: dict = {"seed": seed}
+    have = {s for s in splits if s}
+    identities = all(s.subject is not None for s in samples)
+    if not have:
+        if identities:
+            subj: dict[str, set[int]] = {}
+            for s in samples:
+                subj.setdefault(s.subject, set()).add(s.label)  # type: ignore[arg-type]
+            by = split_subjects(subj, fractions, seed)
+            where = {x: name for name, xs in by.items() for x in xs}
+            info.update(method="subject-disjoint", fractions=list(fractions), subjects=by)
+            return [where[s.subject] for s in samples], info  # type: ignore[index]
+        info.update(method="random stratified (identities unknown)", fractions=list(fractions))
+        return split_random([s.label for s in samples], fractions, seed), info
+    out = [s or "train" for s in splits]
+    info["method"] = "kept the dataset's own splits"
+    if "val" not in have:
+        train_idx = [i for i, s in enumerate(out) if s == "train"]
+        if identities:
+            subj = {}
+            for i in train_idx:
+                subj.setdefault(samples[i].subject, set()).add(samples[i].label)  # type: ignore[arg-type]
+            by = split_subjects(subj, (1 - val_fraction, val_fraction, 0.0), seed)
+            for i in train_idx:
+                if samples[i].subject in by["val"]:
+                    out[i] = "val"
+            info.update(val_from_train="identity-disjoint", val_fraction=val_fraction, val_subjects=by["val"])
+        else:
+            carved = split_random([samples[i].label for i in train_idx], (1 - val_fraction, val_fraction, 0.0), seed)
+            for i, name in zip(train_idx, carved):
+                out[i] = name
+            info.update(val_from_train="random stratified (identities unknown)", val_fraction=val_fraction)
+    if identities:
+        info["subjects"] = {name: sorted({s.subject for s, sp in zip(samples, out) if sp == name}) for name in SPLITS}  # type: ignore[type-var]
+    return out, info
+
+
+def square_center(image: np.ndarray) -> np.ndarray:
+    """The centre square of an image (a tight face crop that is taller than wide loses a little top and bottom)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+def _needs_detection(root: Path, samples: list[Sample]) -> bool:
+    """'auto' face mode: full frames (longer side > 256 px) need the detector, smaller images are taken as crops."""
+    for s in samples[:: max(1, len(samples) // 10)][:10]:
+        img = cv2.imread(str(root / s.source))
+        if img is not None and max(img.shape[:2]) > 256:
+            return True
+    return False
+
+
+def prepare(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    name: str | None = None,
+    *,
+    crop_scale: float = 1.5,
+    size: int = 128,
+    faces: str = "auto",
+    detector: str = "yunet",
+    detector_model: str | os.PathLike | None = None,
+    fractions: Sequence[float] = (0.70, 0.15, 0.15),
+    val_fraction: float = 0.15,
+    seed: int = 42,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Crop every image of the dataset at ``root`` into ``out/<name>/`` and write ``manifest.json`` there.
+
+    ``faces``: 'detect' (full frames: detector + crop_face at ``crop_scale``), 'crop' (already
+    face crops: centre square + resize), or 'auto' (detect when images are larger than 256 px).
+    ``limit``: keep an evenly spaced subset of that many images (for tests).
+    Returns the manifest path.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    name = name or root.name
+    dest = Path(out) / name
+    layout, samples = scan(root)
+    if limit is not None and limit < len(samples):
+        step = len(samples) / float(limit)
+        samples = [samples[int(i * step)] for i in range(limit)]
+    splits, split_info = assign_splits(samples, fractions, val_fraction, seed)
+    mode = faces
+    if faces == "auto":
+        mode = "detect" if _needs_detection(root, samples) else "crop"
+    det = None
+    if mode == "detect":
+        from spoofsdk.detect import make_detector
+
+        det = make_detector(detector, detector_model or (default_yunet_path() if detector == "yunet" else None))
+    elif mode != "crop":
+        raise ValueError(f"faces must be 'auto', 'detect' or 'crop', got {faces!r}")
+    items, skipped = [], []
+    for s, split in tqdm(list(zip(samples, splits)), desc=f"prepare {name}", disable=not progress, unit="img"):
+        img = cv2.imread(str(root / s.source), cv2.IMREAD_COLOR)
+        if img is None:
+            skipped.append({"source": s.source, "reason": "unreadable"})
+            continue
+        entry: dict = {}
+        if det is not None:
+            found = det.detect(img)
+            if not found:
+                skipped.append({"source": s.source, "reason": "no face detected"})
+                continue
+            d = found[0]
+            fc = crop_face(img, d.box, crop_scale, size)
+            crop = fc.image
+            entry.update(box=[round(float(v), 1) for v in d.box], det_score=round(float(d.score), 4), padded=round(fc.padded_fraction, 4), n_faces=len(found))
+        else:
+            crop = resize_square(square_center(img), size)
+        rel = Path("crops") / Path(s.source).with_suffix(".png")
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(dest / rel), crop)
+        items.append({"file": rel.as_posix(), "source": s.source, "label": s.label, "class": "real" if s.label else "attack", "split": split, "subject": s.subject, **entry})
+    counts = {sp: {"real": sum(1 for i in items if i["split"] == sp and i["label"] == 1), "attack": sum(1 for i in items if i["split"] == sp and i["label"] == 0)} for sp in SPLITS}
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "dataset": name,
+        "root": str(root.resolve()),
+        "layout": layout,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "crop": {"faces": mode, "detector": detector if det is not None else None, "crop_scale": crop_scale if det is not None else None, "size": size, "format": "png (lossless), BGR",
+                 "fit": "detector box -> spoofsdk.crop.crop_face" if det is not None else "centre square -> spoofsdk.crop.resize_square"},
+        "split": split_info,
+        "counts": counts,
+        "n_items": len(items),
+        "skipped": skipped,
+        "items": items,
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1))
+    log.info("%s: layout %s, faces=%s, %d crops (%d skipped) -> %s", name, layout, mode, len(items), len(skipped), path)
+    for sp in SPLITS:
+        log.info("  %-5s real %5d  attack %5d%s", sp, counts[sp]["real"], counts[sp]["attack"],
+                 f"  subjects {split_info['subjects'][sp]}" if "subjects" in split_info else "")
+    return path
+
+
+# --- reading prepared data back ------------------------------------------------------------
+def read_manifest(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    m = json.loads(path.read_text())
+    m["_dir"] = str(path.parent)
+    return m
+
+
+@dataclass
+class CropSet:
+    """Crops of one split of one or more prepared datasets, in memory."""
+
+    images: np.ndarray  # N x S x S x 3 BGR uint8
+    labels: np.ndarray  # N int64, 1 real / 0 attack
+    sets: list[str]  # dataset name per item
+    files: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: Iterable[int]) -> "CropSet":
+        idx = list(idx)
+        return CropSet(self.images[idx], self.labels[idx], [self.sets[i] for i in idx], [self.files[i] for i in idx])
+
+    def by_set(self) -> dict[str, "CropSet"]:
+        return {name: self.subset([i for i, s in enumerate(self.sets) if s == name]) for name in sorted(set(self.sets))}
+
+
+def load_crops(manifests: Sequence[str | os.PathLike | dict], split: str, size: int | None = None, limit: int | None = None) -> CropSet:
+    """Load the crops of ``split`` from each manifest (resized to ``size`` if given and different)."""
+    images, labels, sets, files = [], [], [], []
+    for m in manifests:
+        man = m if isinstance(m, dict) else read_manifest(m)
+        base = Path(man["_dir"])
+        items = [it for it in man["items"] if it["split"] == split]
+        if limit is not None and len(items) > limit:
+            step = len(items) / float(limit)
+            items = [items[int(i * step)] for i in range(limit)]
+        for it in items:
+            img = cv2.imread(str(base / it["file"]), cv2.IMREAD_COLOR)
+            if img is None:
+                raise FileNotFoundError(f"crop missing: {base / it['file']} (run prepare again)")
+            if size is not None and img.shape[0] != size:
+                img = resize_square(img, size)
+            images.append(img)
+            labels.append(int(it["label"]))
+            sets.append(man["dataset"])
+            files.append(str(base / it["file"]))
+    arr = np.stack(images) if images else np.zeros((0, size or 1, size or 1, 3), np.uint8)
+    return CropSet(arr, np.asarray(labels, dtype=np.int64), sets, files)

@@ -1,0 +1,466 @@
+"""The training loop: data, model, loss, optimiser, schedule, validation, checkpoints, DDP.
+
+Run in one process (``spoofsdk-train train``) or many (``torchrun --nproc_per_node N ...``):
+under torchrun the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU)
+and each process reads its shard of every epoch through a DistributedSampler.
+
+Reproducible by construction: the sampler draws each epoch from a generator seeded by
+(seed, epoch), every augmentation from a generator seeded by (seed, epoch, draw), and the
+torch RNG (dropout) is re-seeded at each epoch start; with ``deterministic = true`` torch
+is told to use deterministic algorithms. So two CPU runs of one recipe give identical
+weights, and a resumed run continues exactly where it stopped.
+
+Checkpoints hold only tensors and plain Python values and load with
+``torch.load(path, weights_only=True)``: ``last.pt`` (everything to resume) and ``best.pt``
+(the weights with the best validation figure, the recipe and the validation metrics).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from spoofsdk.crop import resize_square, to_tensor
+from spoofsdk import metrics
+
+from .augment import Augmenter
+from .data import CropSet, load_crops, read_manifest
+from .models import build_model, count_macs, count_params, get_spec
+
+log = logging.getLogger("trainer.train")
+
+__all__ = ["train", "TrainDataset", "BalancedSampler", "predict_scores", "load_checkpoint", "setup_logging"]
+
+
+# --- logging ---------------------------------------------------------------------------
+def setup_logging(out_dir: Path | None = None, rank: int = 0, level: int = logging.INFO) -> None:
+    root = logging.getLogger("trainer")
+    root.setLevel(level if rank == 0 else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    if out_dir is not None and rank == 0:
+        path = str(Path(out_dir) / "train.log")
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path) for h in root.handlers):
+            fh = logging.FileHandler(path)
+            fh.setFormatter(fmt)
+            root.addHandler(fh)
+    root.propagate = False
+
+
+# --- data -------------------------------------------------------------------------------
+def _eval_image(img: np.ndarray, size: int) -> np.ndarray:
+    return img if img.shape[0] == size and img.shape[1] == size else resize_square(img, size)
+
+
+class TrainDataset(Dataset):
+    """Augmented training crops as normalised CHW tensors.
+
+    Indices above ``len(crops)`` encode repeated draws of one crop (``i % len``) so that a
+    crop drawn twice in an epoch gets two different augmentations, still reproducibly.
+    """
+
+    def __init__(self, crops: CropSet, augment: Augmenter | None, input_size: int, color_order: str, mean, std, seed: int):
+        self.crops = crops
+        self.augment = augment
+        self.size = int(input_size)
+        self.color_order, self.mean, self.std = color_order, tuple(mean), tuple(std)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int):
+        n = len(self.crops)
+        idx = int(i) % n
+        img = self.crops.images[idx]
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            img = self.augment(img, rng)
+        img = _eval_image(img, self.size)
+        x = to_tensor(img[None], self.color_order, self.mean, self.std)[0]
+        if self.augment is not None:
+            x = self.augment.erase(x, rng)
+        return torch.from_numpy(np.ascontiguousarray(x)), int(self.crops.labels[idx])
+
+
+class BalancedSampler(DistributedSampler):
+    """A DistributedSampler that draws each epoch with replacement from per-group weights.
+
+    ``sampling``: 'balanced' gives every (dataset, class) group the same total weight,
+    'class' every class, 'uniform' every crop (then it is a plain seeded shuffle without
+    replacement). The full epoch is drawn identically in every process from (seed, epoch)
+    and each process takes its ``rank::world`` share.
+    """
+
+    def __init__(self, crops: CropSet, sampling: str, epoch_size: int, num_replicas: int, rank: int, seed: int):
+        super().__init__(_Len(len(crops)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.sampling = sampling
+        n = len(crops)
+        if sampling == "balanced":
+            keys = [f"{s}/{l}" for s, l in zip(crops.sets, crops.labels.tolist())]
+        elif sampling == "class":
+            keys = [str(l) for l in crops.labels.tolist()]
+        elif sampling == "uniform":
+            keys = ["all"] * n
+        else:
+            raise ValueError(f"sampling must be balanced, class or uniform, got {sampling!r}")
+        groups = {k: keys.count(k) for k in set(keys)}
+        self.weights = torch.tensor([1.0 / groups[k] for k in keys], dtype=torch.float64)
+        self.groups = groups
+        total = int(epoch_size) if epoch_size else n
+        self.num_samples = int(math.ceil(total / num_replicas))
+        self.total_size = self.num_samples * num_replicas
+        self.n = n
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100003 + self.epoch)
+        if self.sampling == "uniform":
+            reps = int(math.ceil(self.total_size / self.n))
+            idx = torch.cat([torch.randperm(self.n, generator=g) for _ in range(reps)])[: self.total_size]
+        else:
+            idx = torch.multinomial(self.weights, self.total_size, replacement=True, generator=g)
+        # Encode the k-th repeat of a crop as idx + k*n, so repeats get different augmentations.
+        seen: dict[int, int] = {}
+        out = []
+        for i in idx.tolist():
+            k = seen.get(i, 0)
+            seen[i] = k + 1
+            out.append(i + k * self.n)
+        return iter(out[self.rank : self.total_size : self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class _Len:
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+
+def _worker_init(_):
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+# --- model outputs ----------------------------------------------------------------------
+def probs_real(logits: torch.Tensor, output: str) -> torch.Tensor:
+    """P(real) from the model's raw output."""
+    if output == "logit1":
+        return torch.sigmoid(logits.reshape(-1).float())
+    return torch.softmax(logits.float(), dim=1)[:, 1]
+
+
+def make_loss(recipe: dict, output: str):
+    kind = recipe["train"]["loss"]
+    if kind == "auto":
+        kind = "ce" if output == "logits2" else "bce"
+    if kind == "ce":
+        ce = nn.CrossEntropyLoss(label_smoothing=float(recipe["train"]["label_smoothing"]))
+        return lambda logits, y: ce(logits.float(), y)
+    if kind == "bce":
+        bce = nn.BCEWithLogitsLoss()
+        return lambda logits, y: bce(logits.reshape(-1).float(), y.float())
+    raise ValueError(f"loss must be auto, ce or bce, got {kind!r}")
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, crops: CropSet, recipe: dict, device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
+    """P(real) for every crop, with the evaluation preprocessing (the runtime's to_tensor)."""
+    m = recipe["model"]
+    output = get_spec(m["architecture"]).output
+    model.eval()
+    out = []
+    for s in range(0, len(crops), batch_size):
+        imgs = [_eval_image(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
+        x = torch.from_numpy(to_tensor(imgs, m["color_order"], m["mean"], m["std"])).to(device)
+        out.append(probs_real(model(x), output).cpu().double().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _scores_and_loss(model, crops: CropSet, recipe: dict, loss_fn, device, batch_size: int = 128) -> tuple[np.ndarray, float]:
+    """P(real) for every crop and the mean loss, in one pass."""
+    m = recipe["model"]
+    output = get_spec(m["architecture"]).output
+    model.eval()
+    scores, total = [], 0.0
+    with torch.no_grad():
+        for s in range(0, len(crops), batch_size):
+            imgs = [_eval_image(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
+            x = torch.from_numpy(to_tensor(imgs, m["color_order"], m["mean"], m["std"])).to(device)
+            y = torch.from_numpy(crops.labels[s : s + batch_size]).to(device)
+            logits = model(x)
+            total += float(loss_fn(logits, y)) * len(y)
+            scores.append(probs_real(logits, output).cpu().double().numpy())
+    return (np.concatenate(scores) if scores else np.zeros(0)), total / max(len(crops), 1)
+
+
+def validate(model, crops: CropSet, recipe: dict, loss_fn, device) -> dict[str, Any]:
+    """Per-set loss, AUC and EER on the validation crops, and their means over sets."""
+    out: dict[str, Any] = {"sets": {}}
+    for name, part in crops.by_set().items():
+        scores, loss = _scores_and_loss(model, part, recipe, loss_fn, device)
+        entry = {"loss": loss, "n": len(part)}
+        if 0 < part.labels.sum() < len(part):
+            entry["auc"] = metrics.roc_auc(part.labels, scores)
+            entry["eer"] = metrics.eer(part.labels, scores)[0]
+        entry["acc@0.5"] = float(((scores >= 0.5) == (part.labels == 1)).mean())
+        out["sets"][name] = entry
+    sets = out["sets"].values()
+    out["val_loss"] = float(np.mean([e["loss"] for e in sets]))
+    aucs = [e["auc"] for e in sets if "auc" in e]
+    eers = [e["eer"] for e in sets if "eer" in e]
+    out["val_auc"] = float(np.mean(aucs)) if aucs else float("nan")
+    out["val_eer"] = float(np.mean(eers)) if eers else float("nan")
+    return out
+
+
+# --- optimiser and schedule ----------------------------------------------------------
+def make_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": float(t["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
+    if t["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=float(t["lr"]))
+    if t["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=float(t["lr"]), momentum=0.9, nesterov=True)
+    raise ValueError(f"optimizer must be adamw or sgd, got {t['optimizer']!r}")
+
+
+def make_scheduler(opt, t: dict):
+    """Stepped once per epoch (CosineAnnealingWarmRestarts also gets fractional steps inside the epoch)."""
+    epochs, warm = int(t["epochs"]), int(t["warmup_epochs"])
+    kind = t["scheduler"]
+    if kind == "cosine":
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(t["t_max"]) or max(1, epochs - warm), eta_min=float(t["eta_min"]))
+    elif kind == "cosine_warm_restarts":
+        main = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=int(t["t_0"]), T_mult=int(t["t_mult"]), eta_min=float(t["eta_min"]))
+    elif kind == "constant":
+        main = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    else:
+        raise ValueError(f"scheduler must be cosine, cosine_warm_restarts or constant, got {kind!r}")
+    if warm > 0 and kind != "cosine_warm_restarts":
+        warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=warm)
+        return torch.optim.lr_scheduler.SequentialLR(opt, [warmup, main], milestones=[warm])
+    return main
+
+
+# --- checkpoints ---------------------------------------------------------------------
+def _plain(obj):
+    """Recipe/metrics as plain Python values (what weights_only loading accepts)."""
+    return json.loads(json.dumps(obj, default=float))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
+    """(model in eval mode, recipe, checkpoint) from a best.pt/last.pt file."""
+    ck = load_checkpoint(path)
+    recipe = ck["recipe"]
+    model = build_model(recipe["model"]["architecture"], **recipe["model"].get("kwargs", {}))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, recipe, ck
+
+
+# --- distributed -----------------------------------------------------------------------
+def _dist_setup() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def train(recipe: dict, out_dir: str | os.PathLike, resume: bool = True, progress: bool | None = None) -> dict:
+    """Run (or resume) training for a loaded recipe; writes checkpoints and history into ``out_dir``.
+
+    Returns a summary dict (best epoch, best validation figures, paths).
+    """
+    out = Path(out_dir)
+    world, rank, local_rank = _dist_setup()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if world > 1:
+        dist.barrier()
+    setup_logging(out, rank)
+    t, m, d = recipe["train"], recipe["model"], recipe["data"]
+    if int(t["threads"]) > 0:
+        torch.set_num_threads(int(t["threads"]))
+    seed = int(t["seed"])
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    else:
+        device = torch.device("cpu")
+    if t["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    spec = get_spec(m["architecture"])
+    model = build_model(m["architecture"], **m.get("kwargs", {})).to(device)
+    params, macs = count_params(model), count_macs(model, int(m["input_size"]))
+    manifests = [read_manifest(p) for p in d["manifests"]]
+    if not manifests:
+        raise ValueError("the recipe names no prepared data: set data.manifests or pass --data")
+    train_crops = load_crops(manifests, "train", limit=int(d["limit_train"]) or None)
+    val_crops = load_crops(manifests, "val", limit=int(d["limit_val"]) or None)
+    log.info("recipe %s: %s at %d px, %s params, %.1f M MACs, device %s, world %d",
+             recipe["name"], m["architecture"], m["input_size"], f"{params:,}", macs / 1e6, device, world)
+    for name, part in train_crops.by_set().items():
+        log.info("train %-8s %5d crops (real %d, attack %d)", name, len(part), int(part.labels.sum()), int(len(part) - part.labels.sum()))
+    for name, part in val_crops.by_set().items():
+        log.info("val   %-8s %5d crops (real %d, attack %d)", name, len(part), int(part.labels.sum()), int(len(part) - part.labels.sum()))
+
+    augment = Augmenter(recipe["augment"])
+    ds = TrainDataset(train_crops, augment, int(m["input_size"]), m["color_order"], m["mean"], m["std"], seed)
+    sampler = BalancedSampler(train_crops, d["sampling"], int(d["epoch_size"]), world, rank, seed)
+    per_rank_batch = max(1, int(t["batch_size"]) // world)
+    loader = DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=int(t["num_workers"]),
+                        worker_init_fn=_worker_init if int(t["num_workers"]) else None, drop_last=len(sampler) > per_rank_batch,
+                        pin_memory=device.type == "cuda")
+    loss_fn = make_loss(recipe, spec.output)
+    opt = make_optimizer(model, t)
+    sched = make_scheduler(opt, t)
+    use_amp = bool(t["amp"]) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
+
+    monitor = t["monitor"]
+    sign = -1.0 if monitor == "val_auc" else 1.0  # minimise sign * value
+    start_epoch, best, bad_epochs, history = 0, None, 0, []
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume and last_path.exists():
+        ck = load_checkpoint(last_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if use_amp and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        start_epoch, best, bad_epochs, history = ck["epoch"] + 1, ck.get("best"), ck.get("bad_epochs", 0), ck.get("history", [])
+        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    from tqdm import tqdm
+
+    epochs = int(t["epochs"])
+    iters = len(loader)
+    log.info("%d epochs x %d iterations of batch %d (x%d processes), sampling %s %s", epochs, iters, per_rank_batch, world, d["sampling"],
+             {k: v for k, v in sorted(sampler.groups.items())})
+    stop = False
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        torch.manual_seed(seed * 7919 + epoch * 31 + rank)
+        sampler.set_epoch(epoch)
+        ds.set_epoch(epoch)
+        ddp_model.train()
+        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and rank == 0), unit="batch", leave=False)
+        for it, (x, y) in enumerate(bar):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                logits = ddp_model(x)
+                loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if float(t["clip_grad"]) > 0:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), float(t["clip_grad"]))
+            scaler.step(opt)
+            scaler.update()
+            if t["scheduler"] == "cosine_warm_restarts":
+                sched.step(epoch + (it + 1) / iters)
+            with torch.no_grad():
+                pred = (probs_real(logits.detach(), spec.output) >= 0.5).long()
+                tot_correct += int((pred == y).sum())
+            tot_loss += float(loss.detach()) * len(y)
+            tot_n += len(y)
+            if rank == 0 and not progress and int(t["log_every"]) and (it + 1) % int(t["log_every"]) == 0:
+                log.info("  epoch %d it %d/%d loss %.4f acc %.4f (%.1f img/s)", epoch + 1, it + 1, iters, tot_loss / tot_n, tot_correct / tot_n,
+                         tot_n * world / (time.time() - t0))
+            bar.set_postfix(loss=f"{tot_loss / max(tot_n, 1):.4f}")
+        lr = opt.param_groups[0]["lr"]
+        if t["scheduler"] != "cosine_warm_restarts":
+            sched.step()
+        train_time = time.time() - t0
+        if world > 1:
+            stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64)
+            dist.all_reduce(stats)
+            tot_loss, tot_correct, tot_n = float(stats[0]), int(stats[1]), int(stats[2])
+        flag = torch.zeros(1)
+        if rank == 0:
+            val = validate(model, val_crops, recipe, loss_fn, device)
+            value = val[monitor]
+            improved = best is None or (not math.isnan(value) and sign * value < sign * best["value"] - 1e-6)
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
+                   "val_loss": val["val_loss"], "val_auc": val["val_auc"], "val_eer": val["val_eer"],
+                   "val_sets": val["sets"], "epoch_time_s": time.time() - t0, "train_time_s": train_time}
+            history.append(_plain(row))
+            if improved:
+                best = {"epoch": epoch + 1, "value": float(value), "monitor": monitor, "val": _plain(val)}
+                bad_epochs = 0
+                torch.save({"model": model.state_dict(), "epoch": epoch, "recipe": _plain(recipe), "val": _plain(val),
+                            "params": params, "macs": macs, "history": history}, best_path)
+            else:
+                bad_epochs += 1
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "scaler": scaler.state_dict() if use_amp else {}, "epoch": epoch, "best": best, "bad_epochs": bad_epochs,
+                        "history": history, "recipe": _plain(recipe), "params": params, "macs": macs}, last_path)
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            sets_txt = "  ".join(f"{k}: auc {v.get('auc', float('nan')):.4f} eer {v.get('eer', float('nan')):.4f} loss {v['loss']:.4f}" for k, v in val["sets"].items())
+            log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f auc %.4f eer %.4f  [%s]  %.0fs%s",
+                     epoch + 1, epochs, lr, row["train_loss"], row["train_acc"], val["val_loss"], val["val_auc"], val["val_eer"], sets_txt,
+                     row["epoch_time_s"], "  *best*" if improved else "")
+            if int(t["patience"]) and bad_epochs >= int(t["patience"]):
+                log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", monitor, bad_epochs, best["value"], best["epoch"])
+                flag[0] = 1
+        if world > 1:
+            dist.broadcast(flag, 0)
+        if flag.item():
+            stop = True
+            break
+    summary = {"out": str(out), "best": best, "epochs_run": len(history), "early_stopped": stop, "params": params, "macs": macs}
+    if rank == 0:
+        (out / "train_summary.json").write_text(json.dumps(_plain(summary), indent=1))
+        if best:
+            log.info("done: best %s %.4f at epoch %d -> %s", monitor, best["value"], best["epoch"], best_path)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
