@@ -235,8 +235,7 @@ def render(res: dict, plot_name: str | None) -> str:
             L.append("Quick mode scores untrained/tiny models only to exercise the code: the figures mean nothing.")
         rows = []
         for r in acc:
-            ref = _acc(res, r["model"], "fp32", r["dataset"])
-            dmax = max(abs(a - b) for a, b in zip(r["scores"], ref["scores"])) if ref and len(ref["scores"]) == len(r["scores"]) else None
+            dmax = r.get("max_abs_dscore_vs_fp32")
             rows.append([r["model"], r["precision"].upper(), r["dataset"], f"{r['n']} ({r['n_real']}/{r['n_attack']})",
                          _f(r.get("auc"), 4), _f(r.get("eer"), 4), _f(r.get("acer"), 4), _f(r.get("bpcer_at_apcer_5"), 4),
                          _f(dmax, 4) if r["precision"] != "fp32" else "–"])
@@ -360,6 +359,28 @@ def plot(res: dict, path: Path) -> Path:
     return path
 
 
+def machine_slug(res: dict) -> str:
+    m = res["machine"]
+    cpu = "".join(c if c.isalnum() else "-" for c in m["cpu"].lower()).strip("-")
+    while "--" in cpu:
+        cpu = cpu.replace("--", "-")
+    return f"{cpu}-{m['cores']}c-{m['machine']}"
+
+
+def render_all(runs: list[tuple[dict, str | None]]) -> str:
+    """RESULTS.md for one or more machines: one section per machine, the latest run of each."""
+    if len(runs) == 1:
+        return render(*runs[0])
+    parts = ["# spoofsdk benchmarks: results", "",
+             "One section per machine (its latest full run); every ratio is same-run within its section.", ""]
+    for res, plot_name in runs:
+        body = render(res, plot_name).split("\n", 1)[1]  # drop the title
+        m = res["machine"]
+        parts.append(f"## {m['cpu']}, {m['cores']} cores, {m['machine']}, onnxruntime {res['versions'].get('onnxruntime')}")
+        parts.append(body.replace("\n## ", "\n### "))
+    return "\n".join(parts)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke mode (also $SPOOFSDK_BENCH_QUICK=1)")
@@ -394,7 +415,18 @@ def main(argv=None) -> int:
         rel = os.path.relpath(plot_path, out.parent)
     except ValueError:
         rel = str(plot_path)
-    out.write_text(render(res, rel))
+    runs = [(res, rel)]
+    if res["mode"] == "full" and not a.out:
+        # Keep the latest full run of every machine beside RESULTS.md and render them all.
+        store = HERE / "results"
+        store.mkdir(exist_ok=True)
+        slug = machine_slug(res)
+        (store / f"{slug}.json").write_text(json.dumps(dict(res, plot=rel), indent=1) + "\n")
+        for other in sorted(store.glob("*.json")):
+            if other.stem != slug:
+                o = json.loads(other.read_text())
+                runs.append((o, o.get("plot")))
+    out.write_text(render_all(runs))
     print(f"wrote {out} and {plot_path}")
     return code
 

@@ -17,6 +17,7 @@ import pytest
 from benchmarks.models import cache_dir, data_root
 
 _SETS: dict = {}
+_FP32_SCORES: dict = {}  # (model, dataset) -> FP32 scores, for max |Δscore| of the other precisions
 
 
 def _eval_sets(info, quick: bool) -> dict[str, dict]:
@@ -78,9 +79,14 @@ def test_accuracy(bench, model_key, precision):
         scores = np.concatenate([model.predict(x[i : i + 32]) for i in range(0, len(x), 32)])
         labels = np.array([c.label for c in samples])
         m = summary(labels, scores, model.threshold)
+        if precision == "fp32":
+            _FP32_SCORES[(model_key, name)] = scores
+        ref = _FP32_SCORES.get((model_key, name))
+        dmax = float(np.abs(scores - ref).max()) if ref is not None and precision != "fp32" and len(ref) == len(scores) else None
+        agree = float(((scores >= model.threshold) == (ref >= model.threshold)).mean()) if dmax is not None else None
         bench.results["accuracy"].append({
             "model": model_key, "precision": precision, "dataset": name, "scored": entry.scored,
             "source": s["source"], "subjects": s["subjects"], "threshold": model.threshold,
             **{k: m.get(k) for k in ("n", "n_real", "n_attack", "auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5")},
-            "scores": [round(float(v), 5) for v in scores],
+            "max_abs_dscore_vs_fp32": dmax, "decision_agreement_vs_fp32": agree,
         })
