@@ -150,9 +150,18 @@ def test_cli_standalone_and_without_torch(fp32_path, crops_dir, tmp_path, capsys
     assert "decisions agree" in capsys.readouterr().out
     assert q.main([str(fp32_path), "--precision", "int8"]) == 2
     assert "calibration" in capsys.readouterr().err
-    # The module must import and run without torch: check in a clean interpreter.
-    code = "import sys, trainer.quantize; assert 'torch' not in sys.modules, 'torch imported'"
+    # The module imports no torch itself, and runs (crops, calibration, report) where torch is absent:
+    # a clean interpreter in which `import torch` fails. (onnxruntime's own tools package imports
+    # torch when it *is* installed; that is onnxruntime's business, not a dependency of ours.)
+    code = "import sys, trainer.quantize; assert 'torch' not in sys.modules, 'trainer.quantize imported torch'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+    for precision in ("int8", "fp16"):
+        args = [str(fp32_path), "--precision", precision, "--calib", str(crops_dir), "--out", str(tmp_path / f"nt.{precision}.onnx"),
+                "--calib-size", "8", "--eval-size", "8", "--rounds", "1"]
+        code = f"import sys; sys.modules['torch'] = None; import trainer.quantize as q; sys.exit(q.main({args!r}))"
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (tmp_path / f"nt.{precision}.onnx").exists()
 
 
 @pytest.mark.data
