@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from spoofsdk.crop import crop_face, resize_square, to_tensor
-from spoofsdk.errors import MetadataError, ModelError
+from spoofsdk.errors import ModelError, SpoofSDKError
 from spoofsdk.model import ModelInfo, SpoofModel, parse_metadata, read_metadata_props, write_metadata_props
 
 __all__ = [
@@ -301,8 +301,7 @@ def collect_samples(
 
     ``source`` is the trainer's manifest (a ``manifest.{jsonl,json,csv}`` file, or a folder
     holding manifests, such as the trainer's ``cache/``; ``splits`` picks rows by their split),
-    or a folder of images searched
-    recursively. Folder images are camera frames (``kind='frames'``: detector -> largest face
+    or a folder of images searched recursively. Folder images are camera frames (``kind='frames'``: detector -> largest face
     -> :func:`crop_face` with the model's crop scale), face crops (``kind='crops'``), or
     ``'auto'``: a crop when the longer side is <= 256 px, a frame otherwise. Labels come from
     the manifest or from folder names (``real``/``live`` vs ``attack``/``spoof``/``fake``).
@@ -930,7 +929,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             calibrate_method=args.calibrate_method, reduce_range=args.reduce_range,
         )
         return 0
-    except (ModelError, MetadataError, ValueError) as e:
+    except (SpoofSDKError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
