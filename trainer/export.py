@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -121,6 +122,20 @@ def parity_check(onnx_bytes: bytes, model: nn.Module, recipe: dict, crops: list[
     return result
 
 
+def _onnx_export(model: nn.Module, dummy: torch.Tensor, path: Path, output_name: str, opset: int) -> None:
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        input_names=["input"],
+        output_names=[output_name],
+        dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=opset,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
 def export(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -158,17 +173,9 @@ def export(
         drift = float((torch.softmax(folded(dummy), 1) - torch.softmax(model(dummy), 1)).abs().max()) if spec.output == "logits2" else 0.0
     tmp = out.with_suffix(".tmp.onnx")
     output_name = "logits" if spec.output == "logits2" else "logit"
-    torch.onnx.export(
-        folded,
-        (dummy,),
-        str(tmp),
-        input_names=["input"],
-        output_names=[output_name],
-        dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
-        opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated in favour of dynamo (needs onnxscript, not installed)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _onnx_export(folded, dummy, tmp, output_name, opset)
     proto = onnx.load(str(tmp))
     tmp.unlink()
     metrics_json = {k: {f: v.get(f) for f in ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")}

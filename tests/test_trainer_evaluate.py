@@ -1,0 +1,102 @@
+"""trainer.evaluate: threshold choice and figures on hand-computed cases, and the report + plots of a tiny run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.evaluate import choose_threshold, evaluate, score_report
+
+# 4 real, 4 attacks. Sorted by score: 0.9 R, 0.8 R, 0.7 A, 0.6 R, 0.3 R, 0.2 A, 0.1 A, 0.05 A
+LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+SCORES = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1, 0.05])
+
+
+def test_figures_at_a_threshold_by_hand():
+    r = score_report(LABELS, SCORES, 0.5)
+    # accepted as real: 0.9, 0.8, 0.6 (real) and 0.7 (attack)
+    assert r["apcer"] == pytest.approx(0.25)  # 1 of 4 attacks accepted
+    assert r["bpcer"] == pytest.approx(0.25)  # 1 of 4 reals rejected (0.3)
+    assert r["acer"] == pytest.approx(0.25)
+    assert r["accuracy"] == pytest.approx(0.75)
+    assert r["confusion_matrix"] == [[3, 1], [1, 3]]  # rows truth (attack, real), columns decision
+    assert r["per_class"]["spoof"] == pytest.approx({"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4})
+    assert r["per_class"]["real"] == pytest.approx({"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4})
+    # AUC: pairs (real > attack): 0.9 -> 4, 0.8 -> 4, 0.6 -> 3, 0.3 -> 3 = 14 of 16
+    assert r["auc"] == pytest.approx(14 / 16)
+    assert r["eer"] == pytest.approx(0.25)
+    # APCER <= 5 % of 4 attacks = none accepted: threshold just above 0.7 accepts 0.9 and 0.8 only
+    assert r["bpcer_at_apcer_5"] == pytest.approx(0.5)
+    assert r["bpcer_at_apcer_1"] == pytest.approx(0.5)
+
+
+def test_threshold_rules_by_hand():
+    thr, how = choose_threshold(LABELS, SCORES, "eer")
+    assert thr == pytest.approx(0.6) and "EER" in how
+    thr, _ = choose_threshold(LABELS, SCORES, "apcer:0.25")  # one attack may pass: just above the 2nd attack (0.2)
+    assert 0.2 < thr <= 0.2 + 1e-9
+    thr, _ = choose_threshold(LABELS, SCORES, "apcer:0")
+    assert 0.7 < thr <= 0.7 + 1e-9
+    assert choose_threshold(LABELS, SCORES, 0.42)[0] == pytest.approx(0.42)
+    assert choose_threshold(LABELS, SCORES, "0.42")[0] == pytest.approx(0.42)
+    with pytest.raises(ValueError):
+        choose_threshold(LABELS, SCORES, "median")
+
+
+def test_threshold_stays_inside_the_open_interval():
+    thr, _ = choose_threshold(np.array([1, 0]), np.array([1.0, 1.0]), "apcer:0")
+    assert 0.0 < thr < 1.0
+
+
+def test_perfect_and_inverted_rankings():
+    perfect = score_report(LABELS, np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1]), 0.5)
+    assert perfect["auc"] == 1.0 and perfect["eer"] == 0.0 and perfect["acer"] == 0.0
+    inverted = score_report(LABELS, np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]), 0.5)
+    assert inverted["auc"] == 0.0 and inverted["apcer"] == 1.0 and inverted["bpcer"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from trainer.data import prepare
+    from trainer.recipe import load_recipe
+    from trainer.synthetic import make_synthetic
+    from trainer.train import train
+
+    base = tmp_path_factory.mktemp("evalrun")
+    root = make_synthetic(base / "syn", "class_subject", n_subjects=7, per_subject=4, size=40)
+    data = prepare(root, base / "cache", size=32, faces="crop", progress=False).parent
+    r = load_recipe("edgenet", ["model.input_size=32", "data.epoch_size=32", "train.epochs=2", "train.batch_size=8",
+                                "train.threads=1", "train.log_every=0", "train.warmup_epochs=0"])
+    r["data"]["manifests"] = [str(data)]
+    train(r, base / "run", progress=False)
+    return base / "run"
+
+
+def test_evaluate_writes_report_and_plots(tiny_run, tmp_path):
+    from trainer.data import load_crops
+    from trainer.train import model_from_checkpoint, predict_scores
+
+    report = evaluate(tiny_run / "best.pt", out_dir=tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["threshold"]["value"] == pytest.approx(report["threshold"]["value"])
+    for name in ("curves.png", "roc_det.png", "confusion.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+    # the threshold comes from the validation split only, and test figures are metrics.summary at it
+    model, recipe, _ = model_from_checkpoint(tiny_run / "best.pt")
+    val = load_crops(recipe["data"]["manifests"], "val")
+    expected, _ = choose_threshold(val.labels, predict_scores(model, val, recipe), "eer")
+    assert report["threshold"]["value"] == pytest.approx(expected)
+    test = load_crops(recipe["data"]["manifests"], "test")
+    s = score_report(test.labels, predict_scores(model, test, recipe), expected)
+    (name,) = report["test"]
+    for key in ("auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5", "bpcer_at_apcer_1", "accuracy"):
+        assert report["test"][name][key] == pytest.approx(s[key])
+    assert report["splits"][name]["method"] == "subject-disjoint"
+
+
+def test_evaluate_with_apcer_rule(tiny_run, tmp_path):
+    report = evaluate(tiny_run / "best.pt", out_dir=tmp_path, threshold="apcer:0.05", plots=False)
+    assert report["val"]["all"]["apcer"] <= 0.05 + 1e-12
+    assert "plots" not in report

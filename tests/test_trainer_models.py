@@ -1,0 +1,73 @@
+"""trainer.models: the registry, parameter counts, MAC counting, and the edge model's budget."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trainer.models import available, build_model, count_macs, count_params, get_spec, model_stats
+
+
+def test_registry_lists_the_three_architectures():
+    names = set(available())
+    assert {"spoofnet", "hybrid", "edgenet"} <= names
+    with pytest.raises(KeyError, match="unknown architecture"):
+        build_model("nope")
+
+
+def test_spoofnet_has_exactly_the_seed_parameter_count():
+    model = build_model("spoofnet")
+    assert count_params(model) == 4_881_442
+    assert count_params(model, trainable_only=True) == 4_881_442
+    assert get_spec("spoofnet").output == "logits2" and get_spec("spoofnet").class_order == ("spoof", "real")
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 2)
+
+
+def test_hybrid_levels_and_head():
+    model = build_model("hybrid").eval()
+    x = torch.zeros(1, 3, 224, 224)
+    with torch.no_grad():
+        levels = model.backbone(x)
+        out = model(x)
+    assert [f.shape[1] for f in levels] == [16, 16, 24, 48, 576]
+    assert [224 // f.shape[-1] for f in levels] == [2, 4, 8, 16, 32]
+    assert out.shape == (1, 1)
+    assert model.head[0].in_features == 640 and model.head[0].out_features == 128
+    assert isinstance(model.head[2], nn.Dropout) and model.head[2].p == 0.3
+    assert get_spec("hybrid").output == "logit1"
+
+
+def test_edge_model_fits_the_arm_budget():
+    st = model_stats("edgenet", 128)
+    assert st["params"] <= 1_000_000
+    assert st["macs"] <= 100_000_000
+    assert get_spec("edgenet").default_input_size == 128
+
+
+def test_edge_model_uses_only_quantization_friendly_layers():
+    allowed = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.ReLU, nn.Linear, nn.Dropout, nn.AdaptiveAvgPool2d, nn.Sequential, nn.Identity)
+    model = build_model("edgenet")
+    for name, m in model.named_modules():
+        if m is model or type(m).__name__ in ("InvertedResidual", "ConvBNReLU"):
+            continue
+        assert isinstance(m, allowed), f"{name}: {type(m).__name__}"
+
+
+def test_mac_count_matches_hand_computation():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),  # 8x8 out at 16 px input: 64*8*27 = 13,824
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise: 64*8*9 = 4,608
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),  # 16
+    )
+    assert count_macs(model, 16) == 13_824 + 4_608 + 16
+
+
+@pytest.mark.parametrize("name, size", [("spoofnet", 224), ("hybrid", 224), ("edgenet", 128)])
+def test_model_stats_are_reported(name, size):
+    st = model_stats(name, size)
+    assert st["params"] > 0 and st["macs"] > 0 and st["input_size"] == size

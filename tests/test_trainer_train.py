@@ -1,0 +1,139 @@
+"""trainer.train: reproducibility, resume, weights-only checkpoints, sampling, and a 2-process DDP run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.data import load_crops, prepare
+from trainer.recipe import load_recipe
+from trainer.synthetic import make_synthetic
+from trainer.train import BalancedSampler, TrainDataset, load_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "model.input_size=32",
+    "data.epoch_size=32",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "train.threads=1",
+    "train.num_workers=0",
+    "train.log_every=0",
+    "train.warmup_epochs=0",
+    "train.patience=0",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("tiny")
+    root = make_synthetic(base / "syn", "class_subject", n_subjects=7, per_subject=4, size=40)
+    return prepare(root, base / "cache", size=32, faces="crop", progress=False).parent
+
+
+def tiny_recipe(data: Path, *extra: str) -> dict:
+    r = load_recipe("edgenet", TINY + list(extra))
+    r["data"]["manifests"] = [str(data)]
+    return r
+
+
+def _weights(path: Path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_runs_of_one_recipe_give_identical_weights(tiny_data, tmp_path):
+    recipe = tiny_recipe(tiny_data)
+    train(recipe, tmp_path / "a", progress=False)
+    train(recipe, tmp_path / "b", progress=False)
+    wa, wb = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    assert _same(wa, wb)
+    other = tiny_recipe(tiny_data, "train.seed=7")
+    train(other, tmp_path / "c", progress=False)
+    assert not _same(wa, _weights(tmp_path / "c" / "last.pt"))
+
+
+def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    recipe = tiny_recipe(tiny_data, "train.epochs=2")
+    train(recipe, tmp_path / "full", progress=False)
+    # interrupt after the first epoch: the checkpoint is written, then the process dies
+    import trainer.train as tt
+
+    real_validate = tt.validate
+    calls = {"n": 0}
+
+    def dying_validate(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(*a, **k)
+
+    monkeypatch.setattr(tt, "validate", dying_validate)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(tt, "validate", real_validate)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 0
+    train(recipe, tmp_path / "cut", progress=False)  # resumes at epoch 2
+    assert _same(_weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "cut" / "last.pt"))
+
+
+def test_checkpoints_load_weights_only(tiny_data, tmp_path):
+    train(tiny_recipe(tiny_data), tmp_path / "r", progress=False)
+    for name in ("last.pt", "best.pt"):
+        ck = torch.load(tmp_path / "r" / name, map_location="cpu", weights_only=True)
+        assert "model" in ck and ck["recipe"]["model"]["architecture"] == "edgenet"
+    assert (tmp_path / "r" / "history.json").exists() and (tmp_path / "r" / "train.log").exists()
+
+
+def test_balanced_sampler_shards_and_balances(tiny_data):
+    crops = load_crops([tiny_data], "train")
+    full = list(BalancedSampler(crops, "balanced", 400, 1, 0, seed=1))
+    s0 = list(BalancedSampler(crops, "balanced", 400, 2, 0, seed=1))
+    s1 = list(BalancedSampler(crops, "balanced", 400, 2, 1, seed=1))
+    assert len(s0) == len(s1) == 200
+    assert sorted(s0 + s1) == sorted(full)
+    labels = crops.labels[np.asarray(full) % len(crops)]
+    assert 0.4 < labels.mean() < 0.6
+    assert len(set(full)) == len(full)  # repeats are encoded, so each draw gets its own augmentation
+
+
+def test_augmented_items_are_reproducible(tiny_data):
+    recipe = tiny_recipe(tiny_data)
+    crops = load_crops([tiny_data], "train")
+    from trainer.augment import Augmenter
+
+    m = recipe["model"]
+    ds = TrainDataset(crops, Augmenter(recipe["augment"]), 32, m["color_order"], m["mean"], m["std"], seed=5)
+    a, la = ds[3]
+    b, lb = ds[3]
+    assert torch.equal(a, b) and la == lb and a.shape == (3, 32, 32)
+    ds.set_epoch(1)
+    assert not torch.equal(a, ds[3][0])
+
+
+def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "trainer.cli", "train", "--recipe", "edgenet", "--out", str(out), "--data", str(tiny_data), "--quiet"]
+    for o in TINY + ["train.epochs=2"]:
+        cmd += ["--set", o]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.time() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert elapsed < 60, f"2-process run took {elapsed:.1f} s"
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["epoch"] == 1
+    log = (out / "train.log").read_text()
+    assert "world 2" in log and "x2 processes" in log
