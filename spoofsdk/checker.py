@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .crop import as_bgr_uint8, crop_face, resize_square
-from .detect import Detection, FaceDetector, make_detector
+from .detect import YUNET_ENV, Detection, FaceDetector, make_detector
 from .errors import DetectorError, ImageError, SpoofSDKError
 from .model import ModelInfo, SpoofModel, load_model
 from .quality import QualityConfig, assess, measure, quality_config
@@ -52,7 +52,7 @@ class LivenessChecker:
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
         providers: onnxruntime execution providers (default CPU).
         detector: ``"haar"``, ``"yunet"`` or any object with ``detect(frame) -> list[Detection]``;
-            None picks YuNet when ``yunet_model`` is given, else Haar.
+            None picks YuNet when ``yunet_model`` (or $SPOOFSDK_YUNET_MODEL) is given, else Haar.
         yunet_model: path of the YuNet ONNX file (or set $SPOOFSDK_YUNET_MODEL).
         threshold: decision threshold on P(live), overriding the model's calibrated one.
         max_faces: score only the largest N faces (None: all).
@@ -101,6 +101,8 @@ class LivenessChecker:
 
     @staticmethod
     def _make_detector(detector: Any, yunet_model: Any, detect_size: int) -> FaceDetector:
+        # Same rule as the CLI: a YuNet file, given or in $SPOOFSDK_YUNET_MODEL, makes YuNet the default.
+        yunet_model = yunet_model or os.environ.get(YUNET_ENV) or None
         if detector is None:
             detector = "yunet" if yunet_model else "haar"
         if isinstance(detector, str):
