@@ -69,7 +69,7 @@ def _is_rank0() -> bool:
 def cmd_evaluate(a) -> int:
     from .evaluate import evaluate
 
-    _setup_logging(None)
+    _setup_logging(Path(a.out) if a.out else Path(a.checkpoint).parent)
     report = evaluate(a.checkpoint, out_dir=Path(a.out) if a.out else None, test=a.test, val=a.val, threshold=a.threshold)
     print(json.dumps({k: {m: v.get(m) for m in ("auc", "eer", "acer", "apcer", "bpcer", "bpcer_at_apcer_5")} for k, v in report["test"].items()}, indent=1))
     return 0
@@ -78,7 +78,8 @@ def cmd_evaluate(a) -> int:
 def cmd_export(a) -> int:
     from .export import export
 
-    _setup_logging(None)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    _setup_logging(Path(a.out).parent)
     report = json.loads(Path(a.report).read_text()) if a.report else None
     export(a.checkpoint, a.out, report=report, name=a.name, opset=a.opset)
     return 0

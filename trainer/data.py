@@ -148,11 +148,26 @@ def split_subjects(subject_labels: dict[str, set[int]], fractions: Sequence[floa
     rng.shuffle(both)
     rng.shuffle(one)
     n_train, n_val, n_test = _largest_remainder(len(subjects), fractions)
-    ordered = both + one  # val/test come from the front (both classes), train takes the rest
-    test = ordered[:n_test]
-    val = ordered[n_test : n_test + n_val]
-    train = ordered[n_test + n_val :]
-    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+    if len(both) >= n_val + n_test:
+        ordered = both + one  # val/test come from the front (both classes), train takes the rest
+        test = ordered[:n_test]
+        val = ordered[n_test : n_test + n_val]
+        train = ordered[n_test + n_val :]
+        return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+    # Identities with one class each (e.g. one video per identity): split each class's identities
+    # separately, so that every held-out split with a non-zero share gets both classes.
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for key in ("both", 1, 0):
+        group = both if key == "both" else [s for s in one if subject_labels[s] == {key}]
+        counts = _largest_remainder(len(group), fractions)
+        for i, name in ((1, "val"), (2, "test")):
+            if counts[i] == 0 and fractions[i] > 0 and counts[0] > 1:
+                counts[0] -= 1
+                counts[i] += 1
+        out["test"] += group[: counts[2]]
+        out["val"] += group[counts[2] : counts[2] + counts[1]]
+        out["train"] += group[counts[2] + counts[1] :]
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def split_random(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[str]:

@@ -54,6 +54,7 @@ def setup_logging(out_dir: Path | None = None, rank: int = 0, level: int = loggi
         h.setFormatter(fmt)
         root.addHandler(h)
     if out_dir is not None and rank == 0:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         path = str(Path(out_dir) / "train.log")
         if not any(isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path) for h in root.handlers):
             fh = logging.FileHandler(path)

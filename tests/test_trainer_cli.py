@@ -1,0 +1,36 @@
+"""spoofsdk-train end to end on a synthetic dataset: prepare -> train -> evaluate -> export -> runtime."""
+from __future__ import annotations
+
+import json
+
+from spoofsdk.model import SpoofModel
+from trainer.cli import main
+from trainer.synthetic import make_synthetic
+
+
+def test_cli_prepare_train_evaluate_export(tmp_path, capsys):
+    root = make_synthetic(tmp_path / "syn", "split_class_identity", n_subjects=9, per_subject=3, size=40)
+    assert main(["prepare", str(root), "--out", str(tmp_path / "cache"), "--size", "32", "--faces", "crop", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "cache" / "syn" / "manifest.json").read_text())
+    assert manifest["layout"] == "split_class_identity" and manifest["split"]["val_from_train"] == "identity-disjoint"
+    run = tmp_path / "run"
+    onnx_path = tmp_path / "model.onnx"
+    args = ["train", "--recipe", "edgenet", "--out", str(run), "--data", str(tmp_path / "cache" / "syn"), "--quiet",
+            "--then-export", str(onnx_path)]
+    for o in ("model.input_size=32", "data.epoch_size=16", "train.epochs=1", "train.batch_size=8", "train.threads=1", "train.log_every=0"):
+        args += ["--set", o]
+    assert main(args) == 0
+    assert (run / "report.json").exists() and (run / "roc_det.png").exists()
+    model = SpoofModel(onnx_path)
+    report = json.loads((run / "report.json").read_text())
+    assert model.info.threshold == report["threshold"]["value"]
+    assert main(["evaluate", str(run / "best.pt"), "--threshold", "apcer:0.05", "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "report.json").read_text())["threshold"]["rule"] == "apcer:0.05"
+    assert main(["export", str(run / "best.pt"), "--out", str(tmp_path / "again.onnx"), "--report", str(tmp_path / "ev" / "report.json")]) == 0
+    assert SpoofModel(tmp_path / "again.onnx").info.architecture == "edgenet"
+
+
+def test_cli_models_lists_sizes(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "spoofnet" in out and "4,881,442" in out and "edgenet" in out and "hybrid" in out
