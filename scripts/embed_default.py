@@ -1,0 +1,69 @@
+"""Embed trained models as spoofsdk's defaults.
+
+For each given ONNX file (FP32 and its quantized versions): score the test split of every
+prepared data set with the *runtime* (spoofsdk.model.SpoofModel on the manifest's crops),
+write those per-set figures into the file's own metadata (so an INT8 file carries INT8
+figures, not its FP32 parent's), copy it to spoofsdk/assets/<name>-<precision>.onnx and print
+the SHA-256 lines for spoofsdk.model.EMBEDDED_MODELS.
+
+    python scripts/embed_default.py runs/edge/edge.onnx runs/edge/edge.int8.onnx --data cache/s1.5_128
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from spoofsdk import metrics  # noqa: E402
+from spoofsdk.crop import resize_square  # noqa: E402
+from spoofsdk.model import SpoofModel, read_metadata_props, write_metadata_props  # noqa: E402
+
+FIELDS = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")
+
+
+def test_split(manifest: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    data = json.loads(manifest.read_text())
+    items = [it for it in data["items"] if it["split"] == "test"]
+    crops = [resize_square(cv2.imread(str(manifest.parent / it["file"]), cv2.IMREAD_COLOR), size) for it in items]
+    return np.stack(crops), np.array([it["label"] for it in items])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--data", type=Path, default=REPO / "cache" / "s1.5_128", help="prepared data sets (manifest.json per set)")
+    ap.add_argument("--assets", type=Path, default=REPO / "spoofsdk" / "assets")
+    args = ap.parse_args()
+    manifests = sorted(args.data.glob("*/manifest.json"))
+    if not manifests:
+        sys.exit(f"no prepared data sets under {args.data}")
+    for path in args.models:
+        model = SpoofModel(path)
+        info = model.info
+        figures = {}
+        for manifest in manifests:
+            crops, labels = test_split(manifest, info.input_size)
+            scores = np.concatenate([model.score_crops(crops[i : i + 64]) for i in range(0, len(crops), 64)])
+            s = metrics.summary(labels, scores, info.threshold)
+            figures[manifest.parent.name] = {k: s[k] for k in FIELDS}
+            print(f"{path.name:24s} {manifest.parent.name:6s} " + "  ".join(f"{k} {s[k]:.4f}" for k in FIELDS[1:]))
+        props = read_metadata_props(path.read_bytes())
+        previous = json.loads(props.get("metrics", "{}"))
+        note = f"test splits scored by the spoofsdk runtime with this {info.precision} file at its threshold"
+        data = write_metadata_props(path.read_bytes(), {"metrics": json.dumps({**previous, **figures, "how": note})})
+        out = args.assets / f"{info.name}-{info.precision}.onnx"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        print(f'        "{info.precision}": ("{out.name}", "{hashlib.sha256(data).hexdigest()}"),  # {len(data)/1e6:.2f} MB')
+
+
+if __name__ == "__main__":
+    main()

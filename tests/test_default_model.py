@@ -1,0 +1,90 @@
+"""The embedded default model: integrity, metadata, and accuracy on data it never saw.
+
+NUAA subjects 0008, 0009 and 0014 are the trainer's held-out test subjects (see the model
+card) and gc535/test is never used for training or threshold choice, so these slices measure
+generalisation to unseen people, not memory.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import sample_files
+from spoofsdk import LivenessChecker, metrics
+from spoofsdk.model import ASSETS_DIR, EMBEDDED_MODELS, SpoofModel, _sha256
+
+HELD_OUT_NUAA_SUBJECTS = ("0008", "0009", "0014")
+
+
+@pytest.mark.parametrize("precision", sorted(EMBEDDED_MODELS["default"]))
+def test_embedded_files_match_their_hashes_and_metadata(precision):
+    filename, sha = EMBEDDED_MODELS["default"][precision]
+    data = (ASSETS_DIR / filename).read_bytes()
+    assert _sha256(data) == sha
+    assert len(data) < 4_000_000  # the package stays small
+    model = SpoofModel(precision=precision)
+    assert model.info.precision == precision and model.info.name == "edgenet"
+    assert 0.05 < model.info.threshold < 0.95
+    assert "research and evaluation" in model.info.extra["training_data"]
+    figures = model.info.metrics
+    assert figures["nuaa"]["auc"] >= 0.99 and figures["gc535"]["auc"] >= 0.97
+
+
+def test_default_is_int8():
+    assert LivenessChecker().info.precision == "int8"
+
+
+@pytest.fixture(scope="module")
+def checker():
+    return LivenessChecker()
+
+
+def test_held_out_nuaa_frames(checker, nuaa_dir):
+    labels, scores = [], []
+    for subject in HELD_OUT_NUAA_SUBJECTS:
+        for label, cls in ((1, "real"), (0, "attack")):
+            for path in sample_files(nuaa_dir / cls / subject, 6):
+                result = checker.check(path)
+                if result.score is not None:
+                    labels.append(label)
+                    scores.append(result.score)
+    assert len(scores) >= 30  # faces found and scored in nearly every frame
+    assert metrics.roc_auc(labels, scores) >= 0.97
+    rates = metrics.error_rates(labels, scores, checker.info.threshold)
+    assert rates.apcer <= 0.1 and rates.bpcer <= 0.1
+
+
+def test_gc535_test_crops(checker, gc535_dir):
+    labels, scores = [], []
+    for label, cls in ((1, "real"), (0, "attack")):
+        for path in sample_files(gc535_dir / "test" / cls, 25):
+            face = checker.check_face(path)
+            assert face.score is not None, face.message
+            labels.append(label)
+            scores.append(face.score)
+    assert metrics.roc_auc(labels, scores) >= 0.95
+
+
+def test_int8_matches_fp32_on_real_crops(gc535_dir):
+    import cv2
+
+    crops = [cv2.imread(str(p)) for p in sample_files(gc535_dir / "test", 32)]
+    int8, fp32 = SpoofModel(precision="int8"), SpoofModel(precision="fp32")
+    from spoofsdk.crop import resize_square
+
+    batch = [resize_square(c, int8.info.input_size) for c in crops]
+    d = np.abs(int8.score_crops(batch) - fp32.score_crops(batch))
+    assert d.max() < 0.1 and np.median(d) < 0.02
+
+
+def test_cli_info_shows_the_default(capsys):
+    from click.testing import CliRunner
+
+    from spoofsdk.cli import main
+
+    result = CliRunner().invoke(main, ["info"])
+    assert result.exit_code == 0
+    assert "edgenet" in result.output and "int8" in result.output
+    assert json.loads(result.output.split("metrics: ", 1)[1].splitlines()[0])["nuaa"]["n"] > 0
