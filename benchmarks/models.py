@@ -74,6 +74,16 @@ def _props(path: Path) -> dict[str, str]:
         return {}
 
 
+def _graph_fingerprint(path: Path) -> str:
+    """Hash of the graph (nodes and weights) without the metadata, to spot the same model saved twice."""
+    import onnx
+
+    try:
+        return hashlib.sha256(onnx.load(str(path)).graph.SerializeToString()).hexdigest()
+    except Exception:
+        return str(path)
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -91,17 +101,23 @@ def discover(quick: bool = False) -> list[ModelEntry]:
         return entries
     entries: list[ModelEntry] = []
     seen: set[str] = set()
+    graphs: dict[str, ModelEntry] = {}
     candidates = [("asset", p) for p in sorted((REPO / "spoofsdk" / "assets").glob("*.onnx"))]
     candidates += [("trained", p) for p in sorted((REPO / "runs").glob("*/*.onnx"))]
     for kind, p in candidates:
         props = _props(p)
         if props.get("precision", "fp32") != "fp32" or "architecture" not in props:
             continue  # quantized siblings are found by ensure_variants; files without metadata are not spoofsdk models
+        fingerprint = _graph_fingerprint(p)
+        if fingerprint in graphs:  # e.g. the trained run that was embedded as the default: measure it once
+            graphs[fingerprint].note += f"; same weights as {p.relative_to(REPO)}"
+            continue
         key = f"{props.get('name') or p.stem}"
         if key in seen:
             key = f"{key}-{p.parent.name}"
         seen.add(key)
         entries.append(ModelEntry(key, kind, props["architecture"], p, note=str(p.relative_to(REPO))))
+        graphs[fingerprint] = entries[-1]
     if torch_available():
         try:
             from trainer.models import available
@@ -393,12 +409,15 @@ def calibration_source(quick: bool = False) -> Path | None:
 
 
 def _sibling(fp32: Path, precision: str) -> Path | None:
-    """A quantized file the trainer already made beside the FP32 one (e.g. runs/edge/edge.int8.onnx)."""
+    """A quantized file made already beside the FP32 one (spoofsdk/assets/edgenet-int8.onnx,
+    runs/edge/edge.int8.onnx): same folder, same metadata name and architecture, that precision."""
+    base = _props(fp32)
     for p in sorted(fp32.parent.glob("*.onnx")):
-        if p == fp32 or not p.name.startswith(fp32.name[:-5]):
+        if p == fp32:
             continue
         props = _props(p)
-        if props.get("precision") == precision:
+        if (props.get("precision") == precision and props.get("name") == base.get("name")
+                and props.get("architecture") == base.get("architecture")):
             return p
     return None
 
