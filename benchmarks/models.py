@@ -62,7 +62,12 @@ class ModelEntry:
     @property
     def scored(self) -> bool:
         """Accuracy is meaningful only for trained weights."""
-        return self.kind in ("asset", "trained")
+        return self.kind in ("asset", "trained", "checkpoint")
+
+    @property
+    def timed(self) -> bool:
+        """Checkpoints exported here share an architecture with a timed model: not timed again."""
+        return self.kind != "checkpoint"
 
 
 def _props(path: Path) -> dict[str, str]:
@@ -119,6 +124,16 @@ def discover(quick: bool = False) -> list[ModelEntry]:
         entries.append(ModelEntry(key, kind, props["architecture"], p, note=str(p.relative_to(REPO))))
         graphs[fingerprint] = entries[-1]
     if torch_available():
+        # Trained checkpoints that were evaluated but never exported (e.g. the cross-dataset runs in
+        # runs/cross/*): exported here for the accuracy table only (same architectures as above:
+        # their latency would repeat the exported model's).
+        for ck in sorted((REPO / "runs").glob("**/best.pt")):
+            if (ck.parent / "report.json").is_file() and not list(ck.parent.glob("*.onnx")):
+                key = ck.parent.name
+                if key in seen:
+                    key = f"{ck.parent.parent.name}-{key}"
+                seen.add(key)
+                entries.append(ModelEntry(key, "checkpoint", "?", None, note=f"{ck.parent.relative_to(REPO)}/best.pt, exported here; accuracy only"))
         try:
             from trainer.models import available
 
@@ -207,6 +222,17 @@ def export_untrained(arch: str, out_dir: Path | None = None) -> Path:
     m = onnx.load(str(tmp))
     tmp.unlink()
     return _save(m, path, _metadata(f"{arch}-untrained", arch, size, spec.output, params=stats["params"], macs=stats["macs"]))
+
+
+def export_checkpoint(ckpt: Path, key: str) -> Path:
+    """Export a trainer checkpoint with the threshold and metrics of its evaluate report (trainer.export)."""
+    from trainer.export import export
+
+    path = work_dir() / "models" / f"{key}-{_sha(ckpt)}.onnx"
+    if not path.exists():
+        report = json.loads((ckpt.parent / "report.json").read_text())
+        export(ckpt, path, report=report, name=key)
+    return path
 
 
 class _Graph:
@@ -389,6 +415,9 @@ def build_fp32(entry: ModelEntry) -> Path:
             entry.fp32 = build_minifasnet_pair()
         elif entry.kind == "tiny":
             entry.fp32 = build_tiny()
+        elif entry.kind == "checkpoint":
+            entry.fp32 = export_checkpoint(REPO / entry.note.split(",")[0], entry.key)
+            entry.architecture = _props(entry.fp32).get("architecture", "?")
         else:
             raise ValueError(f"{entry.key}: no FP32 file")
     entry.paths["fp32"] = entry.fp32

@@ -237,6 +237,12 @@ def render(res: dict, plot_name: str | None) -> str:
         L.append("## Accuracy (same run's models)")
         if res["mode"] == "quick":
             L.append("Quick mode scores untrained/tiny models only to exercise the code: the figures mean nothing.")
+        cross = [k for k, d in models.items() if d["kind"] == "checkpoint"]
+        if cross:
+            L.append("Rows of " + ", ".join(f"`{k}`" for k in cross) + " come from trainer checkpoints trained on one data set "
+                     "only (exported here for this table; their latency is their architecture's, above): on the other set "
+                     "they are the cross-dataset figures. INT8 variants are calibrated on the train split of both sets.")
+            L.append("")
         rows = []
         for r in acc:
             dmax = r.get("max_abs_dscore_vs_fp32")
