@@ -64,7 +64,7 @@ def _plt():
     return plt
 
 
-def plot_curves(history: list[dict], path: Path) -> Path | None:
+def plot_curves(history: list[dict], path: Path, best_epoch: int | None = None) -> Path | None:
     if not history:
         return None
     plt = _plt()
@@ -89,6 +89,10 @@ def plot_curves(history: list[dict], path: Path) -> Path | None:
     ax[2].set_yscale("log")
     ax[2].set_title("learning rate")
     ax[2].set_xlabel("epoch")
+    if best_epoch:
+        for a in ax:
+            a.axvline(best_epoch, color="grey", ls=":", lw=1)
+        ax[0].set_title(f"loss (dotted: best epoch {best_epoch})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -226,7 +230,11 @@ def evaluate(
                  s.get("bpcer_at_apcer_5", float("nan")), s["accuracy"])
     if plots:
         files = {}
-        if plot_curves(ck.get("history", []), out / "curves.png"):
+        history = ck.get("history", [])
+        full = checkpoint.parent / "history.json"  # the whole run (best.pt holds the history up to its epoch)
+        if full.exists():
+            history = json.loads(full.read_text())
+        if plot_curves(history, out / "curves.png", best_epoch=int(ck.get("epoch", -1)) + 1):
             files["curves"] = "curves.png"
         valid_curves = {k: v for k, v in curves.items() if 0 < v[0].sum() < len(v[0])}
         if valid_curves:
