@@ -121,9 +121,17 @@ def test_augmented_items_are_reproducible(tiny_data):
     assert not torch.equal(a, ds[3][0])
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "trainer.cli", "train", "--recipe", "edgenet", "--out", str(out), "--data", str(tiny_data), "--quiet"]
     for o in TINY + ["train.epochs=2"]:
         cmd += ["--set", o]
