@@ -174,3 +174,14 @@ def test_int8_on_real_face_crops(fp32_path, gc535_dir, nuaa_dir, tmp_path):
                      calib_size=32, eval_size=80, rounds=2, verbose=False)
     assert res.report["decision_agreement"] >= 0.9
     assert abs(res.report["delta"]["auc"]) < 0.05
+
+
+def test_trainer_cli_quantize_subcommand(fp32_path, crops_dir, tmp_path, capsys):
+    """`spoofsdk-train quantize` is the same command as `python -m trainer.quantize`."""
+    from trainer.cli import main
+
+    out = tmp_path / "via-cli.fp16.onnx"
+    assert main(["quantize", str(fp32_path), "--precision", "fp16", "--calib", str(crops_dir), "--out", str(out),
+                 "--eval-size", "8", "--rounds", "1"]) == 0
+    assert SpoofModel(out, precision="fp16").info.precision == "fp16"
+    assert main(["quantize", str(fp32_path), "--precision", "int8"]) == 2  # INT8 without calibration data

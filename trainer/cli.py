@@ -1,10 +1,11 @@
-"""``spoofsdk-train``: prepare | train | evaluate | export | models.
+"""``spoofsdk-train``: prepare | train | evaluate | export | quantize | models.
 
     spoofsdk-train prepare /work/shared/data/nuaa --out cache/s1.5_128 --scale 1.5 --size 128
     spoofsdk-train train --recipe edgenet --out runs/edge
     torchrun --nproc_per_node 2 -m trainer.cli train --recipe edgenet --out runs/edge
     spoofsdk-train evaluate runs/edge/best.pt --test cache/s1.5_128/nuaa cache/s1.5_128/gc535
     spoofsdk-train export runs/edge/best.pt --out runs/edge/edge.onnx --report runs/edge/report.json
+    spoofsdk-train quantize runs/edge/edge.onnx --precision int8 --calib cache/s1.5_128
     spoofsdk-train models
 """
 from __future__ import annotations
@@ -143,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--name", help="model name in the metadata (default: the recipe's)")
     x.add_argument("--opset", type=int, help="ONNX opset (>= 13; default: the recipe's)")
     x.set_defaults(func=cmd_export)
+
+    from . import quantize  # torch-free: `spoofsdk-train quantize` works where torch is not installed
+
+    qz = sub.add_parser("quantize", help="FP16 / INT8 versions of an ONNX model, with a report (no torch)")
+    quantize.add_arguments(qz)
+    qz.set_defaults(func=quantize.run_from_args)
 
     m = sub.add_parser("models", help="list architectures with params and MACs")
     m.add_argument("--size", type=int, default=0, help="input size (default: each model's own)")
