@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from .crop import as_bgr_uint8, crop_face, resize_square
+from .crop import as_bgr_uint8, crop_face, fit_face_crop
 from .detect import YUNET_ENV, Detection, FaceDetector, make_detector
 from .errors import DetectorError, ImageError, SpoofSDKError
 from .model import ModelInfo, SpoofModel, load_model
@@ -229,7 +229,7 @@ class LivenessChecker:
         if not report.ok:
             face.reason, face.message = report.reason, report.message
             return face
-        self._score([resize_square(image, self.model.info.input_size)], [face])
+        self._score([fit_face_crop(image, self.model.info.input_size)], [face])
         return face
 
     def check_crop_file(self, path: str | os.PathLike) -> FrameResult:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import ImageError
 
-__all__ = ["FaceCrop", "crop_face", "crop_region", "resize_square", "to_tensor", "as_bgr_uint8"]
+__all__ = ["FaceCrop", "crop_face", "crop_region", "resize_square", "center_square", "fit_face_crop", "to_tensor", "as_bgr_uint8"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,23 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
         return image
     interpolation = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def center_square(image: np.ndarray) -> np.ndarray:
+    """The centre square of an image (a tight face crop taller than wide loses a little top and bottom)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+def fit_face_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """An image that is already a tight face crop -> model input: its centre square, resized.
+
+    There is no context around such a crop to add, and squashing a non-square crop would
+    distort the face: the trainer prepares crop data sets (gc535) with this same function.
+    """
+    return np.ascontiguousarray(resize_square(center_square(as_bgr_uint8(image)), int(size)))
 
 
 def crop_face(frame: np.ndarray, box: Sequence[float], scale: float, size: int) -> FaceCrop:

@@ -71,7 +71,10 @@ _EDGENET = {
     "int8": ("edgenet-int8.onnx", "c62da88cc1a0df735ece366f407f603140f5908e9c5bc64b7991126d586bcc0d"),
     "fp32": ("edgenet-fp32.onnx", "df38977efc62444b7fb0ca2ce7635bc040d9808b478830c2977c0ed96e48dda0"),
 }
-EMBEDDED_MODELS: dict[str, dict[str, tuple[str, str]]] = {"default": _EDGENET, "edgenet": _EDGENET}
+# The hybrid (MobileNetV3-small + texture branch, 224 px) is more accurate on gc535 and ~3x
+# slower; INT8 only, as a size option (its INT8 is no faster than FP32 on x86).
+_HYBRID = {"int8": ("hybrid-int8.onnx", "63f10a2170c295e0f31f82505ae741f2a8cd2e29223635c3dc21266191b789f1")}
+EMBEDDED_MODELS: dict[str, dict[str, tuple[str, str]]] = {"default": _EDGENET, "edgenet": _EDGENET, "hybrid": _HYBRID}
 DEFAULT_MODEL = "default"
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spoofsdk import LivenessChecker
-from spoofsdk.crop import resize_square
+from spoofsdk.crop import fit_face_crop
 from spoofsdk.detect import Detection, HaarDetector
 from spoofsdk.errors import DetectorError
 from spoofsdk.results import REAL, SPOOF, UNKNOWN, Reason
@@ -71,11 +71,12 @@ def test_several_faces_and_max_faces(nuaa_dir):
     assert len(one.faces) == 1 and one.faces[0].box == every.faces[0].box
 
 
-def test_check_face_is_resize_then_model(checker, gc535_dir):
+def test_check_face_is_centre_square_resize_then_model(checker, gc535_dir):
     path = sample_files(gc535_dir / "test" / "real", 1)[0]
     crop = cv2.imread(str(path))
     face = checker.check_face(path)
-    expected = checker.model.score_crops([resize_square(crop, checker.info.input_size)])[0]
+    # The trainer prepares crop data sets with this same function (trainer.data.prepare).
+    expected = checker.model.score_crops([fit_face_crop(crop, checker.info.input_size)])[0]
     assert face.score == pytest.approx(float(expected), abs=1e-9) and face.box is None
     assert checker.check_crop_file(path).score == face.score
     assert checker.check_face(cv2.GaussianBlur(crop, (0, 0), 10)).label == UNKNOWN

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from spoofsdk.crop import as_bgr_uint8, crop_face, crop_region, resize_square, to_tensor
+from spoofsdk.crop import as_bgr_uint8, crop_face, crop_region, fit_face_crop, resize_square, to_tensor
 from spoofsdk.detect import HaarDetector
 from spoofsdk.errors import ImageError
 
@@ -77,3 +77,13 @@ def test_as_bgr_uint8_conversions():
     for bad in (None, np.zeros((0, 3, 3), np.uint8), np.zeros((4, 5, 3), np.float32), np.zeros((4, 5, 2), np.uint8), [1, 2]):
         with pytest.raises(ImageError):
             as_bgr_uint8(bad)
+
+
+def test_fit_face_crop_takes_the_centre_square_without_distortion():
+    tall = np.zeros((120, 80, 3), np.uint8)
+    tall[20:100, :] = 200  # the centre 80x80 square is all 200; 20 rows above and below are black
+    out = fit_face_crop(tall, 40)
+    assert out.shape == (40, 40, 3) and out.dtype == np.uint8
+    assert (out == 200).all()  # squashing 120x80 to 40x40 would pull black rows in
+    wide = np.arange(60 * 90 * 3, dtype=np.uint32).reshape(60, 90, 3).astype(np.uint8)
+    np.testing.assert_array_equal(fit_face_crop(wide, 60), wide[:, 15:75])

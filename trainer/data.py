@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from spoofsdk.crop import crop_face, resize_square
+from spoofsdk.crop import crop_face, fit_face_crop, resize_square
 
 log = logging.getLogger("trainer.data")
 
@@ -226,14 +226,6 @@ def assign_splits(samples: list[Sample], fractions: Sequence[float] = (0.70, 0.1
     return out, info
 
 
-def square_center(image: np.ndarray) -> np.ndarray:
-    """The centre square of an image (a tight face crop that is taller than wide loses a little top and bottom)."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    return image[y0 : y0 + side, x0 : x0 + side]
-
-
 def _needs_detection(root: Path, samples: list[Sample]) -> bool:
     """'auto' face mode: full frames (longer side > 256 px) need the detector, smaller images are taken as crops."""
     for s in samples[:: max(1, len(samples) // 10)][:10]:
@@ -303,7 +295,7 @@ def prepare(
             crop = fc.image
             entry.update(box=[round(float(v), 1) for v in d.box], det_score=round(float(d.score), 4), padded=round(fc.padded_fraction, 4), n_faces=len(found))
         else:
-            crop = resize_square(square_center(img), size)
+            crop = fit_face_crop(img, size)  # the runtime's check_face does the same
         rel = Path("crops") / Path(s.source).with_suffix(".png")
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(dest / rel), crop)

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from spoofsdk.crop import crop_face, resize_square, to_tensor
+from spoofsdk.crop import crop_face, fit_face_crop, resize_square, to_tensor
 from spoofsdk.errors import ModelError, SpoofSDKError
 from spoofsdk.model import ModelInfo, SpoofModel, parse_metadata, read_metadata_props, write_metadata_props
 
@@ -150,21 +150,10 @@ def _read_image(path: Path) -> np.ndarray | None:
     return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
-def _square_center(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    side = min(h, w)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    return image[y0 : y0 + side, x0 : x0 + side]
-
-
 def _face_crop_image(image: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """An existing tight face crop -> model input, as the trainer's ``prepare`` does for crop
-    sets (gc535): centre square, then :func:`spoofsdk.crop.resize_square`. No context to add."""
-    try:
-        from trainer.data import square_center  # the trainer's own policy, when importable (no torch)
-    except Exception:  # pragma: no cover - trainer.data missing or broken: same rule, local copy
-        square_center = _square_center
-    return resize_square(square_center(image), info.input_size)
+    """An existing tight face crop -> model input, exactly as the runtime's ``check_face`` and the
+    trainer's ``prepare`` make it (:func:`spoofsdk.crop.fit_face_crop`)."""
+    return fit_face_crop(image, info.input_size)
 
 
 class _FrameCropper:
