@@ -50,7 +50,9 @@ class CalibrationResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        from .results import _clean  # NaN rates (a class without samples) become null: valid JSON
+
+        return _clean(asdict(self))
 
 
 def _class_folders(folder: Path) -> list[tuple[Path, int]]:

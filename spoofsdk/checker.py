@@ -255,6 +255,14 @@ class LivenessChecker:
             image = self._frame(frame)
         except ImageError as e:
             return FrameResult.failed(Reason.BAD_IMAGE, str(e), frame=index, t=t)
+        try:
+            return self._feed_image(image, t, index, start)
+        except (SpoofSDKError, cv2.error) as e:
+            # A detector or model failure on one frame must not end the stream: that frame is
+            # unknown (never real), no track gains evidence from it, and the next frame retries.
+            return FrameResult.failed(Reason.ERROR, f"{type(e).__name__}: {e}", frame=index, t=t)
+
+    def _feed_image(self, image: np.ndarray, t: float, index: int, start: float) -> FrameResult:
         height, width = image.shape[:2]
         factor = min(1.0, TRACK_SIZE / max(height, width))
         small = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA) if factor < 1 else image

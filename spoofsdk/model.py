@@ -388,8 +388,10 @@ class SpoofModel:
             z = out - out.max(axis=1, keepdims=True)
             p = np.exp(z)
             scores = p[:, real] / p.sum(axis=1)
-        # A non-finite output is a broken model or input: it must never read as live.
-        return np.where(np.isfinite(scores), scores, 0.0)
+        # A non-finite output or input is broken data: it must never read as live (a quantized
+        # model maps an all-NaN input to a finite, possibly high, score).
+        finite_input = np.isfinite(batch.reshape(batch.shape[0], -1)).all(axis=1)
+        return np.where(np.isfinite(scores) & finite_input, scores, 0.0)
 
     def score_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """P(real) for BGR uint8 crops of the model's input size."""

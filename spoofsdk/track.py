@@ -105,7 +105,10 @@ class FaceTrack:
         on = min(threshold + config.margin, (threshold + 1.0) / 2.0)
         off = max(threshold - config.margin, threshold / 2.0)
         if self.state == REAL:
-            if self.ema < off:
+            # Hysteresis keeps a live face from flickering on EMA noise, but a frame whose own
+            # score is below the threshold is never reported real: the face may have been swapped
+            # for a photo inside the same box (fail closed; it must earn `real` again).
+            if self.ema < off or score < threshold:
                 self.state = SPOOF
         elif (
             self.ema >= on

@@ -142,3 +142,31 @@ def test_yunet_checker(real_frames, yunet_path):
     checker = LivenessChecker(build_tiny_model(), yunet_model=yunet_path)
     assert checker.detector.name == "yunet"
     assert checker.check(real_frames[0]).faces[0].detector_score > 0.7
+
+
+def test_stream_survives_detector_and_model_failures(tiny_model_path):
+    """A detector or model error on one frame gives an unknown frame; the stream goes on."""
+    from spoofsdk.detect import Detection
+    from spoofsdk.errors import DetectorError, ModelError
+
+    class Flaky:
+        calls = 0
+
+        def detect(self, frame):
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise DetectorError("face detection failed: boom")
+            return [Detection(box=(40.0, 40.0, 120.0, 120.0), score=0.99)]
+
+    checker = LivenessChecker(tiny_model_path, detector=Flaky(), quality=False, detect_every=1)
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    results = [checker.feed(frame, t=0.1 * i) for i in range(3)]
+    assert [r.reason for r in results][1] == "error" and results[1].label == UNKNOWN
+    assert "boom" in results[1].error and results[2].faces
+
+    def broken(crops):
+        raise ModelError("inference failed")
+
+    checker.model.score_crops = broken
+    result = checker.feed(frame, t=1.0)
+    assert result.label == UNKNOWN and result.reason == "error" and "inference failed" in result.error

@@ -8,7 +8,7 @@ import pytest
 
 from spoofsdk import model as model_mod
 from spoofsdk.errors import MetadataError, ModelError
-from spoofsdk.model import REQUIRED_KEYS, load_model, parse_metadata, read_metadata_props, write_metadata_props
+from spoofsdk.model import REQUIRED_KEYS, SpoofModel, load_model, parse_metadata, read_metadata_props, write_metadata_props
 
 from conftest import REPO, build_tiny_model
 
@@ -126,3 +126,12 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] []"
+
+
+def test_non_finite_input_never_scores_live():
+    model = SpoofModel()  # the embedded INT8 default: it maps NaN input to a finite score
+    batch = np.zeros((3, 3, model.info.input_size, model.info.input_size), np.float32)
+    batch[0] = np.nan
+    batch[1, 0, 5, 5] = np.inf
+    scores = model.predict(batch)
+    assert scores[0] == 0.0 and scores[1] == 0.0 and 0.0 < scores[2] < 1.0

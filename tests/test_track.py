@@ -57,14 +57,38 @@ def test_min_seconds_applies_to_fast_streams():
     assert labels.index(REAL) == 30  # the 31st frame is the first 0.3 s after the first
 
 
-def test_hysteresis_holds_real_until_clearly_below():
+def test_hysteresis_holds_real_on_ema_noise_but_never_on_a_low_frame():
     track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
     _run(track, [0.9] * 6)
     assert track.state == REAL
-    # one low score drags the EMA to ~0.66: still above threshold - margin, so it stays real
-    assert _run(track, [0.3]) == [REAL] and track.ema > 0.45
-    labels = _run(track, [0.2] * 5)
-    assert labels[-1] == SPOOF and track.state == SPOOF
+    # scores just above the threshold pull the EMA below threshold + margin (the bar to turn
+    # real) without dropping the track: hysteresis, no flicker
+    assert _run(track, [0.52] * 6) == [REAL] * 6 and track.ema < 0.55
+    # a frame scored below the threshold is never real, even while the EMA is still above
+    # threshold - margin (a photo swapped in for the face inside the same box), and the track
+    # must earn real again
+    track = FaceTrack(2, (0, 0, 10, 10), 0.0, 0.0)
+    _run(track, [0.9] * 6)
+    assert _run(track, [0.3]) == [SPOOF] and track.ema > 0.45
+    assert _run(track, [0.9]) != [REAL] and track.streak == 1
+
+
+def test_low_frame_after_real_is_not_real_in_a_stream(tiny_model_path):
+    """Through the checker: a live face scored real, then a frame scored below the threshold in
+    the same box (same track) is not reported real."""
+    from spoofsdk import LivenessChecker
+    from spoofsdk.detect import Detection
+
+    class FixedBox:
+        def detect(self, frame):
+            return [Detection(box=(40.0, 40.0, 120.0, 120.0), score=0.99)]
+
+    checker = LivenessChecker(tiny_model_path, detector=FixedBox(), quality=False, detect_every=1)
+    scores = iter([0.99] * 10 + [0.0, 0.99])
+    checker.model.score_crops = lambda crops: np.array([next(scores) for _ in crops])
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    labels = [checker.feed(frame, t=0.1 * i).label for i in range(12)]
+    assert labels[9] == REAL and labels[10] == SPOOF and labels[11] != REAL
 
 
 def test_unknown_frames_are_not_evidence():
