@@ -108,6 +108,8 @@ class FrameResult:
     def from_faces(cls, faces: list[FaceResult], **kwargs: Any) -> "FrameResult":
         """A frame result whose headline (label, score, reason) is that of the largest face."""
         if faces:
+            # Largest first, also on frames where boxes come in track order (template following).
+            faces = sorted(faces, key=lambda f: -(f.box[2] * f.box[3]) if f.box else 0.0)
             top = faces[0]
             return cls(faces=faces, label=top.label, score=top.score, reason=top.reason, message=top.message, **kwargs)
         return cls(faces=[], label=UNKNOWN, score=None, reason=Reason.NO_FACE, message="no face found in the image", **kwargs)

@@ -116,3 +116,27 @@ def test_follow_box_moves_with_the_face(nuaa_dir):
     assert new == pytest.approx((241.0, 136.0, 180.0, 180.0))
     noise = np.random.default_rng(0).integers(0, 255, frame.shape, dtype=np.uint8)
     assert follow_box(noise, template, box, factor=1.0) is None
+
+
+def test_stream_headline_is_the_largest_face_on_tracked_frames(tiny_model_path):
+    from spoofsdk import LivenessChecker
+    from spoofsdk.detect import Detection
+
+    small, large = Detection((20.0, 20.0, 60.0, 60.0), 0.9), Detection((150.0, 40.0, 140.0, 140.0), 0.9)
+
+    class LargeFaceArrivesLater:
+        calls = 0
+
+        def detect(self, frame):
+            LargeFaceArrivesLater.calls += 1
+            return [small] if LargeFaceArrivesLater.calls == 1 else [large, small]
+
+    checker = LivenessChecker(tiny_model_path, detector=LargeFaceArrivesLater(), quality=False, detect_every=3)
+    frame = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    # frame 0 detects the small face (track 1); frame 3 detects both (the large one is track 2);
+    # frames 4-5 follow both boxes by template matching, in track order
+    for i in range(6):
+        result = checker.feed(frame, t=0.1 * i)
+    areas = [f.box[2] * f.box[3] for f in result.faces]
+    assert len(areas) == 2 and areas == sorted(areas, reverse=True)
+    assert result.score == result.faces[0].score
