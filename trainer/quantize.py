@@ -40,8 +40,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square, to_tensor
-from spoofsdk.errors import ModelError, SpoofSDKError
+from spoofsdk.errors import ImageError, ModelError, SpoofSDKError
 from spoofsdk.model import ModelInfo, SpoofModel, parse_metadata, read_metadata_props, write_metadata_props
+from spoofsdk.sources import read_image
 
 __all__ = [
     "INT8_DEFAULTS",
@@ -142,12 +143,11 @@ def _spread(items: Sequence, n: int | None) -> list:
 
 
 def _read_image(path: Path) -> np.ndarray | None:
-    import cv2
-
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
+    """The runtime's own reader (it refuses truncated JPEGs); None for a file to skip."""
+    try:
+        return read_image(path)
+    except ImageError:
         return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
 def _face_crop_image(image: np.ndarray, info: ModelInfo) -> np.ndarray:
@@ -273,7 +273,7 @@ def _load_manifest_crop(sample: Sample, info: ModelInfo) -> np.ndarray | None:
     image = _read_image(Path(sample.source))
     if image is None:
         return None
-    return image if image.shape[:2] == (info.input_size,) * 2 else resize_square(image, info.input_size)
+    return resize_square(image, info.input_size)  # unchanged when already the input size
 
 
 def collect_samples(

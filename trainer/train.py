@@ -64,10 +64,6 @@ def setup_logging(out_dir: Path | None = None, rank: int = 0, level: int = loggi
 
 
 # --- data -------------------------------------------------------------------------------
-def _eval_image(img: np.ndarray, size: int) -> np.ndarray:
-    return img if img.shape[0] == size and img.shape[1] == size else resize_square(img, size)
-
-
 class TrainDataset(Dataset):
     """Augmented training crops as normalised CHW tensors.
 
@@ -96,7 +92,7 @@ class TrainDataset(Dataset):
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
             img = self.augment(img, rng)
-        img = _eval_image(img, self.size)
+        img = resize_square(img, self.size)
         x = to_tensor(img[None], self.color_order, self.mean, self.std)[0]
         if self.augment is not None:
             x = self.augment.erase(x, rng)
@@ -197,7 +193,7 @@ def predict_scores(model: nn.Module, crops: CropSet, recipe: dict, device: torch
     model.eval()
     out = []
     for s in range(0, len(crops), batch_size):
-        imgs = [_eval_image(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
+        imgs = [resize_square(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
         x = torch.from_numpy(to_tensor(imgs, m["color_order"], m["mean"], m["std"])).to(device)
         out.append(probs_real(model(x), output).cpu().double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
@@ -211,7 +207,7 @@ def _scores_and_loss(model, crops: CropSet, recipe: dict, loss_fn, device, batch
     scores, total = [], 0.0
     with torch.no_grad():
         for s in range(0, len(crops), batch_size):
-            imgs = [_eval_image(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
+            imgs = [resize_square(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
             x = torch.from_numpy(to_tensor(imgs, m["color_order"], m["mean"], m["std"])).to(device)
             y = torch.from_numpy(crops.labels[s : s + batch_size]).to(device)
             logits = model(x)
