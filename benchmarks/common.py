@@ -152,7 +152,7 @@ class Bench:
         if self._crops is None:
             import cv2
 
-            from trainer.quantize import _face_crop_image  # noqa: F401  (same crop policy)
+            from spoofsdk_train.quantize import _face_crop_image  # noqa: F401  (same crop policy)
 
             folder = data_root() / "gc535" / "test"
             files = sorted(folder.rglob("*.jpg"))[:: max(1, len(sorted(folder.rglob("*.jpg"))) // n)][:n] if folder.is_dir() else []

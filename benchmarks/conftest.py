@@ -48,7 +48,7 @@ def pytest_generate_tests(metafunc):
         keys = list(b.entries)
         if metafunc.function.__name__ in ("test_latency", "test_torch_eager"):
             keys = [k for k in keys if b.entries[k].timed]
-        if "torch_arch" in names:  # eager baseline: models whose architecture trainer.models can build
+        if "torch_arch" in names:  # eager baseline: models whose architecture spoofsdk_train.models can build
             keys = [k for k in keys if b.entries[k].kind in ("untrained", "trained", "asset")]
         metafunc.parametrize("model_key", keys)
     if "precision" in names:

@@ -2,14 +2,14 @@
 
 - ``asset``: ONNX files in ``spoofsdk/assets`` (the embedded models).
 - ``trained``: FP32 ONNX files in ``runs/*/`` (the trainer's exports).
-- ``untrained``: every architecture of ``trainer.models`` exported with its initial weights
+- ``untrained``: every architecture of ``spoofsdk_train.models`` exported with its initial weights
   (latency does not depend on the weights; their accuracy is not reported). Needs torch.
 - ``reference``: a MiniFASNet-like pair (two MiniFASNetV2-structure networks on 80x80 crops,
   as the leading open edge anti-spoofing model runs them), built here from the published
   structure with random weights, torch-free. Compute reference only: never scored.
 - ``tiny``: a 3-layer conv net, for the quick smoke mode.
 
-FP16 and INT8 variants are made with :mod:`trainer.quantize` (INT8 calibrated on real face
+FP16 and INT8 variants are made with :mod:`spoofsdk_train.quantize` (INT8 calibrated on real face
 crops) and cached under the work folder by the FP32 file's hash.
 """
 from __future__ import annotations
@@ -135,12 +135,12 @@ def discover(quick: bool = False) -> list[ModelEntry]:
                 seen.add(key)
                 entries.append(ModelEntry(key, "checkpoint", "?", None, note=f"{ck.parent.relative_to(REPO)}/best.pt, exported here; accuracy only"))
         try:
-            from trainer.models import available
+            from spoofsdk_train.models import available
 
             for arch in sorted(available()):
                 entries.append(ModelEntry(f"{arch}-untrained", "untrained", arch))
         except Exception as e:  # a broken registry must not stop the benchmarks
-            print(f"benchmarks: trainer.models unavailable ({e}); untrained exports skipped")
+            print(f"benchmarks: spoofsdk_train.models unavailable ({e}); untrained exports skipped")
     entries.append(ModelEntry("minifasnet-pair-ref", "reference", "minifasnet-v2-pair",
                               note="MiniFASNetV2 structure x2 at 80x80, random weights (compute reference, untrained)"))
     return entries
@@ -197,11 +197,11 @@ def _save(model, path: Path, props: dict[str, str]) -> Path:
 
 
 def export_untrained(arch: str, out_dir: Path | None = None) -> Path:
-    """Export ``trainer.models`` architecture ``arch`` with its initial weights (dynamic batch, opset 17)."""
+    """Export ``spoofsdk_train.models`` architecture ``arch`` with its initial weights (dynamic batch, opset 17)."""
     import onnx
     import torch
 
-    from trainer.models import build_model, get_spec, model_stats
+    from spoofsdk_train.models import build_model, get_spec, model_stats
 
     out_dir = out_dir or work_dir() / "models"
     path = out_dir / f"{arch}-untrained.onnx"
@@ -225,8 +225,8 @@ def export_untrained(arch: str, out_dir: Path | None = None) -> Path:
 
 
 def export_checkpoint(ckpt: Path, key: str) -> Path:
-    """Export a trainer checkpoint with the threshold and metrics of its evaluate report (trainer.export)."""
-    from trainer.export import export
+    """Export a trainer checkpoint with the threshold and metrics of its evaluate report (spoofsdk_train.export)."""
+    from spoofsdk_train.export import export
 
     path = work_dir() / "models" / f"{key}-{_sha(ckpt)}.onnx"
     if not path.exists():
@@ -426,7 +426,7 @@ def build_fp32(entry: ModelEntry) -> Path:
 
 def calibration_source(quick: bool = False) -> Path | None:
     """Real face crops for INT8 calibration: the trainer's manifest(s) in cache/, else the data set folders."""
-    from trainer.quantize import _find_manifests
+    from spoofsdk_train.quantize import _find_manifests
 
     if not quick and _find_manifests(cache_dir()):
         return cache_dir()
@@ -453,7 +453,7 @@ def _sibling(fp32: Path, precision: str) -> Path | None:
 
 def ensure_variants(entry: ModelEntry, quick: bool = False, log=print) -> dict[str, Path]:
     """FP32, FP16 and INT8 files of ``entry`` (built and cached as needed)."""
-    from trainer.quantize import quantize
+    from spoofsdk_train.quantize import quantize
 
     fp32 = build_fp32(entry)
     out_dir = work_dir() / "variants" / f"{entry.key}-{_sha(fp32)}"

@@ -239,7 +239,7 @@ def render(res: dict, plot_name: str | None) -> str:
             L.append("Quick mode scores untrained/tiny models only to exercise the code: the figures mean nothing.")
         cross = [k for k, d in models.items() if d["kind"] == "checkpoint"]
         if cross:
-            L.append("Rows of " + ", ".join(f"`{k}`" for k in cross) + " come from trainer checkpoints trained on one data set "
+            L.append("Rows of " + ", ".join(f"`{k}`" for k in cross) + " come from spoofsdk_train checkpoints trained on one data set "
                      "only (exported here for this table; their latency is their architecture's, above): on the other set "
                      "they are the cross-dataset figures. INT8 variants are calibrated on the train split of both sets.")
             L.append("")
@@ -312,7 +312,7 @@ def render(res: dict, plot_name: str | None) -> str:
     L += [
         "- `benchmarks/test_model_latency.py`: onnxruntime sessions made by `spoofsdk.model.SpoofModel` (the runtime's own "
         "settings: sequential, no spinning); inputs are real gc535 crops through `to_tensor`. Rounds fit a ~2.5 s budget per test.",
-        "- FP16 = `onnxconverter-common` with float32 IO; INT8 = `trainer.quantize` defaults (QDQ, U8 activations / S8 per-channel "
+        "- FP16 = `onnxconverter-common` with float32 IO; INT8 = `spoofsdk_train.quantize` defaults (QDQ, U8 activations / S8 per-channel "
         "weights, reduce_range, MinMax, input-reading convs kept FP32), calibrated on real face crops (docs/QUANTIZATION.md).",
         "- `benchmarks/test_pipeline.py`: `LivenessChecker.feed` on decoded frames with 30 fps timestamps.",
         "- `benchmarks/test_accuracy.py`: metrics from `spoofsdk.metrics.summary` at the model's own threshold.",

@@ -101,7 +101,7 @@ def analyse(qdq_bytes: bytes, tensors: np.ndarray, max_rows: int = 20000) -> dic
 
 def main(argv=None) -> int:
     from spoofsdk.crop import to_tensor
-    from trainer.quantize import INT8_DEFAULTS, _load_fp32, collect_samples, quantize_int8
+    from spoofsdk_train.quantize import INT8_DEFAULTS, _load_fp32, collect_samples, quantize_int8
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.saturation", description=__doc__.split("\n\n")[0])
     p.add_argument("model")

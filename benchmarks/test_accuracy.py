@@ -2,7 +2,7 @@
 
 Sets: the held-out NUAA subjects and gc535 test. From the trainer's manifests in cache/ when
 present (their ``test`` split, so the subjects are those the trainer held out); otherwise
-gc535/test crops and the NUAA test subjects of the trainer's default split (trainer.data,
+gc535/test crops and the NUAA test subjects of the trainer's default split (spoofsdk_train.data,
 seed 42), cut with the runtime's detector and crop. Only trained models are scored (untrained
 weights give meaningless figures); the quick mode scores its tiny models only to exercise the code.
 """
@@ -22,7 +22,7 @@ _FP32_SCORES: dict = {}  # (model, dataset) -> FP32 scores, for max |Δscore| of
 
 def _eval_sets(info, quick: bool) -> dict[str, dict]:
     """name -> {samples, source, subjects} for this model's input size/crop policy (cached per policy)."""
-    from trainer.quantize import _find_manifests, collect_samples
+    from spoofsdk_train.quantize import _find_manifests, collect_samples
 
     key = (info.input_size, info.crop_scale, quick)
     if key in _SETS:
@@ -41,7 +41,7 @@ def _eval_sets(info, quick: bool) -> dict[str, dict]:
         sets["gc535"] = {"samples": collect_samples(data_root() / "gc535" / "test", info, kind="crops", limit=limit),
                          "source": "data/gc535/test (centre square + resize)", "subjects": None}
     if "nuaa" not in sets and (data_root() / "nuaa").is_dir():
-        from trainer.data import assign_splits, scan
+        from spoofsdk_train.data import assign_splits, scan
 
         root = data_root() / "nuaa"
         _, items = scan(root)

@@ -86,7 +86,7 @@ def test_torch_eager(bench, benchmark, torch_arch, model_key, threads, batch):
 
     entry = bench.entries[model_key]
     try:
-        from trainer.models import build_model, get_spec
+        from spoofsdk_train.models import build_model, get_spec
 
         spec = get_spec(entry.architecture)
     except (KeyError, ImportError) as e:

@@ -217,7 +217,7 @@ fi
 
 log "building the spoofsdk wheel from the working tree"
 mkdir -p "$WORK/src" "$WORK/dist"
-for f in pyproject.toml README.md LICENSE setup.py setup.cfg MANIFEST.in spoofsdk trainer; do
+for f in pyproject.toml README.md LICENSE setup.py setup.cfg MANIFEST.in spoofsdk; do
   [[ -e $REPO/$f ]] && cp -r "$REPO/$f" "$WORK/src/"
 done
 find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
@@ -276,7 +276,7 @@ if [[ $RUN_TESTS == 1 ]]; then
     [[ -e $f ]] || continue
     b=$(basename "$f")
     if [[ $b =~ (train|quantiz|bench|export|arm64) ]]; then skipped+=("$b(name)"); continue; fi
-    if grep -Eq '^\s*(import|from)\s+(torch|trainer|pytest_benchmark)\b' "$f"; then skipped+=("$b(imports torch/trainer)"); continue; fi
+    if grep -Eq '^\s*(import|from)\s+(torch|spoofsdk_train|pytest_benchmark)\b' "$f"; then skipped+=("$b(imports torch/trainer)"); continue; fi
     if [[ $QUICK == 1 ]]; then
       keep=0
       read -ra globs <<<"$QUICK_TESTS"   # no pathname expansion here

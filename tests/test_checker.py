@@ -75,7 +75,7 @@ def test_check_face_is_centre_square_resize_then_model(checker, gc535_dir):
     path = sample_files(gc535_dir / "test" / "real", 1)[0]
     crop = cv2.imread(str(path))
     face = checker.check_face(path)
-    # The trainer prepares crop data sets with this same function (trainer.data.prepare).
+    # The trainer prepares crop data sets with this same function (spoofsdk_train.data.prepare).
     expected = checker.model.score_crops([fit_face_crop(crop, checker.info.input_size)])[0]
     assert face.score == pytest.approx(float(expected), abs=1e-9) and face.box is None
     assert checker.check_crop_file(path).score == face.score

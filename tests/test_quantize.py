@@ -1,4 +1,4 @@
-"""trainer.quantize: FP16/INT8 conversion keeps the contract (metadata, IO types, scores) and refuses bad input.
+"""spoofsdk_train.quantize: FP16/INT8 conversion keeps the contract (metadata, IO types, scores) and refuses bad input.
 
 Built on small ONNX models from conftest.build_tiny_model; no trained model and no torch needed.
 """
@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, build_tiny_model
 from spoofsdk.errors import MetadataError
 from spoofsdk.model import SpoofModel, read_metadata_props
-from trainer import quantize as q
+from spoofsdk_train import quantize as q
 
 
 def _io_types(data: bytes) -> tuple[list[int], list[int]]:
@@ -153,12 +153,12 @@ def test_cli_standalone_and_without_torch(fp32_path, crops_dir, tmp_path, capsys
     # The module imports no torch itself, and runs (crops, calibration, report) where torch is absent:
     # a clean interpreter in which `import torch` fails. (onnxruntime's own tools package imports
     # torch when it *is* installed; that is onnxruntime's business, not a dependency of ours.)
-    code = "import sys, trainer.quantize; assert 'torch' not in sys.modules, 'trainer.quantize imported torch'"
+    code = "import sys, spoofsdk_train.quantize; assert 'torch' not in sys.modules, 'spoofsdk_train.quantize imported torch'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
     for precision in ("int8", "fp16"):
         args = [str(fp32_path), "--precision", precision, "--calib", str(crops_dir), "--out", str(tmp_path / f"nt.{precision}.onnx"),
                 "--calib-size", "8", "--eval-size", "8", "--rounds", "1"]
-        code = f"import sys; sys.modules['torch'] = None; import trainer.quantize as q; sys.exit(q.main({args!r}))"
+        code = f"import sys; sys.modules['torch'] = None; import spoofsdk_train.quantize as q; sys.exit(q.main({args!r}))"
         proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert (tmp_path / f"nt.{precision}.onnx").exists()
@@ -177,8 +177,8 @@ def test_int8_on_real_face_crops(fp32_path, gc535_dir, nuaa_dir, tmp_path):
 
 
 def test_trainer_cli_quantize_subcommand(fp32_path, crops_dir, tmp_path, capsys):
-    """`spoofsdk-train quantize` is the same command as `python -m trainer.quantize`."""
-    from trainer.cli import main
+    """`spoofsdk-train quantize` is the same command as `python -m spoofsdk_train.quantize`."""
+    from spoofsdk_train.cli import main
 
     out = tmp_path / "via-cli.fp16.onnx"
     assert main(["quantize", str(fp32_path), "--precision", "fp16", "--calib", str(crops_dir), "--out", str(out),

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from spoofsdk.model import SpoofModel
-from trainer.cli import main
-from trainer.synthetic import make_synthetic
+from spoofsdk_train.cli import main
+from spoofsdk_train.synthetic import make_synthetic
 
 
 def test_cli_prepare_train_evaluate_export(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""trainer.data: layouts, subject-disjoint splits, the manifest, and crops made with the runtime's crop_face."""
+"""spoofsdk_train.data: layouts, subject-disjoint splits, the manifest, and crops made with the runtime's crop_face."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import sample_files
-from trainer.data import assign_splits, load_crops, prepare, read_manifest, scan, split_random, split_subjects
-from trainer.synthetic import make_synthetic
+from spoofsdk_train.data import assign_splits, load_crops, prepare, read_manifest, scan, split_random, split_subjects
+from spoofsdk_train.synthetic import make_synthetic
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""trainer.evaluate: threshold choice and figures on hand-computed cases, and the report + plots of a tiny run."""
+"""spoofsdk_train.evaluate: threshold choice and figures on hand-computed cases, and the report + plots of a tiny run."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.evaluate import choose_threshold, evaluate, score_report
+from spoofsdk_train.evaluate import choose_threshold, evaluate, score_report
 
 # 4 real, 4 attacks. Sorted by score: 0.9 R, 0.8 R, 0.7 A, 0.6 R, 0.3 R, 0.2 A, 0.1 A, 0.05 A
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
@@ -59,10 +59,10 @@ def test_perfect_and_inverted_rankings():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from trainer.data import prepare
-    from trainer.recipe import load_recipe
-    from trainer.synthetic import make_synthetic
-    from trainer.train import train
+    from spoofsdk_train.data import prepare
+    from spoofsdk_train.recipe import load_recipe
+    from spoofsdk_train.synthetic import make_synthetic
+    from spoofsdk_train.train import train
 
     base = tmp_path_factory.mktemp("evalrun")
     root = make_synthetic(base / "syn", "class_subject", n_subjects=7, per_subject=4, size=40)
@@ -75,8 +75,8 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def test_evaluate_writes_report_and_plots(tiny_run, tmp_path):
-    from trainer.data import load_crops
-    from trainer.train import model_from_checkpoint, predict_scores
+    from spoofsdk_train.data import load_crops
+    from spoofsdk_train.train import model_from_checkpoint, predict_scores
 
     report = evaluate(tiny_run / "best.pt", out_dir=tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())

@@ -1,4 +1,4 @@
-"""trainer.export: ONNX + metadata, BatchNorm folding, parity, and the file working in the runtime."""
+"""spoofsdk_train.export: ONNX + metadata, BatchNorm folding, parity, and the file working in the runtime."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +10,9 @@ import torch
 
 from spoofsdk.crop import to_tensor
 from spoofsdk.model import SpoofModel
-from trainer.export import ExportError, export, fold_batchnorm, parity_check
-from trainer.models import build_model
-from trainer.train import model_from_checkpoint, probs_real
+from spoofsdk_train.export import ExportError, export, fold_batchnorm, parity_check
+from spoofsdk_train.models import build_model
+from spoofsdk_train.train import model_from_checkpoint, probs_real
 
 REPORT = {"threshold": {"value": 0.42, "rule": "eer", "how": "EER on validation", "val_sets": ["syn"]},
           "test": {"syn": {"n": 10, "auc": 0.9, "eer": 0.1, "apcer": 0.1, "bpcer": 0.1, "acer": 0.1}}}
@@ -20,8 +20,8 @@ REPORT = {"threshold": {"value": 0.42, "rule": "eer", "how": "EER on validation"
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from trainer.data import prepare
-    from trainer.synthetic import make_synthetic
+    from spoofsdk_train.data import prepare
+    from spoofsdk_train.synthetic import make_synthetic
 
     base = tmp_path_factory.mktemp("exportdata")
     root = make_synthetic(base / "syn", "class_subject", n_subjects=7, per_subject=3, size=40)
@@ -29,8 +29,8 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _train(tiny_data: Path, out: Path, recipe: str) -> Path:
-    from trainer.recipe import load_recipe
-    from trainer.train import train
+    from spoofsdk_train.recipe import load_recipe
+    from spoofsdk_train.train import train
 
     r = load_recipe(recipe, ["model.input_size=32", "data.epoch_size=16", "train.epochs=1", "train.batch_size=8",
                              "train.threads=1", "train.num_workers=0", "train.log_every=0", "train.warmup_epochs=0"])
@@ -45,7 +45,7 @@ def edge_ckpt(tiny_data, tmp_path_factory) -> Path:
 
 
 def _crops(tiny_data: Path) -> list[np.ndarray]:
-    from trainer.data import load_crops
+    from spoofsdk_train.data import load_crops
 
     return list(load_crops([tiny_data], "test").images) + list(load_crops([tiny_data], "val").images)
 

@@ -1,11 +1,11 @@
-"""trainer.models: the registry, parameter counts, MAC counting, and the edge model's budget."""
+"""spoofsdk_train.models: the registry, parameter counts, MAC counting, and the edge model's budget."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from trainer.models import available, build_model, count_macs, count_params, get_spec, model_stats
+from spoofsdk_train.models import available, build_model, count_macs, count_params, get_spec, model_stats
 
 
 def test_registry_lists_the_three_architectures():

@@ -1,4 +1,4 @@
-"""trainer.train: reproducibility, resume, weights-only checkpoints, sampling, and a 2-process DDP run."""
+"""spoofsdk_train.train: reproducibility, resume, weights-only checkpoints, sampling, and a 2-process DDP run."""
 from __future__ import annotations
 
 import os
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import load_crops, prepare
-from trainer.recipe import load_recipe
-from trainer.synthetic import make_synthetic
-from trainer.train import BalancedSampler, TrainDataset, load_checkpoint, train
+from spoofsdk_train.data import load_crops, prepare
+from spoofsdk_train.recipe import load_recipe
+from spoofsdk_train.synthetic import make_synthetic
+from spoofsdk_train.train import BalancedSampler, TrainDataset, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, 
     recipe = tiny_recipe(tiny_data, "train.epochs=2")
     train(recipe, tmp_path / "full", progress=False)
     # interrupt after the first epoch: the checkpoint is written, then the process dies
-    import trainer.train as tt
+    import spoofsdk_train.train as tt
 
     real_validate = tt.validate
     calls = {"n": 0}
@@ -110,7 +110,7 @@ def test_balanced_sampler_shards_and_balances(tiny_data):
 def test_augmented_items_are_reproducible(tiny_data):
     recipe = tiny_recipe(tiny_data)
     crops = load_crops([tiny_data], "train")
-    from trainer.augment import Augmenter
+    from spoofsdk_train.augment import Augmenter
 
     m = recipe["model"]
     ds = TrainDataset(crops, Augmenter(recipe["augment"]), 32, m["color_order"], m["mean"], m["std"], seed=5)
@@ -132,7 +132,7 @@ def _free_port() -> int:
 def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "trainer.cli", "train", "--recipe", "edgenet", "--out", str(out), "--data", str(tiny_data), "--quiet"]
+           "-m", "spoofsdk_train.cli", "train", "--recipe", "edgenet", "--out", str(out), "--data", str(tiny_data), "--quiet"]
     for o in TINY + ["train.epochs=2"]:
         cmd += ["--set", o]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

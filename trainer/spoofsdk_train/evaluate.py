@@ -22,7 +22,7 @@ import numpy as np
 
 from spoofsdk import metrics
 
-log = logging.getLogger("trainer.evaluate")
+log = logging.getLogger("spoofsdk_train.evaluate")
 
 __all__ = ["choose_threshold", "score_report", "evaluate", "plot_curves", "plot_roc_det", "plot_confusion"]
 

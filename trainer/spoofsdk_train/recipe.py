@@ -1,4 +1,4 @@
-"""Recipes: TOML files in ``trainer/recipes/`` (read with tomllib) with defaults and overrides.
+"""Recipes: TOML files in ``trainer/spoofsdk_train/recipes/`` (read with tomllib) with defaults and overrides.
 
 A recipe names everything a run needs: the model and its preprocessing (``[model]``), the
 prepared data (``[data]``), the loop (``[train]``), the augmentations (``[augment]``), how the
@@ -109,7 +109,7 @@ def apply_overrides(recipe: dict, overrides: Sequence[str] = ()) -> dict:
 
 
 def load_recipe(recipe: str | Path | dict, overrides: Sequence[str] = ()) -> dict:
-    """Read a recipe (path, name in trainer/recipes/, or dict), merge the defaults, apply overrides."""
+    """Read a recipe (path, name in trainer/spoofsdk_train/recipes/, or dict), merge the defaults, apply overrides."""
     if isinstance(recipe, dict):
         raw = recipe
     else:

@@ -2,7 +2,7 @@
 
     spoofsdk-train prepare /work/shared/data/nuaa --out cache/s1.5_128 --scale 1.5 --size 128
     spoofsdk-train train --recipe edgenet --out runs/edge
-    torchrun --nproc_per_node 2 -m trainer.cli train --recipe edgenet --out runs/edge
+    torchrun --nproc_per_node 2 -m spoofsdk_train.cli train --recipe edgenet --out runs/edge
     spoofsdk-train evaluate runs/edge/best.pt --test cache/s1.5_128/nuaa cache/s1.5_128/gc535
     spoofsdk-train export runs/edge/best.pt --out runs/edge/edge.onnx --report runs/edge/report.json
     spoofsdk-train quantize runs/edge/edge.onnx --precision int8 --calib cache/s1.5_128
@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-log = logging.getLogger("trainer.cli")
+log = logging.getLogger("spoofsdk_train.cli")
 
 
 def _setup_logging(out_dir: Path | None = None) -> None:
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_prepare)
 
     t = sub.add_parser("train", help="train a recipe (torchrun for several processes)")
-    t.add_argument("--recipe", required=True, help="recipe name in trainer/recipes/ or a TOML file")
+    t.add_argument("--recipe", required=True, help="recipe name in trainer/spoofsdk_train/recipes/ or a TOML file")
     t.add_argument("--out", required=True, help="run folder: checkpoints, train.log, history.json")
     t.add_argument("--data", nargs="+", help="prepared dataset folders/manifests (override the recipe's)")
     t.add_argument("--epochs", type=int)

@@ -39,14 +39,14 @@ from .augment import Augmenter
 from .data import CropSet, load_crops, read_manifest
 from .models import build_model, count_macs, count_params, get_spec
 
-log = logging.getLogger("trainer.train")
+log = logging.getLogger("spoofsdk_train.train")
 
 __all__ = ["train", "TrainDataset", "BalancedSampler", "predict_scores", "load_checkpoint", "setup_logging"]
 
 
 # --- logging ---------------------------------------------------------------------------
 def setup_logging(out_dir: Path | None = None, rank: int = 0, level: int = logging.INFO) -> None:
-    root = logging.getLogger("trainer")
+    root = logging.getLogger("spoofsdk_train")
     root.setLevel(level if rank == 0 else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):

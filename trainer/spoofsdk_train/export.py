@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-log = logging.getLogger("trainer.export")
+log = logging.getLogger("spoofsdk_train.export")
 
 __all__ = ["ExportError", "fold_batchnorm", "export", "parity_check", "training_data_text"]
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square
 
-log = logging.getLogger("trainer.data")
+log = logging.getLogger("spoofsdk_train.data")
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 REAL_NAMES = {"real", "live", "living", "bonafide", "bona_fide", "genuine"}
@@ -51,14 +51,14 @@ def data_root() -> Path:
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def default_yunet_path() -> Path:
     env = os.environ.get("SPOOFSDK_YUNET_MODEL")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    return Path(__file__).resolve().parents[3] / "shared" / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
 
 
 @dataclass

@@ -3,8 +3,8 @@
 This module imports only onnx, onnxruntime, onnxconverter-common, numpy and spoofsdk, so it
 runs on a board or a CI box without PyTorch::
 
-    python -m trainer.quantize runs/edge/edge.onnx --precision int8 --calib cache/
-    python -m trainer.quantize runs/edge/edge.onnx --precision fp16
+    python -m spoofsdk_train.quantize runs/edge/edge.onnx --precision int8 --calib cache/
+    python -m spoofsdk_train.quantize runs/edge/edge.onnx --precision fp16
     spoofsdk-train quantize MODEL.onnx --precision fp16|int8 [--calib DATA] [--out FILE]
 
 - **FP16**: ``onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)``:
@@ -924,7 +924,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.quantize", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spoofsdk_train.quantize", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 
