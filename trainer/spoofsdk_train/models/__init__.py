@@ -22,31 +22,42 @@ class ModelSpec:
 
     name: str
     builder: Callable[..., nn.Module]
-    output: str  # 'logits2' (class order spoof,real) or 'logit1' (sigmoid = P(real))
+    # 'logits2' (class order spoof,real), 'logit1' (sigmoid = P(real)) or 'logitsN' (N logits,
+    # softmax; P(real) = sum of the classes named 'real' in class_order, e.g. MiniFASNet's spoof,real,spoof)
+    output: str
     default_input_size: int
     description: str = ""
+    classes: tuple[str, ...] | None = None  # class_order of a 'logitsN' model
 
     @property
     def class_order(self) -> tuple[str, ...]:
+        if self.output == "logitsN":
+            return self.classes
         return ("spoof", "real") if self.output == "logits2" else ("real",)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, output: str, default_input_size: int, description: str = ""):
-    if output not in ("logits2", "logit1"):
-        raise ValueError(f"output must be 'logits2' or 'logit1', got {output!r}")
+def register(name: str, output: str, default_input_size: int, description: str = "",
+             class_order: tuple[str, ...] | None = None):
+    if output not in ("logits2", "logit1", "logitsN"):
+        raise ValueError(f"output must be 'logits2', 'logit1' or 'logitsN', got {output!r}")
+    if (output == "logitsN") != (class_order is not None):
+        raise ValueError("class_order is given for (and only for) 'logitsN' outputs")
+    if class_order is not None and not ({"real", "spoof"} == set(class_order)):
+        raise ValueError(f"class_order must name 'real' and 'spoof' classes only, got {class_order!r}")
 
     def wrap(builder: Callable[..., nn.Module]):
-        _REGISTRY[name] = ModelSpec(name, builder, output, default_input_size, description)
+        _REGISTRY[name] = ModelSpec(name, builder, output, default_input_size, description,
+                                    tuple(class_order) if class_order else None)
         return builder
 
     return wrap
 
 
 def _load_all() -> None:
-    from . import edgenet, hybrid, spoofnet  # noqa: F401  (registration side effects)
+    from . import edgenet, hybrid, minifasnet, spoofnet  # noqa: F401  (registration side effects)
 
 
 def available() -> dict[str, ModelSpec]:
