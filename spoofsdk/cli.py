@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from .clitools import Group, version_option
 from .errors import ImageError, SpoofSDKError
 
 log = logging.getLogger("spoofsdk")
@@ -61,8 +61,8 @@ def _checker(**kwargs: Any):
         raise _fail(str(e)) from e
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version=__version__, prog_name="spoofsdk")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("spoofsdk")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
 def main(verbose: bool) -> None:
     """Face anti-spoofing: is the face in front of the camera live, or a photo or screen?"""

@@ -142,23 +142,25 @@ def test_refuses_bad_inputs(fp32_path, crops_dir, tmp_path):
     assert not any((tmp_path / n).exists() for n in ("a.onnx", "b.onnx", "c.onnx", "d.onnx", "e.onnx"))
 
 
-def test_cli_standalone_and_without_torch(fp32_path, crops_dir, tmp_path, capsys):
+def test_cli_without_torch(fp32_path, crops_dir, tmp_path, capsys):
+    from spoofsdk_train.cli import main
+
     out = tmp_path / "cli.int8.onnx"
-    code = q.main([str(fp32_path), "--precision", "int8", "--calib", str(crops_dir), "--out", str(out),
-                   "--calib-size", "8", "--eval-size", "16", "--rounds", "2"])
+    code = main(["quantize", str(fp32_path), "--precision", "int8", "--calib", str(crops_dir), "--out", str(out),
+                 "--calib-size", "8", "--eval-size", "16", "--rounds", "2"])
     assert code == 0 and out.exists() and out.with_name("cli.int8.report.json").exists()
     assert "decisions agree" in capsys.readouterr().out
-    assert q.main([str(fp32_path), "--precision", "int8"]) == 2
+    assert main(["quantize", str(fp32_path), "--precision", "int8"]) == 2
     assert "calibration" in capsys.readouterr().err
     # The module imports no torch itself, and runs (crops, calibration, report) where torch is absent:
     # a clean interpreter in which `import torch` fails. (onnxruntime's own tools package imports
     # torch when it *is* installed; that is onnxruntime's business, not a dependency of ours.)
-    code = "import sys, spoofsdk_train.quantize; assert 'torch' not in sys.modules, 'spoofsdk_train.quantize imported torch'"
+    code = "import sys, spoofsdk_train.cli, spoofsdk_train.quantize; assert 'torch' not in sys.modules, 'quantize imported torch'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
     for precision in ("int8", "fp16"):
-        args = [str(fp32_path), "--precision", precision, "--calib", str(crops_dir), "--out", str(tmp_path / f"nt.{precision}.onnx"),
+        args = ["quantize", str(fp32_path), "--precision", precision, "--calib", str(crops_dir), "--out", str(tmp_path / f"nt.{precision}.onnx"),
                 "--calib-size", "8", "--eval-size", "8", "--rounds", "1"]
-        code = f"import sys; sys.modules['torch'] = None; import spoofsdk_train.quantize as q; sys.exit(q.main({args!r}))"
+        code = f"import sys; sys.modules['torch'] = None; import spoofsdk_train.cli as c; sys.exit(c.main({args!r}))"
         proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert (tmp_path / f"nt.{precision}.onnx").exists()
@@ -177,7 +179,7 @@ def test_int8_on_real_face_crops(fp32_path, gc535_dir, nuaa_dir, tmp_path):
 
 
 def test_trainer_cli_quantize_subcommand(fp32_path, crops_dir, tmp_path, capsys):
-    """`spoofsdk-train quantize` is the same command as `python -m spoofsdk_train.quantize`."""
+    """`spoofsdk-train quantize`: precision is never guessed, and an INT8 without calibration data is a usage error."""
     from spoofsdk_train.cli import main
 
     out = tmp_path / "via-cli.fp16.onnx"
@@ -185,3 +187,6 @@ def test_trainer_cli_quantize_subcommand(fp32_path, crops_dir, tmp_path, capsys)
                  "--eval-size", "8", "--rounds", "1"]) == 0
     assert SpoofModel(out, precision="fp16").info.precision == "fp16"
     assert main(["quantize", str(fp32_path), "--precision", "int8"]) == 2  # INT8 without calibration data
+    before = out.read_bytes()
+    assert main(["quantize", str(fp32_path), "--out", str(out)]) == 2  # no --precision: nothing written
+    assert "--precision" in capsys.readouterr().err and out.read_bytes() == before

@@ -69,7 +69,7 @@ def tiny_run(tmp_path_factory) -> Path:
     data = prepare(root, base / "cache", size=32, faces="crop", progress=False).parent
     r = load_recipe("edgenet", ["model.input_size=32", "data.epoch_size=32", "train.epochs=2", "train.batch_size=8",
                                 "train.threads=1", "train.log_every=0", "train.warmup_epochs=0"])
-    r["data"]["manifests"] = [str(data)]
+    r.data.manifests = [str(data)]
     train(r, base / "run", progress=False)
     return base / "run"
 
@@ -85,10 +85,10 @@ def test_evaluate_writes_report_and_plots(tiny_run, tmp_path):
         assert (tmp_path / name).stat().st_size > 5000
     # the threshold comes from the validation split only, and test figures are metrics.summary at it
     model, recipe, _ = model_from_checkpoint(tiny_run / "best.pt")
-    val = load_crops(recipe["data"]["manifests"], "val")
+    val = load_crops(recipe.data.manifests, "val")
     expected, _ = choose_threshold(val.labels, predict_scores(model, val, recipe), "eer")
     assert report["threshold"]["value"] == pytest.approx(expected)
-    test = load_crops(recipe["data"]["manifests"], "test")
+    test = load_crops(recipe.data.manifests, "test")
     s = score_report(test.labels, predict_scores(model, test, recipe), expected)
     (name,) = report["test"]
     for key in ("auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5", "bpcer_at_apcer_1", "accuracy"):

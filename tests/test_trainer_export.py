@@ -34,7 +34,7 @@ def _train(tiny_data: Path, out: Path, recipe: str) -> Path:
 
     r = load_recipe(recipe, ["model.input_size=32", "data.epoch_size=16", "train.epochs=1", "train.batch_size=8",
                              "train.threads=1", "train.num_workers=0", "train.log_every=0", "train.warmup_epochs=0"])
-    r["data"]["manifests"] = [str(tiny_data)]
+    r.data.manifests = [str(tiny_data)]
     train(r, out, progress=False)
     return out / "best.pt"
 
@@ -113,7 +113,7 @@ def test_hybrid_exports_one_logit(tiny_data, tmp_path):
     assert m.info.output == "logit1" and m.info.class_order == ("real",)
     crops = _crops(tiny_data)
     model, recipe, _ = model_from_checkpoint(ckpt)
-    mean, std = recipe["model"]["mean"], recipe["model"]["std"]
+    mean, std = recipe.model.mean, recipe.model.std
     with torch.no_grad():
         ref = torch.sigmoid(model(torch.from_numpy(to_tensor(crops, "RGB", mean, std))).reshape(-1)).numpy()
     np.testing.assert_allclose(m.score_crops(crops), ref, atol=1e-4)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from spoofsdk_train.data import load_crops, prepare
-from spoofsdk_train.recipe import load_recipe
+from spoofsdk_train.recipe import Recipe, load_recipe
 from spoofsdk_train.synthetic import make_synthetic
 from spoofsdk_train.train import BalancedSampler, TrainDataset, load_checkpoint, train
 
@@ -38,9 +38,9 @@ def tiny_data(tmp_path_factory) -> Path:
     return prepare(root, base / "cache", size=32, faces="crop", progress=False).parent
 
 
-def tiny_recipe(data: Path, *extra: str) -> dict:
+def tiny_recipe(data: Path, *extra: str) -> Recipe:
     r = load_recipe("edgenet", TINY + list(extra))
-    r["data"]["manifests"] = [str(data)]
+    r.data.manifests = [str(data)]
     return r
 
 
@@ -112,8 +112,8 @@ def test_augmented_items_are_reproducible(tiny_data):
     crops = load_crops([tiny_data], "train")
     from spoofsdk_train.augment import Augmenter
 
-    m = recipe["model"]
-    ds = TrainDataset(crops, Augmenter(recipe["augment"]), 32, m["color_order"], m["mean"], m["std"], seed=5)
+    m = recipe.model
+    ds = TrainDataset(crops, Augmenter(recipe.augment), 32, m.color_order, m.mean, m.std, seed=5)
     a, la = ds[3]
     b, lb = ds[3]
     assert torch.equal(a, b) and la == lb and a.shape == (3, 32, 32)

@@ -3,20 +3,27 @@
     spoofsdk-train prepare /work/shared/data/nuaa --out cache/s1.5_128 --scale 1.5 --size 128
     spoofsdk-train train --recipe edgenet --out runs/edge
     torchrun --nproc_per_node 2 -m spoofsdk_train.cli train --recipe edgenet --out runs/edge
-    spoofsdk-train evaluate runs/edge/best.pt --test cache/s1.5_128/nuaa cache/s1.5_128/gc535
+    spoofsdk-train evaluate runs/edge/best.pt --test cache/s1.5_128/nuaa --test cache/s1.5_128/gc535
     spoofsdk-train export runs/edge/best.pt --out runs/edge/edge.onnx --report runs/edge/report.json
     spoofsdk-train quantize runs/edge/edge.onnx --precision int8 --calib cache/s1.5_128
     spoofsdk-train models
+
+Ordinary mistakes (a missing checkpoint or prepared data, a recipe typo, resuming a run folder
+with a changed recipe) end with one line on stderr and a non-zero status
+(:mod:`spoofsdk.clitools`). Options that take several values are repeated: ``--test A --test B``.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
+import os
 import sys
 from pathlib import Path
 
-log = logging.getLogger("spoofsdk_train.cli")
+import click
+
+from spoofsdk.clitools import Group, run_main, version_option
+
+_EXISTING = click.Path(exists=True, path_type=Path)
 
 
 def _setup_logging(out_dir: Path | None = None) -> None:
@@ -25,141 +32,171 @@ def _setup_logging(out_dir: Path | None = None) -> None:
     setup_logging(out_dir)
 
 
-def cmd_prepare(a) -> int:
-    from .data import prepare
+def _fractions(ctx, param, value: str) -> tuple[float, float, float]:
+    try:
+        fractions = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        fractions = ()
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise click.BadParameter("three fractions train,val,test, e.g. 0.7,0.15,0.15")
+    return fractions  # type: ignore[return-value]
 
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("spoofsdk-train")
+def cli() -> None:
+    """Train, evaluate, export and quantize spoofsdk face anti-spoofing models."""
+
+
+@cli.command()
+@click.argument("dataset", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder; crops go to OUT/<dataset name>/.")
+@click.option("--name", help="Dataset name (default: folder name; one dataset only).")
+@click.option("--scale", type=float, default=1.5, show_default=True, help="Crop scale for full frames (side / longer side of the face box).")
+@click.option("--size", type=click.IntRange(min=8), default=128, show_default=True, help="Crop side in pixels (the model input size).")
+@click.option("--faces", type=click.Choice(("auto", "detect", "crop")), default="auto", show_default=True, help="Detect faces in full frames, or take images as face crops.")
+@click.option("--detector", type=click.Choice(("yunet", "haar")), default="yunet", show_default=True)
+@click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path), help="YuNet ONNX file (default: shared/models/yunet/ or $SPOOFSDK_YUNET_MODEL).")
+@click.option("--split", "fractions", default="0.7,0.15,0.15", show_default=True, callback=_fractions, help="train,val,test fractions where the dataset has no splits.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1), default=0.15, show_default=True, help="Val carved from train where the dataset has train/test only.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Only this many images, evenly spaced (tests).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def prepare(dataset, out, name, scale, size, faces, detector, detector_model, fractions, val_fraction, seed, limit, quiet) -> None:
+    """Turn datasets into face crops + a split manifest."""
+    from .data import prepare as run_prepare
+
+    if name and len(dataset) > 1:
+        raise click.UsageError("--name applies to one dataset")
     _setup_logging()
-    fractions = tuple(float(v) for v in a.split.split(","))
-    if len(fractions) != 3:
-        raise SystemExit("--split must be three fractions train,val,test, e.g. 0.7,0.15,0.15")
-    for root in a.dataset:
-        prepare(root, a.out, name=a.name if len(a.dataset) == 1 else None, crop_scale=a.scale, size=a.size, faces=a.faces,
-                detector=a.detector, detector_model=a.detector_model, fractions=fractions, val_fraction=a.val_fraction,
-                seed=a.seed, limit=a.limit, progress=not a.quiet)
-    return 0
+    for root in dataset:
+        run_prepare(root, out, name=name, crop_scale=scale, size=size, faces=faces, detector=detector, detector_model=detector_model,
+                    fractions=fractions, val_fraction=val_fraction, seed=seed, limit=limit, progress=not quiet)
 
 
-def cmd_train(a) -> int:
+@cli.command()
+@click.option("--recipe", required=True, help="Recipe name in trainer/spoofsdk_train/recipes/ or a TOML file.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder: checkpoints, train.log, history.json.")
+@click.option("--data", multiple=True, help="Prepared dataset folder (repeat for several); replaces the recipe's data.manifests.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Same as --set train.epochs=N.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe field (TOML value); repeatable.")
+@click.option("--fresh", is_flag=True, help="Start over, ignoring (and overwriting) last.pt in the run folder.")
+@click.option("--extend", is_flag=True, help="Resume a finished or running run with more epochs (only train.epochs may differ).")
+@click.option("--then-export", type=click.Path(dir_okay=False, path_type=Path), metavar="ONNX", help="After training: evaluate best.pt and export it here.")
+@click.option("--test", multiple=True, help="Test manifest for --then-export (repeatable; default: the recipe's).")
+@click.option("--quiet", is_flag=True, help="No progress bars (log lines instead).")
+def train(recipe, out, data, epochs, overrides, fresh, extend, then_export, test, quiet) -> None:
+    """Train a recipe (torchrun for several processes)."""
     from .recipe import load_recipe
-    from .train import train
+    from .train import train as run_training
 
-    overrides = list(a.set or [])
-    recipe = load_recipe(a.recipe, overrides)
-    if a.data:
-        recipe["data"]["manifests"] = list(a.data)
-    if a.epochs is not None:
-        recipe["train"]["epochs"] = a.epochs
-    summary = train(recipe, a.out, resume=not a.fresh, progress=None if not a.quiet else False)
-    if a.then_export:
+    extra = list(overrides)
+    if data:
+        extra.append("data.manifests=" + json.dumps([str(d) for d in data]))
+    if epochs is not None:
+        extra.append(f"train.epochs={epochs}")
+    if fresh and extend:
+        raise click.UsageError("--fresh and --extend exclude each other")
+    loaded = load_recipe(recipe, extra)
+    summary = run_training(loaded, out, resume=not fresh, extend=extend, progress=None if not quiet else False)
+    if then_export and summary.get("best") and os.environ.get("RANK", "0") == "0":
         from .evaluate import evaluate
         from .export import export
 
-        if summary.get("best") and _is_rank0():
-            ckpt = Path(a.out) / "best.pt"
-            report = evaluate(ckpt, out_dir=Path(a.out), test=a.test)
-            export(ckpt, a.then_export, report=report)
-    return 0
+        ckpt = Path(out) / "best.pt"
+        report = evaluate(ckpt, out_dir=Path(out), test=list(test) or None)
+        export(ckpt, then_export, report=report)
 
 
-def _is_rank0() -> bool:
-    import os
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--test", multiple=True, help="Prepared dataset whose test split to report (repeatable; default: the recipe's).")
+@click.option("--val", multiple=True, help="Prepared dataset whose val split sets the threshold (repeatable; default: the recipe's).")
+@click.option("--threshold", help="'eer', 'apcer:0.05' or a number (default: the recipe's).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json and plots (default: beside the checkpoint).")
+def evaluate(checkpoint, test, val, threshold, out) -> None:
+    """Choose the threshold on val, report test figures and plots."""
+    from .evaluate import evaluate as run_evaluation
 
-    return os.environ.get("RANK", "0") == "0"
-
-
-def cmd_evaluate(a) -> int:
-    from .evaluate import evaluate
-
-    _setup_logging(Path(a.out) if a.out else Path(a.checkpoint).parent)
-    report = evaluate(a.checkpoint, out_dir=Path(a.out) if a.out else None, test=a.test, val=a.val, threshold=a.threshold)
-    print(json.dumps({k: {m: v.get(m) for m in ("auc", "eer", "acer", "apcer", "bpcer", "bpcer_at_apcer_5")} for k, v in report["test"].items()}, indent=1))
-    return 0
-
-
-def cmd_export(a) -> int:
-    from .export import export
-
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    _setup_logging(Path(a.out).parent)
-    report = json.loads(Path(a.report).read_text()) if a.report else None
-    export(a.checkpoint, a.out, report=report, name=a.name, opset=a.opset)
-    return 0
+    _setup_logging(out or checkpoint.parent)
+    report = run_evaluation(checkpoint, out_dir=out, test=list(test) or None, val=list(val) or None, threshold=threshold)
+    keys = ("auc", "eer", "acer", "apcer", "bpcer", "bpcer_at_apcer_5")
+    click.echo(json.dumps({k: {m: v.get(m) for m in keys} for k, v in report["test"].items()}, indent=1))
 
 
-def cmd_models(a) -> int:
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("--report", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="report.json from evaluate (threshold and metrics); default: evaluate now.")
+@click.option("--name", help="Model name in the metadata (default: the recipe's).")
+@click.option("--opset", type=click.IntRange(min=13), help="ONNX opset (default: the recipe's).")
+def export(checkpoint, out, report, name, opset) -> None:
+    """ONNX + spoofsdk metadata + parity check."""
+    from .export import export as run_export
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out.parent)
+    run_export(checkpoint, out, report=json.loads(report.read_text()) if report else None, name=name, opset=opset)
+
+
+@cli.command()
+@click.option("--size", type=click.IntRange(min=0), default=0, help="Input size (default: each model's own).")
+def models(size) -> None:
+    """List architectures with params and MACs."""
     from .models import available, model_stats
 
-    rows = []
     for name, spec in sorted(available().items()):
-        st = model_stats(name, a.size or None)
-        rows.append(st)
-        print(f"{name:10s} input {st['input_size']:4d}  params {st['params']:>10,}  MACs {st['macs'] / 1e6:9.1f} M  output {spec.output}  {spec.description}")
-    return 0
+        st = model_stats(name, size or None)
+        click.echo(f"{name:10s} input {st['input_size']:4d}  params {st['params']:>10,}  MACs {st['macs'] / 1e6:9.1f} M  output {spec.output}  {spec.description}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spoofsdk-train", description="Train, evaluate and export spoofsdk face anti-spoofing models.")
-    sub = p.add_subparsers(dest="command", required=True)
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--precision", type=click.Choice(("fp16", "int8")), help="Output precision (required unless --sweep).")
+@click.option("--calib", type=_EXISTING, help="Calibration data: folder of frames or face crops, or the trainer's prepared data (cache/); required for int8.")
+@click.option("--eval", "eval_data", type=_EXISTING, help="Labelled data for the report (default: held-out part of --calib).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default: MODEL.<precision>.onnx beside the input); --sweep: JSON rows.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration crops.")
+@click.option("--eval-size", type=click.IntRange(min=0), default=400, show_default=True, help="Crops for the report's accuracy comparison.")
+@click.option("--kind", type=click.Choice(("auto", "frames", "crops")), default="auto", show_default=True, help="What folder images are (auto: <=256 px = crop).")
+@click.option("--detector", type=click.Choice(("haar", "yunet")), help="Detector for frames (default: yunet if $SPOOFSDK_YUNET_MODEL is set, else haar).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for the latency comparison.")
+@click.option("--rounds", type=click.IntRange(min=0), default=30, show_default=True, help="Interleaved latency rounds.")
+@click.option("--no-report", is_flag=True, help="Skip the accuracy/latency report.")
+@click.option("--activation-type", type=click.Choice(("QUInt8", "QInt8")), default=None, help="INT8 activations [QUInt8].")
+@click.option("--weight-type", type=click.Choice(("QInt8", "QUInt8")), default=None, help="INT8 weights [QInt8].")
+@click.option("--calibrate-method", type=click.Choice(("MinMax", "Entropy", "Percentile")), default=None, help="INT8 calibration [MinMax].")
+@click.option("--reduce-range/--no-reduce-range", default=None, help="7-bit INT8 weights [on].")
+@click.option("--sweep", is_flag=True, help="Measure every INT8 combination side by side instead of writing one model.")
+def quantize(model, precision, calib, eval_data, out, calib_size, eval_size, kind, detector, threads, rounds, no_report, sweep, **int8) -> None:
+    """FP16 / INT8 versions of an ONNX model, with a report against FP32 (no torch needed).
 
-    q = sub.add_parser("prepare", help="turn datasets into face crops + a split manifest")
-    q.add_argument("dataset", nargs="+", help="dataset folder(s), e.g. /work/shared/data/nuaa")
-    q.add_argument("--out", required=True, help="output folder; crops go to OUT/<dataset name>/")
-    q.add_argument("--name", help="dataset name (default: folder name)")
-    q.add_argument("--scale", type=float, default=1.5, help="crop scale for full frames (side / longer side of the face box)")
-    q.add_argument("--size", type=int, default=128, help="crop side in pixels (the model input size)")
-    q.add_argument("--faces", choices=("auto", "detect", "crop"), default="auto", help="detect faces in full frames, or take images as face crops")
-    q.add_argument("--detector", choices=("yunet", "haar"), default="yunet")
-    q.add_argument("--detector-model", help="YuNet ONNX file (default: shared/models/yunet/ or $SPOOFSDK_YUNET_MODEL)")
-    q.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions where the dataset has no splits")
-    q.add_argument("--val-fraction", type=float, default=0.15, help="val carved from train where the dataset has train/test only")
-    q.add_argument("--seed", type=int, default=42)
-    q.add_argument("--limit", type=int, help="only this many images, evenly spaced (tests)")
-    q.add_argument("--quiet", action="store_true")
-    q.set_defaults(func=cmd_prepare)
+    INT8 defaults were chosen by measurement (docs/QUANTIZATION.md).
+    """
+    # torch-free: `spoofsdk-train quantize` works where torch is not installed
+    from .quantize import format_sweep, quantize as run_quantize, sweep_int8, to_json
 
-    t = sub.add_parser("train", help="train a recipe (torchrun for several processes)")
-    t.add_argument("--recipe", required=True, help="recipe name in trainer/spoofsdk_train/recipes/ or a TOML file")
-    t.add_argument("--out", required=True, help="run folder: checkpoints, train.log, history.json")
-    t.add_argument("--data", nargs="+", help="prepared dataset folders/manifests (override the recipe's)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a recipe field (TOML value)")
-    t.add_argument("--fresh", action="store_true", help="ignore last.pt in the run folder (no resume)")
-    t.add_argument("--then-export", metavar="ONNX", help="after training: evaluate best.pt and export it here")
-    t.add_argument("--test", nargs="+", help="test manifests for --then-export (default: the recipe's)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars (log lines instead)")
-    t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser("evaluate", help="choose the threshold on val, report test figures and plots")
-    e.add_argument("checkpoint", help="best.pt")
-    e.add_argument("--test", nargs="+", help="prepared datasets whose test split to report (default: the recipe's)")
-    e.add_argument("--val", nargs="+", help="prepared datasets whose val split sets the threshold (default: the recipe's)")
-    e.add_argument("--threshold", help="'eer', 'apcer:0.05' or a number (default: the recipe's)")
-    e.add_argument("--out", help="folder for report.json and plots (default: beside the checkpoint)")
-    e.set_defaults(func=cmd_evaluate)
-
-    x = sub.add_parser("export", help="ONNX + spoofsdk metadata + parity check")
-    x.add_argument("checkpoint", help="best.pt")
-    x.add_argument("--out", required=True, help="ONNX file to write")
-    x.add_argument("--report", help="report.json from evaluate (threshold and metrics); default: evaluate now")
-    x.add_argument("--name", help="model name in the metadata (default: the recipe's)")
-    x.add_argument("--opset", type=int, help="ONNX opset (>= 13; default: the recipe's)")
-    x.set_defaults(func=cmd_export)
-
-    from . import quantize  # torch-free: `spoofsdk-train quantize` works where torch is not installed
-
-    qz = sub.add_parser("quantize", help="FP16 / INT8 versions of an ONNX model, with a report (no torch)")
-    quantize.add_arguments(qz)
-    qz.set_defaults(func=quantize.run_from_args)
-
-    m = sub.add_parser("models", help="list architectures with params and MACs")
-    m.add_argument("--size", type=int, default=0, help="input size (default: each model's own)")
-    m.set_defaults(func=cmd_models)
-    return p
+    int8 = {k: v for k, v in int8.items() if v is not None}
+    if sweep:
+        if calib is None:
+            raise click.UsageError("--sweep needs --calib")
+        rows = sweep_int8(model, calib, eval_data=eval_data, calib_size=calib_size, eval_size=eval_size, threads=threads,
+                          rounds=rounds, kind=kind, detector=detector)
+        click.echo(format_sweep(rows))
+        if out:
+            out.write_text(to_json(rows))
+        return
+    if precision is None:
+        raise click.UsageError("give --precision fp16 or --precision int8 (or --sweep)")
+    if precision == "int8" and calib is None:
+        raise click.UsageError("--precision int8 needs calibration data: --calib FOLDER (frames or face crops) or the trainer's cache/")
+    run_quantize(model, precision, calib, out, eval_data=eval_data, calib_size=calib_size, eval_size=eval_size, kind=kind,
+                 detector=detector, threads=threads, rounds=rounds, report=not no_report, **int8)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """The ``spoofsdk-train`` entry point; returns the exit status."""
+    return run_main(cli, argv, prog_name="spoofsdk-train")
 
 
 if __name__ == "__main__":

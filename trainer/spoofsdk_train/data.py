@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square
+from spoofsdk.errors import SpoofSDKError
 
 log = logging.getLogger("spoofsdk_train.data")
 
@@ -326,11 +327,21 @@ def prepare(
 
 
 # --- reading prepared data back ------------------------------------------------------------
+class DataError(SpoofSDKError):
+    """Prepared data is missing or unreadable."""
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
-    if path.is_dir():
+    if path.suffix != ".json":
         path = path / "manifest.json"
-    m = json.loads(path.read_text())
+    if not path.is_file():
+        raise DataError(f"no prepared data at {path.parent} ({path.name} missing): "
+                        f"run `spoofsdk-train prepare DATASET --out {path.parent.parent}` first")
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}") from e
     m["_dir"] = str(path.parent)
     return m
 
@@ -368,7 +379,7 @@ def load_crops(manifests: Sequence[str | os.PathLike | dict], split: str, size: 
         for it in items:
             img = cv2.imread(str(base / it["file"]), cv2.IMREAD_COLOR)
             if img is None:
-                raise FileNotFoundError(f"crop missing: {base / it['file']} (run prepare again)")
+                raise DataError(f"crop missing: {base / it['file']} (run prepare again)")
             if size is not None and img.shape[0] != size:
                 img = resize_square(img, size)
             images.append(img)

@@ -183,9 +183,9 @@ def evaluate(
     out = Path(out_dir) if out_dir else checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
     model, recipe, ck = model_from_checkpoint(checkpoint)
-    val_m = [read_manifest(p) for p in (val or recipe["data"]["manifests"])]
-    test_m = [read_manifest(p) for p in (test or recipe["data"]["manifests"])]
-    rule = threshold if threshold is not None else recipe["eval"]["threshold"]
+    val_m = [read_manifest(p) for p in (val or recipe.data.manifests)]
+    test_m = [read_manifest(p) for p in (test or recipe.data.manifests)]
+    rule = threshold if threshold is not None else recipe.eval.threshold
 
     val_crops = load_crops(val_m, "val")
     val_scores = predict_scores(model, val_crops, recipe)
@@ -195,15 +195,15 @@ def evaluate(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(checkpoint),
         "model": {
-            "architecture": recipe["model"]["architecture"],
-            "input_size": recipe["model"]["input_size"],
-            "crop_scale": recipe["model"]["crop_scale"],
+            "architecture": recipe.model.architecture,
+            "input_size": recipe.model.input_size,
+            "crop_scale": recipe.model.crop_scale,
             "params": ck.get("params"),
             "macs": ck.get("macs"),
-            "recipe": recipe["name"],
+            "recipe": recipe.name,
         },
         "training": {"best_epoch": int(ck.get("epoch", -1)) + 1, "epochs_run": len(ck.get("history", [])),
-                     "train_sets": [m["dataset"] for m in (read_manifest(p) for p in recipe["data"]["manifests"])]},
+                     "train_sets": [m["dataset"] for m in (read_manifest(p) for p in recipe.data.manifests)]},
         "threshold": {"value": thr, "rule": str(rule), "how": how, "val_sets": [m["dataset"] for m in val_m]},
         "val": {"all": score_report(val_crops.labels, val_scores, thr)},
         "test": {},

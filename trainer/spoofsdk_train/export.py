@@ -24,12 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from spoofsdk.errors import SpoofSDKError
+
+from .recipe import Recipe
+
 log = logging.getLogger("spoofsdk_train.export")
 
 __all__ = ["ExportError", "fold_batchnorm", "export", "parity_check", "training_data_text"]
 
 
-class ExportError(RuntimeError):
+class ExportError(SpoofSDKError, RuntimeError):
     pass
 
 
@@ -53,15 +57,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def training_data_text(recipe: dict) -> str:
-    from .data import read_manifest
+def training_data_text(recipe: Recipe) -> str:
+    from .data import DataError, read_manifest
     from .evaluate import LICENCES
 
     parts, lic = [], []
-    for p in recipe["data"]["manifests"]:
+    for p in recipe.data.manifests:
         try:
             m = read_manifest(p)
-        except OSError:
+        except DataError:
             parts.append(str(p))
             continue
         name = m["dataset"]
@@ -75,18 +79,18 @@ def training_data_text(recipe: dict) -> str:
     return "; ".join(parts) + ". Licences: " + "; ".join(lic) + ". Weights for research and evaluation use only."
 
 
-def _parity_crops(recipe: dict, n: int = 64) -> list[np.ndarray]:
+def _parity_crops(recipe: Recipe, n: int = 64) -> list[np.ndarray]:
     """Real crops for the parity check: val and test crops of the recipe's data (random noise images if none)."""
     from spoofsdk.crop import resize_square
 
-    from .data import load_crops, read_manifest
+    from .data import DataError, load_crops, read_manifest
 
-    size = int(recipe["model"]["input_size"])
+    size = int(recipe.model.input_size)
     crops: list[np.ndarray] = []
     for split in ("val", "test"):
         try:
-            cs = load_crops([read_manifest(p) for p in recipe["data"]["manifests"]], split, limit=n // 2)
-        except (OSError, FileNotFoundError):
+            cs = load_crops([read_manifest(p) for p in recipe.data.manifests], split, limit=n // 2)
+        except DataError:
             continue
         crops += [resize_square(im, size) for im in cs.images]
     if not crops:
@@ -96,7 +100,7 @@ def _parity_crops(recipe: dict, n: int = 64) -> list[np.ndarray]:
     return crops
 
 
-def parity_check(onnx_bytes: bytes, model: nn.Module, recipe: dict, crops: list[np.ndarray], tolerance: float) -> dict:
+def parity_check(onnx_bytes: bytes, model: nn.Module, recipe: Recipe, crops: list[np.ndarray], tolerance: float) -> dict:
     """Compare P(real) of the runtime (SpoofModel) and torch on the same crops; raise ExportError beyond ``tolerance``."""
     from spoofsdk.crop import to_tensor
     from spoofsdk.model import SpoofModel
@@ -104,10 +108,10 @@ def parity_check(onnx_bytes: bytes, model: nn.Module, recipe: dict, crops: list[
     from .models import get_spec
     from .train import probs_real
 
-    m = recipe["model"]
-    spec = get_spec(m["architecture"])
+    m = recipe.model
+    spec = get_spec(m.architecture)
     runtime = SpoofModel(onnx_bytes, threads=2)
-    batch = to_tensor(crops, m["color_order"], m["mean"], m["std"])
+    batch = to_tensor(crops, m.color_order, m.mean, m.std)
     with torch.no_grad():
         ref = probs_real(model.eval()(torch.from_numpy(batch)), spec.output).double().numpy()
     got = runtime.predict(batch)
@@ -155,15 +159,15 @@ def export(
 
     torch.set_num_threads(max(1, int(os.environ.get("SPOOFSDK_THREADS", "2"))))
     model, recipe, ck = model_from_checkpoint(checkpoint)
-    m = recipe["model"]
-    spec = get_spec(m["architecture"])
-    opset = int(opset or recipe["export"].get("opset", 17))
+    m = recipe.model
+    spec = get_spec(m.architecture)
+    opset = int(opset or recipe.export.opset)
     if opset < 13:
         raise ExportError(f"opset must be >= 13, got {opset}")
     if report is None:
         report = evaluate(checkpoint, plots=False)
     threshold = float(report["threshold"]["value"])
-    size = int(m["input_size"])
+    size = int(m.input_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -181,22 +185,22 @@ def export(
     metrics_json = {k: {f: v.get(f) for f in ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")}
                     for k, v in report.get("test", {}).items()}
     info = ModelInfo(
-        name=name or recipe["name"],
-        architecture=m["architecture"],
+        name=name or recipe.name,
+        architecture=m.architecture,
         precision="fp32",
         input_size=size,
-        color_order=m["color_order"],
-        mean=tuple(float(v) for v in m["mean"]),
-        std=tuple(float(v) for v in m["std"]),
-        crop_scale=float(m["crop_scale"]),
+        color_order=m.color_order,
+        mean=tuple(float(v) for v in m.mean),
+        std=tuple(float(v) for v in m.std),
+        crop_scale=float(m.crop_scale),
         output=spec.output,
         class_order=spec.class_order,
         threshold=threshold,
         extra={
             "training_data": training_data_text(recipe),
             "metrics": json.dumps(metrics_json, default=float),
-            "license": recipe["export"].get("license", "research and evaluation use only"),
-            "description": recipe.get("description", ""),
+            "license": recipe.export.license,
+            "description": recipe.description,
             "created": datetime.now(timezone.utc).date().isoformat(),
             "threshold_source": f"{report['threshold'].get('how', report['threshold'].get('rule'))}; val sets: {', '.join(report['threshold'].get('val_sets', []))}",
             "params": str(count_params(model)),
@@ -211,7 +215,7 @@ def export(
     ops = sorted({n.op_type for n in proto.graph.node})
     crops = parity_crops if parity_crops is not None else _parity_crops(recipe)
     try:
-        parity = parity_check(data, model, recipe, crops, float(recipe["export"].get("parity_tolerance", 1e-4)))
+        parity = parity_check(data, model, recipe, crops, float(recipe.export.parity_tolerance))
     except ExportError:
         if out.exists():
             out.unlink()

@@ -3,9 +3,8 @@
 This module imports only onnx, onnxruntime, onnxconverter-common, numpy and spoofsdk, so it
 runs on a board or a CI box without PyTorch::
 
-    python -m spoofsdk_train.quantize runs/edge/edge.onnx --precision int8 --calib cache/
-    python -m spoofsdk_train.quantize runs/edge/edge.onnx --precision fp16
-    spoofsdk-train quantize MODEL.onnx --precision fp16|int8 [--calib DATA] [--out FILE]
+    spoofsdk-train quantize runs/edge/edge.onnx --precision int8 --calib cache/
+    spoofsdk-train quantize runs/edge/edge.onnx --precision fp16
 
 - **FP16**: ``onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)``:
   weights and arithmetic in float16, input and output stay float32 so callers change nothing.
@@ -25,22 +24,20 @@ largest score difference and the share of samples whose decision is unchanged.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square, to_tensor
-from spoofsdk.errors import ImageError, ModelError, SpoofSDKError
+from spoofsdk.errors import ImageError, ModelError
 from spoofsdk.model import ModelInfo, SpoofModel, parse_metadata, read_metadata_props, write_metadata_props
 from spoofsdk.sources import read_image
 
@@ -57,7 +54,6 @@ __all__ = [
     "interleaved_latency",
     "format_report",
     "sweep_int8",
-    "main",
 ]
 
 PRECISIONS = ("fp16", "int8")
@@ -732,11 +728,16 @@ def quantize(
         fp32 = SpoofModel(data, threads=threads)
         rep.update(evaluate_pair(fp32, qmodel, eval_samples, rounds=rounds))
         report_path = out_path.with_name(out_path.name[:-5] + ".report.json" if out_path.name.endswith(".onnx") else out_path.name + ".report.json")
-        report_path.write_text(json.dumps(rep, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        report_path.write_text(to_json(rep), encoding="utf-8")
     if verbose:
         print(format_report(rep))
         print(f"wrote {out_path}" + (f" and {report_path}" if report_path else ""))
     return QuantizeResult(out_path, report_path, rep)
+
+
+def to_json(obj: Any) -> str:
+    """A report or sweep rows as JSON text (numpy numbers and paths as plain values)."""
+    return json.dumps(obj, indent=2, default=_json_default) + "\n"
 
 
 def _json_default(o):
@@ -759,11 +760,12 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
+def _fmt(v: Any, digits: int | str = 4) -> str:
+    """A figure for the tables: ``digits`` decimals, or 'g' for three significant digits (small differences)."""
     if v is None:
         return "-"
     if isinstance(v, float):
-        return "nan" if v != v else f"{v:.{digits}f}"
+        return "nan" if v != v else f"{v:.3g}" if digits == "g" else f"{v:.{digits}f}"
     return str(v)
 
 
@@ -781,15 +783,15 @@ def format_report(rep: dict) -> str:
         )
     if "n_samples" in rep:
         lines.append(
-            f"  scores         max |d| {rep['max_abs_dscore']:.4f}, mean |d| {rep['mean_abs_dscore']:.4f}, "
-            f"decisions agree {rep['decision_agreement'] * 100:.1f}% on {rep['n_samples']} crops"
+            f"  scores         max |d| {rep['max_abs_dscore']:.3g}, mean |d| {rep['mean_abs_dscore']:.3g}, "
+            f"decisions agree {rep['decision_agreement'] * 100:.2f}% on {rep['n_samples']} crops"
         )
     if "fp32" in rep:
         a, b = rep["fp32"], rep["quantized"]
         lines.append(f"  {'metric':<16}{'FP32':>9}{p.upper():>9}{'delta':>9}")
         for k in ("auc", "eer", "acer", "bpcer_at_apcer_5"):
             if k in a:
-                lines.append(f"  {k:<16}{_fmt(a[k]):>9}{_fmt(b[k]):>9}{_fmt(b[k] - a[k]):>9}")
+                lines.append(f"  {k:<16}{_fmt(a[k]):>9}{_fmt(b[k]):>9}{_fmt(b[k] - a[k], 'g'):>9}")
         lines.append(f"  (n={a['n']}: {a['n_real']} real, {a['n_attack']} attack; threshold from metadata)")
     return "\n".join(lines)
 
@@ -861,73 +863,13 @@ def sweep_int8(
 
 
 def format_sweep(rows: list[dict]) -> str:
-    head = f"{'config':<26}{'MB':>7}{'ms b1':>8}{'speedup':>8}{'AUC':>8}{'EER':>8}{'ACER':>8}{'max|d|':>8}{'agree':>7}"
+    head = f"{'config':<26}{'MB':>7}{'ms b1':>8}{'speedup':>8}{'AUC':>8}{'EER':>8}{'ACER':>8}{'max|d|':>9}{'agree':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
         m = r.get("metrics", {})
         lines.append(
             f"{r['config']:<26}{r['size_bytes'] / 1e6:7.3f}{r['latency_ms']:8.3f}{r['speedup_vs_fp32']:8.2f}"
             f"{_fmt(m.get('auc')):>8}{_fmt(m.get('eer')):>8}{_fmt(m.get('acer')):>8}"
-            f"{_fmt(r.get('max_abs_dscore')):>8}{_fmt(r.get('decision_agreement'), 3):>7}"
+            f"{_fmt(r.get('max_abs_dscore'), 'g'):>9}{_fmt(r.get('decision_agreement'), 4):>7}"
         )
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``quantize``; the trainer CLI can reuse them for its subcommand."""
-    parser.add_argument("model", help="FP32 spoofsdk ONNX model (with metadata)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    parser.add_argument("--calib", help="calibration data: folder of frames or face crops, or the trainer's manifest (cache/); required for int8")
-    parser.add_argument("--eval", dest="eval_data", help="labelled data for the report (default: held-out part of --calib)")
-    parser.add_argument("--out", help="output file (default: MODEL.<precision>.onnx beside the input)")
-    parser.add_argument("--calib-size", type=int, default=256, help="calibration crops (default 256)")
-    parser.add_argument("--eval-size", type=int, default=400, help="crops for the report's accuracy comparison (default 400)")
-    parser.add_argument("--kind", choices=("auto", "frames", "crops"), default="auto", help="what folder images are (auto: <=256 px = crop)")
-    parser.add_argument("--detector", choices=("haar", "yunet"), help="detector for frames (default: yunet if $SPOOFSDK_YUNET_MODEL is set, else haar)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for the latency comparison (default 1)")
-    parser.add_argument("--rounds", type=int, default=30, help="interleaved latency rounds (default 30)")
-    parser.add_argument("--no-report", action="store_true", help="skip the accuracy/latency report")
-    g = parser.add_argument_group("INT8 settings (defaults chosen by measurement, see docs/QUANTIZATION.md)")
-    g.add_argument("--activation-type", choices=("QUInt8", "QInt8"), default=INT8_DEFAULTS["activation_type"])
-    g.add_argument("--weight-type", choices=("QInt8", "QUInt8"), default=INT8_DEFAULTS["weight_type"])
-    g.add_argument("--calibrate-method", choices=("MinMax", "Entropy", "Percentile"), default=INT8_DEFAULTS["calibrate_method"])
-    g.add_argument("--reduce-range", dest="reduce_range", action="store_true", default=INT8_DEFAULTS["reduce_range"])
-    g.add_argument("--no-reduce-range", dest="reduce_range", action="store_false")
-    g.add_argument("--sweep", action="store_true", help="measure every INT8 combination side by side instead of writing one model")
-    return parser
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run a parsed ``quantize`` command line; returns the exit code."""
-    try:
-        if args.sweep:
-            rows = sweep_int8(args.model, args.calib, eval_data=args.eval_data, threads=args.threads,
-                              rounds=args.rounds, kind=args.kind, detector=args.detector)
-            print(format_sweep(rows))
-            if args.out:
-                Path(args.out).write_text(json.dumps(rows, indent=2, default=_json_default) + "\n")
-            return 0
-        quantize(
-            args.model, args.precision, args.calib, args.out,
-            eval_data=args.eval_data, calib_size=args.calib_size, eval_size=args.eval_size, kind=args.kind,
-            detector=args.detector, threads=args.threads, rounds=args.rounds, report=not args.no_report,
-            activation_type=args.activation_type, weight_type=args.weight_type,
-            calibrate_method=args.calibrate_method, reduce_range=args.reduce_range,
-        )
-        return 0
-    except (SpoofSDKError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spoofsdk_train.quantize", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,78 +1,241 @@
-"""Recipes: TOML files in ``trainer/spoofsdk_train/recipes/`` (read with tomllib) with defaults and overrides.
+"""Recipes: TOML files in ``trainer/spoofsdk_train/recipes/`` (read with tomllib) checked against typed defaults.
 
 A recipe names everything a run needs: the model and its preprocessing (``[model]``), the
 prepared data (``[data]``), the loop (``[train]``), the augmentations (``[augment]``), how the
 threshold is chosen (``[eval]``) and what goes into the exported file (``[export]``).
-``--set section.key=value`` on the command line overrides any field (value in TOML syntax).
+Each section is a dataclass whose fields are the defaults; a key that is not a field, or a
+value of the wrong type, is refused with the nearest known key as a hint (a typo must not
+train silently with the default). ``[augment]`` is checked against the augmenter's own
+defaults and ``model.kwargs`` is passed to the architecture as given.
+
+``--set section.key=value`` on the command line overrides one field (value in TOML syntax).
+
+:meth:`Recipe.training_hash` fingerprints everything that shapes the weights; checkpoints
+store it so that a run folder is never resumed with a different recipe by accident.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
+import difflib
+import hashlib
+import json
 import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["RECIPES_DIR", "DEFAULTS", "load_recipe", "apply_overrides", "list_recipes"]
+from spoofsdk.errors import SpoofSDKError
+
+__all__ = [
+    "RECIPES_DIR", "RecipeError", "Recipe", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ExportConfig",
+    "load_recipe", "list_recipes", "resolve_recipe_path",
+]
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
-DEFAULTS: dict[str, Any] = {
-    "name": "model",
-    "description": "",
-    "model": {
-        "architecture": "edgenet",
-        "input_size": 128,
-        "crop_scale": 1.5,
-        "color_order": "RGB",
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.5, 0.5, 0.5],
-        "kwargs": {},
-    },
-    "data": {
-        "manifests": [],
-        "sampling": "balanced",  # balanced: equal weight per (dataset, class); class: per class; uniform
-        "epoch_size": 0,  # samples per epoch over all processes; 0 = size of the training split
-        "limit_train": 0,  # keep at most this many training crops per manifest (tests); 0 = all
-        "limit_val": 0,
-    },
-    "train": {
-        "epochs": 30,
-        "batch_size": 32,
-        "loss": "auto",  # auto: label-smoothing CE for logits2, BCE-with-logits for logit1
-        "label_smoothing": 0.0,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 1e-4,
-        "scheduler": "cosine",  # cosine | cosine_warm_restarts | constant
-        "warmup_epochs": 0,
-        "t_max": 0,  # cosine: 0 = epochs - warmup
-        "t_0": 5,  # cosine_warm_restarts
-        "t_mult": 1,
-        "eta_min": 1e-6,
-        "clip_grad": 0.0,
-        "patience": 0,  # early stopping on `monitor`; 0 = off
-        "monitor": "val_loss",  # val_loss (min) | val_eer (min) | val_auc (max)
-        "amp": True,  # mixed precision, CUDA only
-        "seed": 42,
-        "deterministic": True,
-        "num_workers": 0,
-        "threads": 0,  # torch CPU threads; 0 = leave torch's default
-        "log_every": 50,
-    },
-    "augment": {},
-    "eval": {"threshold": "eer"},  # 'eer' or 'apcer:0.05' (lowest threshold with APCER <= 5 % on val)
-    "export": {"opset": 17, "parity_tolerance": 1e-4, "license": "research and evaluation use only"},
-}
+
+class RecipeError(SpoofSDKError, ValueError):
+    """A recipe (file, dict or ``--set`` override) names an unknown key or gives a value of the wrong type."""
+
+    exit_code = 2  # a usage mistake, like a bad command-line option
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("augment", "kwargs"):
-            out[k] = _merge(out[k], v)
+@dataclass
+class ModelConfig:
+    architecture: str = "edgenet"
+    input_size: int = 128
+    crop_scale: float = 1.5
+    color_order: str = "RGB"
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the architecture's own keyword arguments
+
+
+@dataclass
+class DataConfig:
+    manifests: list[str] = field(default_factory=list)
+    sampling: str = "balanced"  # balanced: equal weight per (dataset, class); class: per class; uniform
+    epoch_size: int = 0  # samples per epoch over all processes; 0 = size of the training split
+    limit_train: int = 0  # keep at most this many training crops per manifest (tests); 0 = all
+    limit_val: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    loss: str = "auto"  # auto: label-smoothing CE for logits2, BCE-with-logits for logit1
+    label_smoothing: float = 0.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine | cosine_warm_restarts | constant
+    warmup_epochs: int = 0
+    t_max: int = 0  # cosine: 0 = epochs - warmup
+    t_0: int = 5  # cosine_warm_restarts
+    t_mult: int = 1
+    eta_min: float = 1e-6
+    clip_grad: float = 0.0
+    patience: int = 0  # early stopping on `monitor`; 0 = off
+    monitor: str = "val_loss"  # val_loss (min) | val_eer (min) | val_auc (max)
+    amp: bool = True  # mixed precision, CUDA only
+    seed: int = 42
+    deterministic: bool = True
+    num_workers: int = 0
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    log_every: int = 50
+
+
+@dataclass
+class EvalConfig:
+    threshold: str | float = "eer"  # 'eer', 'apcer:0.05' (lowest threshold with APCER <= 5 % on val) or a number
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    parity_tolerance: float = 1e-4
+    license: str = "research and evaluation use only"
+
+
+# Fields that do not change the weights a run produces: they may differ when a run is resumed.
+_BOOKKEEPING = {"name", "description", "eval", "export", "train.num_workers", "train.threads", "train.log_every"}
+
+
+@dataclass
+class Recipe:
+    name: str = "model"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: dict[str, Any] = field(default_factory=dict)  # keys of spoofsdk_train.augment.DEFAULTS
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Recipe":
+        """A recipe from its TOML/checkpoint form; unknown keys and wrong types raise :class:`RecipeError`."""
+        recipe = _build(cls, raw, "")
+        _check_augment(recipe.augment)
+        return recipe
+
+    def to_dict(self) -> dict:
+        """Plain Python values (what TOML, JSON and ``torch.load(weights_only=True)`` accept)."""
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: Sequence[str] = ()) -> "Recipe":
+        """A copy with ``section.key=value`` overrides applied (value parsed as TOML; bare strings allowed)."""
+        raw = self.to_dict()
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise RecipeError(f"override must look like section.key=value, got {item!r}")
+            try:
+                value = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = text
+            *parents, leaf = key.strip().split(".")
+            node, path = raw, ""
+            for part in parents:
+                path = f"{path}.{part}" if path else part
+                if not isinstance(node.get(part), dict):
+                    raise RecipeError(_unknown(path, list(node)))
+                node = node[part]
+            node[leaf] = value  # unknown leaves are caught by from_dict (free tables: augment keys, model.kwargs)
+        return Recipe.from_dict(raw)
+
+    def training_hash(self) -> str:
+        """SHA-256 (16 hex digits) of every field that shapes the weights (not names, threads, eval or export)."""
+        raw = self.to_dict()
+        for key in _BOOKKEEPING:
+            section, _, leaf = key.partition(".")
+            if leaf:
+                raw[section].pop(leaf, None)
+            else:
+                raw.pop(section, None)
+        text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def differences(self, other: "Recipe") -> list[str]:
+        """``key: this -> other`` for every leaf that differs (for error messages)."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("augment", "kwargs"):
+            out.update(_flatten(v, f"{prefix}{k}."))
         else:
-            out[k] = copy.deepcopy(v)
+            out[f"{prefix}{k}"] = v
     return out
+
+
+def _unknown(key: str, known: Sequence[str]) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, list(known), n=1)
+    hint = f"did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?" if close else f"known: {', '.join(known)}"
+    return f"unknown recipe key {key!r} ({hint})"
+
+
+def _build(cls, raw: Any, path: str):
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path or 'root'} must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else key
+        if key not in names:
+            raise RecipeError(_unknown(where, names))
+        hint = hints[key]
+        values[key] = _build(hint, value, where) if dataclasses.is_dataclass(hint) else _coerce(value, hint, where)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against the field's type; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where)
+            except RecipeError:
+                continue
+        raise RecipeError(f"recipe key {where!r} must be {' or '.join(_type_name(t) for t in typing.get_args(hint))}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"recipe key {where!r} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe key {where!r} must be a table, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise RecipeError(f"recipe key {where!r} must be {_type_name(hint)}, got {value!r}")
+    return value
+
+
+def _type_name(t: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(t, getattr(t, "__name__", str(t)))
+
+
+def _check_augment(config: dict) -> None:
+    from .augment import DEFAULTS as AUGMENT_DEFAULTS
+
+    for key in config:
+        if key not in AUGMENT_DEFAULTS:
+            raise RecipeError(_unknown(f"augment.{key}", list(AUGMENT_DEFAULTS)))
 
 
 def list_recipes() -> list[str]:
@@ -86,38 +249,24 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
     q = RECIPES_DIR / f"{recipe}.toml"
     if q.is_file():
         return q
-    raise FileNotFoundError(f"recipe {recipe!r} not found (as a file or in {RECIPES_DIR}: {', '.join(list_recipes())})")
+    raise RecipeError(f"recipe {str(recipe)!r} not found (as a file or in {RECIPES_DIR}: {', '.join(list_recipes())})")
 
 
-def apply_overrides(recipe: dict, overrides: Sequence[str] = ()) -> dict:
-    """Apply ``section.key=value`` overrides; the value is parsed as TOML (strings may be bare)."""
-    out = copy.deepcopy(recipe)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override must look like section.key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
-
-
-def load_recipe(recipe: str | Path | dict, overrides: Sequence[str] = ()) -> dict:
-    """Read a recipe (path, name in trainer/spoofsdk_train/recipes/, or dict), merge the defaults, apply overrides."""
-    if isinstance(recipe, dict):
-        raw = recipe
+def load_recipe(recipe: str | Path | dict | Recipe, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a recipe (path, name in trainer/spoofsdk_train/recipes/, dict or Recipe) and apply ``--set`` overrides."""
+    if isinstance(recipe, Recipe):
+        base = recipe
+    elif isinstance(recipe, dict):
+        base = Recipe.from_dict(recipe)
     else:
-        with open(resolve_recipe_path(recipe), "rb") as f:
-            raw = tomllib.load(f)
-    merged = _merge(DEFAULTS, raw)
-    merged = apply_overrides(merged, overrides)
-    from .augment import Augmenter
-
-    Augmenter(merged["augment"])  # validates the keys
-    return merged
+        path = resolve_recipe_path(recipe)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise RecipeError(f"{path}: {e}") from e
+        try:
+            base = Recipe.from_dict(raw)
+        except RecipeError as e:
+            raise RecipeError(f"{path}: {e}") from e
+    return base.with_overrides(overrides)

@@ -16,13 +16,17 @@ Checkpoints hold only tensors and plain Python values and load with
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
+import pickle
 import random
 import sys
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +38,17 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from spoofsdk.crop import resize_square, to_tensor
 from spoofsdk import metrics
+from spoofsdk.errors import SpoofSDKError
 
 from .augment import Augmenter
 from .data import CropSet, load_crops, read_manifest
 from .models import build_model, count_macs, count_params, get_spec
+from .recipe import DataConfig, Recipe, TrainConfig, load_recipe
 
 log = logging.getLogger("spoofsdk_train.train")
 
-__all__ = ["train", "TrainDataset", "BalancedSampler", "predict_scores", "load_checkpoint", "setup_logging"]
+__all__ = ["train", "TrainDataset", "BalancedSampler", "predict_scores", "load_checkpoint", "model_from_checkpoint", "check_resumable",
+           "CheckpointError", "setup_logging"]
 
 
 # --- logging ---------------------------------------------------------------------------
@@ -172,12 +179,12 @@ def probs_real(logits: torch.Tensor, output: str) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)[:, 1]
 
 
-def make_loss(recipe: dict, output: str):
-    kind = recipe["train"]["loss"]
+def make_loss(recipe: Recipe, output: str):
+    kind = recipe.train.loss
     if kind == "auto":
         kind = "ce" if output == "logits2" else "bce"
     if kind == "ce":
-        ce = nn.CrossEntropyLoss(label_smoothing=float(recipe["train"]["label_smoothing"]))
+        ce = nn.CrossEntropyLoss(label_smoothing=float(recipe.train.label_smoothing))
         return lambda logits, y: ce(logits.float(), y)
     if kind == "bce":
         bce = nn.BCEWithLogitsLoss()
@@ -186,29 +193,29 @@ def make_loss(recipe: dict, output: str):
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, crops: CropSet, recipe: dict, device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
+def predict_scores(model: nn.Module, crops: CropSet, recipe: Recipe, device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
     """P(real) for every crop, with the evaluation preprocessing (the runtime's to_tensor)."""
-    m = recipe["model"]
-    output = get_spec(m["architecture"]).output
+    m = recipe.model
+    output = get_spec(m.architecture).output
     model.eval()
     out = []
     for s in range(0, len(crops), batch_size):
-        imgs = [resize_square(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
-        x = torch.from_numpy(to_tensor(imgs, m["color_order"], m["mean"], m["std"])).to(device)
+        imgs = [resize_square(im, m.input_size) for im in crops.images[s : s + batch_size]]
+        x = torch.from_numpy(to_tensor(imgs, m.color_order, m.mean, m.std)).to(device)
         out.append(probs_real(model(x), output).cpu().double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _scores_and_loss(model, crops: CropSet, recipe: dict, loss_fn, device, batch_size: int = 128) -> tuple[np.ndarray, float]:
+def _scores_and_loss(model, crops: CropSet, recipe: Recipe, loss_fn, device, batch_size: int = 128) -> tuple[np.ndarray, float]:
     """P(real) for every crop and the mean loss, in one pass."""
-    m = recipe["model"]
-    output = get_spec(m["architecture"]).output
+    m = recipe.model
+    output = get_spec(m.architecture).output
     model.eval()
     scores, total = [], 0.0
     with torch.no_grad():
         for s in range(0, len(crops), batch_size):
-            imgs = [resize_square(im, int(m["input_size"])) for im in crops.images[s : s + batch_size]]
-            x = torch.from_numpy(to_tensor(imgs, m["color_order"], m["mean"], m["std"])).to(device)
+            imgs = [resize_square(im, m.input_size) for im in crops.images[s : s + batch_size]]
+            x = torch.from_numpy(to_tensor(imgs, m.color_order, m.mean, m.std)).to(device)
             y = torch.from_numpy(crops.labels[s : s + batch_size]).to(device)
             logits = model(x)
             total += float(loss_fn(logits, y)) * len(y)
@@ -216,7 +223,7 @@ def _scores_and_loss(model, crops: CropSet, recipe: dict, loss_fn, device, batch
     return (np.concatenate(scores) if scores else np.zeros(0)), total / max(len(crops), 1)
 
 
-def validate(model, crops: CropSet, recipe: dict, loss_fn, device) -> dict[str, Any]:
+def validate(model, crops: CropSet, recipe: Recipe, loss_fn, device) -> dict[str, Any]:
     """Per-set loss, AUC and EER on the validation crops, and their means over sets."""
     out: dict[str, Any] = {"sets": {}}
     for name, part in crops.by_set().items():
@@ -237,28 +244,28 @@ def validate(model, crops: CropSet, recipe: dict, loss_fn, device) -> dict[str, 
 
 
 # --- optimiser and schedule ----------------------------------------------------------
-def make_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": float(t["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
-    if t["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, lr=float(t["lr"]))
-    if t["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=float(t["lr"]), momentum=0.9, nesterov=True)
-    raise ValueError(f"optimizer must be adamw or sgd, got {t['optimizer']!r}")
+    groups = [{"params": decay, "weight_decay": float(t.weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=float(t.lr))
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=float(t.lr), momentum=0.9, nesterov=True)
+    raise ValueError(f"optimizer must be adamw or sgd, got {t.optimizer!r}")
 
 
-def make_scheduler(opt, t: dict):
+def make_scheduler(opt, t: TrainConfig):
     """Stepped once per epoch (CosineAnnealingWarmRestarts also gets fractional steps inside the epoch)."""
-    epochs, warm = int(t["epochs"]), int(t["warmup_epochs"])
-    kind = t["scheduler"]
+    epochs, warm = int(t.epochs), int(t.warmup_epochs)
+    kind = t.scheduler
     if kind == "cosine":
-        main = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(t["t_max"]) or max(1, epochs - warm), eta_min=float(t["eta_min"]))
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(t.t_max) or max(1, epochs - warm), eta_min=float(t.eta_min))
     elif kind == "cosine_warm_restarts":
-        main = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=int(t["t_0"]), T_mult=int(t["t_mult"]), eta_min=float(t["eta_min"]))
+        main = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=int(t.t_0), T_mult=int(t.t_mult), eta_min=float(t.eta_min))
     elif kind == "constant":
         main = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
     else:
@@ -270,23 +277,49 @@ def make_scheduler(opt, t: dict):
 
 
 # --- checkpoints ---------------------------------------------------------------------
+class CheckpointError(SpoofSDKError):
+    """A checkpoint is missing or unreadable, or does not fit the run it is meant to resume."""
+
+
 def _plain(obj):
     """Recipe/metrics as plain Python values (what weights_only loading accepts)."""
     return json.loads(json.dumps(obj, default=float))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path} not found (train writes best.pt and last.pt into its --out folder)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
 
 
-def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Recipe, dict]:
     """(model in eval mode, recipe, checkpoint) from a best.pt/last.pt file."""
     ck = load_checkpoint(path)
-    recipe = ck["recipe"]
-    model = build_model(recipe["model"]["architecture"], **recipe["model"].get("kwargs", {}))
+    recipe = Recipe.from_dict(ck["recipe"])
+    model = build_model(recipe.model.architecture, **recipe.model.kwargs)
     model.load_state_dict(ck["model"])
     model.eval()
     return model, recipe, ck
+
+
+def check_resumable(saved: Recipe, recipe: Recipe, extend: bool = False) -> None:
+    """Refuse to resume a run folder whose last.pt was trained with a different recipe.
+
+    With ``extend`` the number of epochs may grow (everything else must match): the run goes on
+    under the longer schedule.
+    """
+    if saved.training_hash() == recipe.training_hash():
+        return
+    grown = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=saved.train.epochs))
+    only_epochs = grown.training_hash() == saved.training_hash() and recipe.train.epochs > saved.train.epochs
+    if extend and only_epochs:
+        return
+    changes = "; ".join(saved.differences(recipe))
+    hint = "pass --extend to continue with more epochs, or --fresh to start over" if only_epochs else "pass --fresh to start over (or use another --out)"
+    raise CheckpointError(f"the run folder was trained with a different recipe ({changes}); {hint}")
 
 
 # --- distributed -----------------------------------------------------------------------
@@ -300,11 +333,214 @@ def _dist_setup() -> tuple[int, int, int]:
     return world, rank, local
 
 
-def train(recipe: dict, out_dir: str | os.PathLike, resume: bool = True, progress: bool | None = None) -> dict:
+# --- the run -------------------------------------------------------------------------
+def _device(t: TrainConfig, local_rank: int) -> torch.device:
+    """The device, thread count and determinism switches; seeds Python, numpy and torch."""
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    else:
+        device = torch.device("cpu")
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    random.seed(t.seed)
+    np.random.seed(t.seed)
+    torch.manual_seed(t.seed)
+    return device
+
+
+def _load_data(d: DataConfig) -> tuple[CropSet, CropSet]:
+    manifests = [read_manifest(p) for p in d.manifests]
+    if not manifests:
+        raise ValueError("the recipe names no prepared data: set data.manifests or pass --data")
+    train_crops = load_crops(manifests, "train", limit=d.limit_train or None)
+    val_crops = load_crops(manifests, "val", limit=d.limit_val or None)
+    for split, crops in (("train", train_crops), ("val  ", val_crops)):
+        for name, part in crops.by_set().items():
+            log.info("%s %-8s %5d crops (real %d, attack %d)", split, name, len(part), int(part.labels.sum()), int(len(part) - part.labels.sum()))
+    return train_crops, val_crops
+
+
+@dataclass
+class _Run:
+    """Everything one training process holds: the pieces built from the recipe and the progress so far."""
+
+    recipe: Recipe
+    out: Path
+    world: int
+    rank: int
+    device: torch.device
+    model: nn.Module
+    ddp_model: nn.Module
+    output: str  # the architecture's output kind (logit1 | logits2)
+    params: int
+    macs: int
+    val_crops: CropSet
+    ds: TrainDataset
+    sampler: BalancedSampler
+    loader: DataLoader
+    loss_fn: Any
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    start_epoch: int = 0
+    best: dict | None = None
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+
+def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int) -> _Run:
+    t, m, d = recipe.train, recipe.model, recipe.data
+    device = _device(t, local_rank)
+    spec = get_spec(m.architecture)
+    model = build_model(m.architecture, **m.kwargs).to(device)
+    params, macs = count_params(model), count_macs(model, m.input_size)
+    train_crops, val_crops = _load_data(d)
+    log.info("recipe %s (%s): %s at %d px, %s params, %.1f M MACs, device %s, world %d",
+             recipe.name, recipe.training_hash(), m.architecture, m.input_size, f"{params:,}", macs / 1e6, device, world)
+    ds = TrainDataset(train_crops, Augmenter(recipe.augment), m.input_size, m.color_order, m.mean, m.std, t.seed)
+    sampler = BalancedSampler(train_crops, d.sampling, d.epoch_size, world, rank, t.seed)
+    per_rank_batch = max(1, t.batch_size // world)
+    loader = DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=t.num_workers,
+                        worker_init_fn=_worker_init if t.num_workers else None, drop_last=len(sampler) > per_rank_batch,
+                        pin_memory=device.type == "cuda")
+    opt = make_optimizer(model, t)
+    use_amp = t.amp and device.type == "cuda"
+    ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
+    return _Run(recipe, out, world, rank, device, model, ddp_model, spec.output, params, macs, val_crops, ds, sampler, loader,
+                make_loss(recipe, spec.output), opt, make_scheduler(opt, t), torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
+
+
+def _resume(run: _Run, extend: bool) -> None:
+    """Continue from last.pt: weights, optimiser, schedule, best figure and history."""
+    ck = load_checkpoint(run.last_path)
+    check_resumable(Recipe.from_dict(ck["recipe"]), run.recipe, extend)
+    run.model.load_state_dict(ck["model"])
+    start = ck["epoch"] + 1
+    if ck["recipe"]["train"]["epochs"] != run.recipe.train.epochs and run.recipe.train.scheduler != "cosine_warm_restarts":
+        # Extended: the schedule is the new recipe's, advanced to where the run stands.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
+            for _ in range(start):
+                run.sched.step()
+        run.opt.load_state_dict(ck["optimizer"])
+        for group, lr in zip(run.opt.param_groups, run.sched.get_last_lr()):
+            group["lr"] = lr
+        log.info("extending %s from %d to %d epochs", run.out, ck["recipe"]["train"]["epochs"], run.recipe.train.epochs)
+    else:
+        run.opt.load_state_dict(ck["optimizer"])
+        run.sched.load_state_dict(ck["scheduler"])
+    if run.use_amp and ck.get("scaler"):
+        run.scaler.load_state_dict(ck["scaler"])
+    run.start_epoch, run.best, run.bad_epochs, run.history = start, ck.get("best"), ck.get("bad_epochs", 0), ck.get("history", [])
+    log.info("resumed from %s at epoch %d", run.last_path, run.start_epoch)
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
+    """One pass over the epoch's draws; returns the row of figures the history keeps (before validation)."""
+    from tqdm import tqdm
+
+    t, device = run.recipe.train, run.device
+    t0 = time.time()
+    torch.manual_seed(t.seed * 7919 + epoch * 31 + run.rank)
+    run.sampler.set_epoch(epoch)
+    run.ds.set_epoch(epoch)
+    run.ddp_model.train()
+    iters = len(run.loader)
+    tot_loss, tot_correct, tot_n = 0.0, 0, 0
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (progress and run.rank == 0), unit="batch", leave=False)
+    for it, (x, y) in enumerate(bar):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=run.use_amp):
+            logits = run.ddp_model(x)
+            loss = run.loss_fn(logits, y)
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if t.clip_grad > 0:
+            run.scaler.unscale_(run.opt)
+            nn.utils.clip_grad_norm_(run.model.parameters(), t.clip_grad)
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        if t.scheduler == "cosine_warm_restarts":
+            run.sched.step(epoch + (it + 1) / iters)
+        with torch.no_grad():
+            pred = (probs_real(logits.detach(), run.output) >= 0.5).long()
+            tot_correct += int((pred == y).sum())
+        tot_loss += float(loss.detach()) * len(y)
+        tot_n += len(y)
+        if run.rank == 0 and not progress and t.log_every and (it + 1) % t.log_every == 0:
+            log.info("  epoch %d it %d/%d loss %.4f acc %.4f (%.1f img/s)", epoch + 1, it + 1, iters, tot_loss / tot_n, tot_correct / tot_n,
+                     tot_n * run.world / (time.time() - t0))
+        bar.set_postfix(loss=f"{tot_loss / max(tot_n, 1):.4f}")
+    lr = run.opt.param_groups[0]["lr"]
+    if t.scheduler != "cosine_warm_restarts":
+        run.sched.step()
+    train_time = time.time() - t0
+    if run.world > 1:
+        stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64)
+        dist.all_reduce(stats)
+        tot_loss, tot_correct, tot_n = float(stats[0]), int(stats[1]), int(stats[2])
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
+            "t0": t0, "train_time_s": train_time}
+
+
+def _end_epoch(run: _Run, row: dict) -> bool:
+    """Rank 0: validate, keep the history, write best.pt/last.pt; True when early stopping says stop."""
+    t = run.recipe.train
+    monitor = t.monitor
+    sign = -1.0 if monitor == "val_auc" else 1.0  # minimise sign * value
+    t0 = row.pop("t0")
+    train_time = row.pop("train_time_s")
+    val = validate(run.model, run.val_crops, run.recipe, run.loss_fn, run.device)
+    value = val[monitor]
+    improved = run.best is None or (not math.isnan(value) and sign * value < sign * run.best["value"] - 1e-6)
+    row.update({"val_loss": val["val_loss"], "val_auc": val["val_auc"], "val_eer": val["val_eer"], "val_sets": val["sets"],
+                "epoch_time_s": time.time() - t0, "train_time_s": train_time})
+    run.history.append(_plain(row))
+    epoch = row["epoch"] - 1
+    common = {"epoch": epoch, "recipe": run.recipe.to_dict(), "recipe_hash": run.recipe.training_hash(), "params": run.params,
+              "macs": run.macs, "history": run.history}
+    if improved:
+        run.best = {"epoch": epoch + 1, "value": float(value), "monitor": monitor, "val": _plain(val)}
+        run.bad_epochs = 0
+        torch.save({"model": run.model.state_dict(), "val": _plain(val), **common}, run.best_path)
+    else:
+        run.bad_epochs += 1
+    torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+                "scaler": run.scaler.state_dict() if run.use_amp else {}, "best": run.best, "bad_epochs": run.bad_epochs, **common}, run.last_path)
+    (run.out / "history.json").write_text(json.dumps(run.history, indent=1))
+    sets_txt = "  ".join(f"{k}: auc {v.get('auc', float('nan')):.4f} eer {v.get('eer', float('nan')):.4f} loss {v['loss']:.4f}" for k, v in val["sets"].items())
+    log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f auc %.4f eer %.4f  [%s]  %.0fs%s",
+             epoch + 1, t.epochs, row["lr"], row["train_loss"], row["train_acc"], val["val_loss"], val["val_auc"], val["val_eer"], sets_txt,
+             row["epoch_time_s"], "  *best*" if improved else "")
+    if t.patience and run.bad_epochs >= t.patience:
+        log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", monitor, run.bad_epochs, run.best["value"], run.best["epoch"])
+        return True
+    return False
+
+
+def train(recipe: Recipe | dict, out_dir: str | os.PathLike, resume: bool = True, progress: bool | None = None, extend: bool = False) -> dict:
     """Run (or resume) training for a loaded recipe; writes checkpoints and history into ``out_dir``.
 
+    ``resume``: continue from ``out_dir/last.pt`` when it exists; it must have been written by the
+    same recipe (:meth:`Recipe.training_hash`), except that ``extend`` lets ``train.epochs`` grow.
     Returns a summary dict (best epoch, best validation figures, paths).
     """
+    recipe = load_recipe(recipe)
     out = Path(out_dir)
     world, rank, local_rank = _dist_setup()
     if rank == 0:
@@ -312,151 +548,30 @@ def train(recipe: dict, out_dir: str | os.PathLike, resume: bool = True, progres
     if world > 1:
         dist.barrier()
     setup_logging(out, rank)
-    t, m, d = recipe["train"], recipe["model"], recipe["data"]
-    if int(t["threads"]) > 0:
-        torch.set_num_threads(int(t["threads"]))
-    seed = int(t["seed"])
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    else:
-        device = torch.device("cpu")
-    if t["deterministic"]:
-        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-    spec = get_spec(m["architecture"])
-    model = build_model(m["architecture"], **m.get("kwargs", {})).to(device)
-    params, macs = count_params(model), count_macs(model, int(m["input_size"]))
-    manifests = [read_manifest(p) for p in d["manifests"]]
-    if not manifests:
-        raise ValueError("the recipe names no prepared data: set data.manifests or pass --data")
-    train_crops = load_crops(manifests, "train", limit=int(d["limit_train"]) or None)
-    val_crops = load_crops(manifests, "val", limit=int(d["limit_val"]) or None)
-    log.info("recipe %s: %s at %d px, %s params, %.1f M MACs, device %s, world %d",
-             recipe["name"], m["architecture"], m["input_size"], f"{params:,}", macs / 1e6, device, world)
-    for name, part in train_crops.by_set().items():
-        log.info("train %-8s %5d crops (real %d, attack %d)", name, len(part), int(part.labels.sum()), int(len(part) - part.labels.sum()))
-    for name, part in val_crops.by_set().items():
-        log.info("val   %-8s %5d crops (real %d, attack %d)", name, len(part), int(part.labels.sum()), int(len(part) - part.labels.sum()))
-
-    augment = Augmenter(recipe["augment"])
-    ds = TrainDataset(train_crops, augment, int(m["input_size"]), m["color_order"], m["mean"], m["std"], seed)
-    sampler = BalancedSampler(train_crops, d["sampling"], int(d["epoch_size"]), world, rank, seed)
-    per_rank_batch = max(1, int(t["batch_size"]) // world)
-    loader = DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=int(t["num_workers"]),
-                        worker_init_fn=_worker_init if int(t["num_workers"]) else None, drop_last=len(sampler) > per_rank_batch,
-                        pin_memory=device.type == "cuda")
-    loss_fn = make_loss(recipe, spec.output)
-    opt = make_optimizer(model, t)
-    sched = make_scheduler(opt, t)
-    use_amp = bool(t["amp"]) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
-
-    monitor = t["monitor"]
-    sign = -1.0 if monitor == "val_auc" else 1.0  # minimise sign * value
-    start_epoch, best, bad_epochs, history = 0, None, 0, []
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if resume and last_path.exists():
-        ck = load_checkpoint(last_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        if use_amp and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        start_epoch, best, bad_epochs, history = ck["epoch"] + 1, ck.get("best"), ck.get("bad_epochs", 0), ck.get("history", [])
-        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+    run = _build_run(recipe, out, world, rank, local_rank)
+    if resume and run.last_path.exists():
+        _resume(run, extend)
     if progress is None:
         progress = sys.stderr.isatty()
-    from tqdm import tqdm
-
-    epochs = int(t["epochs"])
-    iters = len(loader)
-    log.info("%d epochs x %d iterations of batch %d (x%d processes), sampling %s %s", epochs, iters, per_rank_batch, world, d["sampling"],
-             {k: v for k, v in sorted(sampler.groups.items())})
+    log.info("%d epochs x %d iterations of batch %d (x%d processes), sampling %s %s", recipe.train.epochs, len(run.loader),
+             run.loader.batch_size, world, recipe.data.sampling, {k: v for k, v in sorted(run.sampler.groups.items())})
     stop = False
-    for epoch in range(start_epoch, epochs):
-        t0 = time.time()
-        torch.manual_seed(seed * 7919 + epoch * 31 + rank)
-        sampler.set_epoch(epoch)
-        ds.set_epoch(epoch)
-        ddp_model.train()
-        tot_loss, tot_correct, tot_n = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and rank == 0), unit="batch", leave=False)
-        for it, (x, y) in enumerate(bar):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits = ddp_model(x)
-                loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if float(t["clip_grad"]) > 0:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), float(t["clip_grad"]))
-            scaler.step(opt)
-            scaler.update()
-            if t["scheduler"] == "cosine_warm_restarts":
-                sched.step(epoch + (it + 1) / iters)
-            with torch.no_grad():
-                pred = (probs_real(logits.detach(), spec.output) >= 0.5).long()
-                tot_correct += int((pred == y).sum())
-            tot_loss += float(loss.detach()) * len(y)
-            tot_n += len(y)
-            if rank == 0 and not progress and int(t["log_every"]) and (it + 1) % int(t["log_every"]) == 0:
-                log.info("  epoch %d it %d/%d loss %.4f acc %.4f (%.1f img/s)", epoch + 1, it + 1, iters, tot_loss / tot_n, tot_correct / tot_n,
-                         tot_n * world / (time.time() - t0))
-            bar.set_postfix(loss=f"{tot_loss / max(tot_n, 1):.4f}")
-        lr = opt.param_groups[0]["lr"]
-        if t["scheduler"] != "cosine_warm_restarts":
-            sched.step()
-        train_time = time.time() - t0
-        if world > 1:
-            stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64)
-            dist.all_reduce(stats)
-            tot_loss, tot_correct, tot_n = float(stats[0]), int(stats[1]), int(stats[2])
+    for epoch in range(run.start_epoch, recipe.train.epochs):
+        row = _train_epoch(run, epoch, progress)
         flag = torch.zeros(1)
-        if rank == 0:
-            val = validate(model, val_crops, recipe, loss_fn, device)
-            value = val[monitor]
-            improved = best is None or (not math.isnan(value) and sign * value < sign * best["value"] - 1e-6)
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
-                   "val_loss": val["val_loss"], "val_auc": val["val_auc"], "val_eer": val["val_eer"],
-                   "val_sets": val["sets"], "epoch_time_s": time.time() - t0, "train_time_s": train_time}
-            history.append(_plain(row))
-            if improved:
-                best = {"epoch": epoch + 1, "value": float(value), "monitor": monitor, "val": _plain(val)}
-                bad_epochs = 0
-                torch.save({"model": model.state_dict(), "epoch": epoch, "recipe": _plain(recipe), "val": _plain(val),
-                            "params": params, "macs": macs, "history": history}, best_path)
-            else:
-                bad_epochs += 1
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict() if use_amp else {}, "epoch": epoch, "best": best, "bad_epochs": bad_epochs,
-                        "history": history, "recipe": _plain(recipe), "params": params, "macs": macs}, last_path)
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-            sets_txt = "  ".join(f"{k}: auc {v.get('auc', float('nan')):.4f} eer {v.get('eer', float('nan')):.4f} loss {v['loss']:.4f}" for k, v in val["sets"].items())
-            log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f auc %.4f eer %.4f  [%s]  %.0fs%s",
-                     epoch + 1, epochs, lr, row["train_loss"], row["train_acc"], val["val_loss"], val["val_auc"], val["val_eer"], sets_txt,
-                     row["epoch_time_s"], "  *best*" if improved else "")
-            if int(t["patience"]) and bad_epochs >= int(t["patience"]):
-                log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", monitor, bad_epochs, best["value"], best["epoch"])
-                flag[0] = 1
+        if rank == 0 and _end_epoch(run, row):
+            flag[0] = 1
         if world > 1:
             dist.broadcast(flag, 0)
         if flag.item():
             stop = True
             break
-    summary = {"out": str(out), "best": best, "epochs_run": len(history), "early_stopped": stop, "params": params, "macs": macs}
+    summary = {"out": str(out), "best": run.best, "epochs_run": len(run.history), "early_stopped": stop, "params": run.params,
+               "macs": run.macs, "recipe_hash": recipe.training_hash()}
     if rank == 0:
         (out / "train_summary.json").write_text(json.dumps(_plain(summary), indent=1))
-        if best:
-            log.info("done: best %s %.4f at epoch %d -> %s", monitor, best["value"], best["epoch"], best_path)
+        if run.best:
+            log.info("done: best %s %.4f at epoch %d -> %s", recipe.train.monitor, run.best["value"], run.best["epoch"], run.best_path)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
