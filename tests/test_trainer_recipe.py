@@ -30,6 +30,7 @@ def test_shipped_recipes_load_and_round_trip(name):
     ("trian.epochs=1", "train"),
     ("augment.hflp=0.2", "augment.hflip"),
     ("model.input_sise=64", "model.input_size"),
+    ("synth.p_synt=0.5", "synth.p_synth"),
 ])
 def test_typos_are_refused_with_the_nearest_key(override, hint):
     with pytest.raises(RecipeError, match=hint.replace(".", r"\.")):
@@ -54,6 +55,7 @@ def test_training_hash_covers_what_shapes_the_weights():
     base = load_recipe("edgenet")
     assert base.training_hash() != base.with_overrides(["train.lr=0.01"]).training_hash()
     assert base.training_hash() != base.with_overrides(["augment.hflip=0.1"]).training_hash()
+    assert base.training_hash() != base.with_overrides(["synth.p_synth=0.3"]).training_hash()
     assert base.training_hash() != base.with_overrides(["data.manifests=['other']"]).training_hash()
     for harmless in ("train.threads=1", "train.log_every=5", "eval.threshold='apcer:0.01'", "export.opset=13", "name='x'"):
         assert base.training_hash() == base.with_overrides([harmless]).training_hash(), harmless

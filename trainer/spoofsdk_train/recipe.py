@@ -2,11 +2,12 @@
 
 A recipe names everything a run needs: the model and its preprocessing (``[model]``), the
 prepared data (``[data]``), the loop (``[train]``), the augmentations (``[augment]``), how the
-threshold is chosen (``[eval]``) and what goes into the exported file (``[export]``).
-Each section is a dataclass whose fields are the defaults; a key that is not a field, or a
-value of the wrong type, is refused with the nearest known key as a hint (a typo must not
-train silently with the default). ``[augment]`` is checked against the augmenter's own
-defaults and ``model.kwargs`` is passed to the architecture as given.
+threshold is chosen (``[eval]``), what goes into the exported file (``[export]``) and the
+attack synthesis (``[synth]``, :mod:`spoofsdk_train.synth`). Each section is a dataclass
+whose fields are the defaults; a key that is not a field, or a value of the wrong type, is
+refused with the nearest known key as a hint (a typo must not train silently with the
+default). ``[augment]`` and ``[synth]`` are checked against their
+owners' own keys and ``model.kwargs`` is passed to the architecture as given.
 
 ``--set section.key=value`` on the command line overrides one field (value in TOML syntax).
 
@@ -112,6 +113,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: dict[str, Any] = field(default_factory=dict)  # keys of spoofsdk_train.augment.DEFAULTS
+    synth: dict[str, Any] = field(default_factory=dict)  # fields of spoofsdk_train.synth.SynthConfig
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
@@ -119,7 +121,7 @@ class Recipe:
     def from_dict(cls, raw: dict) -> "Recipe":
         """A recipe from its TOML/checkpoint form; unknown keys and wrong types raise :class:`RecipeError`."""
         recipe = _build(cls, raw, "")
-        _check_augment(recipe.augment)
+        _check_tables(recipe)
         return recipe
 
     def to_dict(self) -> dict:
@@ -168,7 +170,7 @@ class Recipe:
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k not in ("augment", "kwargs"):
+        if isinstance(v, dict) and k not in ("augment", "synth", "kwargs"):
             out.update(_flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -230,12 +232,21 @@ def _type_name(t: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(t, getattr(t, "__name__", str(t)))
 
 
-def _check_augment(config: dict) -> None:
+def _check_tables(recipe: Recipe) -> None:
+    """The free tables are checked by their owners' key lists: [augment] and [synth]."""
     from .augment import DEFAULTS as AUGMENT_DEFAULTS
+    from .synth import SynthConfig
 
-    for key in config:
-        if key not in AUGMENT_DEFAULTS:
-            raise RecipeError(_unknown(f"augment.{key}", list(AUGMENT_DEFAULTS)))
+    known = {"augment": list(AUGMENT_DEFAULTS), "synth": [f.name for f in dataclasses.fields(SynthConfig)]}
+    for section, keys in known.items():
+        for key in getattr(recipe, section):
+            if key not in keys:
+                raise RecipeError(_unknown(f"{section}.{key}", keys))
+    if recipe.synth:
+        try:
+            SynthConfig.from_mapping(recipe.synth)
+        except (TypeError, ValueError) as e:
+            raise RecipeError(f"recipe section [synth]: {e}") from e
 
 
 def list_recipes() -> list[str]:
