@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import require, sample_files
-from spoofsdk_train.synth import ATTACK, REAL, AttackSynthesizer, SynthConfig, fda_mix, lab_stats_mix, maybe_synthesize
+from spoofsdk_train.synth import ATTACK, REAL, AttackSynthesizer, SynthConfig, fda_mix, lab_stats_mix, maybe_synthesize, pick_reference
 
 SIZE = 128
 
@@ -123,7 +123,7 @@ def _spectrum(img: np.ndarray) -> np.ndarray:
 def test_replay_adds_periodic_energy_in_the_moire_band(live_crops):
     # Same draws with and without the sub-pixel grid (every range always takes one draw), so
     # the difference is the grid alone; glare, bezel and clipping are off to keep it clean.
-    base = {"replay_moire": [0.15, 0.3], "p_glare": 0.0, "p_bezel": 0.0, "replay_exposure": [1.0, 1.0]}
+    base = {"replay_p_moire": 1.0, "replay_moire": [0.15, 0.3], "p_glare": 0.0, "p_bezel": 0.0, "replay_exposure": [1.0, 1.0]}
     with_grid, without = AttackSynthesizer(base), AttackSynthesizer({**base, "replay_moire": [0.0, 0.0]})
     f = np.fft.fftfreq(SIZE)
     band = np.hypot(f[:, None], f[None, :]) > 0.03  # everything but the illumination
@@ -247,6 +247,16 @@ def test_hook_style_mix_keeps_labels_for_both_classes(live_crops, attack_crop, o
         assert out is img and lab == label
 
 
+def test_pick_reference_comes_from_another_domain():
+    domains = ["nuaa"] * 50 + ["gc535"] * 30 + ["webcam/jtboing"] * 20
+    rng = np.random.default_rng(0)
+    for i in (0, 49, 50, 99):
+        picks = [pick_reference(domains, i, rng) for _ in range(50)]
+        assert all(p is not None and domains[p] != domains[i] for p in picks)
+        assert len({domains[p] for p in picks}) == 2  # both other domains turn up
+    assert pick_reference(["nuaa"] * 10, 3, rng) is None
+
+
 # --- configuration ----------------------------------------------------------------------
 def test_config_from_a_recipe_section():
     section = tomllib.loads(
@@ -284,3 +294,10 @@ def test_config_from_a_recipe_section():
 def test_bad_config_is_refused(section):
     with pytest.raises(ValueError):
         SynthConfig.from_mapping(section)
+
+
+def test_hook_takes_no_draws_when_off(live_crops):
+    # A recipe without [synth] must leave the augmentation stream exactly as it was.
+    rng = np.random.default_rng(5)
+    maybe_synthesize(live_crops[0], REAL, rng, {}, ref=live_crops[1])
+    assert rng.random() == np.random.default_rng(5).random()

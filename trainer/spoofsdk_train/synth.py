@@ -48,6 +48,8 @@ key                  default           meaning
 ``style_strength``   [0.3, 1.0]        blend between the crop's own style (0) and the ref's (1)
 ``fda_beta``         [0.005, 0.03]     FDA: half-size of the swapped low-frequency window, as a
                                        fraction of the crop's shorter side
+``replay_p_moire``   0.8               probability that the sub-pixel grid shows (else a soft
+                                       recapture: tone, glare, bezel only)
 ``replay_pitch``     [0.4, 1.6]        display pixel pitch in crop pixels
 ``replay_angle``     20.0              +- rotation of the display grid (degrees)
 ``replay_moire``     [0.03, 0.25]      modulation depth of the sub-pixel grid's fundamental
@@ -65,7 +67,7 @@ key                  default           meaning
 ``p_bezel``          0.3               probability of a bezel band on one side
 ``bezel_width``      [0.03, 0.15]      bezel band width, fraction of the crop side
 ``print_p_halftone`` 0.7               halftone dot screens (else ordered dither)
-``print_pitch``      [1.2, 3.0]        halftone cell size in crop pixels
+``print_pitch``      [1.8, 3.5]        halftone cell size in crop pixels
 ``print_halftone``   [0.05, 0.35]      blend of the halftoned image into the continuous tone
 ``print_saturation`` [0.45, 0.85]      saturation kept
 ``print_black``      [0.06, 0.2]       ink black level
@@ -83,7 +85,10 @@ Ranges are ``[lo, hi]`` drawn uniformly; a single number ``a`` means ``[-a, a]``
 Use in a dataset (before the ordinary augmentations, which then act on both classes alike)::
 
     synth = AttackSynthesizer(recipe.get("synth", {}))
-    image, label = maybe_synthesize(image, label, rng, synth, ref=crop_from_another_domain)
+    # A crop from another domain for style mixing; drawn only when mixing is on, so that a
+    # recipe without [synth] takes no extra draws (maybe_synthesize takes none either then).
+    j = pick_reference(crops.sets, i, rng) if synth.cfg.p_style_mix > 0 else None
+    image, label = maybe_synthesize(image, label, rng, synth, ref=None if j is None else crops.images[j])
 
 Run ``python -m spoofsdk_train.synth DATA_DIR --out /tmp/sheet.png`` to see a contact sheet.
 """
@@ -93,12 +98,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 
-__all__ = ["REAL", "ATTACK", "SynthConfig", "AttackSynthesizer", "maybe_synthesize", "contact_sheet"]
+__all__ = ["REAL", "ATTACK", "SynthConfig", "AttackSynthesizer", "maybe_synthesize", "pick_reference", "fda_mix", "lab_stats_mix", "contact_sheet"]
 
 REAL, ATTACK = 1, 0  # the trainer's labels (data.py: 1 real, 0 attack)
 APPLY_TO = ("real_only", "attack_only", "both")
@@ -120,6 +125,7 @@ class SynthConfig:
     style_method: str = "both"
     style_strength: Range = (0.3, 1.0)
     fda_beta: Range = (0.005, 0.03)
+    replay_p_moire: float = 0.8
     replay_pitch: Range = (0.4, 1.6)
     replay_angle: Range = (-20.0, 20.0)
     replay_moire: Range = (0.03, 0.25)
@@ -137,7 +143,7 @@ class SynthConfig:
     p_bezel: float = 0.3
     bezel_width: Range = (0.03, 0.15)
     print_p_halftone: float = 0.7
-    print_pitch: Range = (1.2, 3.0)
+    print_pitch: Range = (1.8, 3.5)
     print_halftone: Range = (0.05, 0.35)
     print_saturation: Range = (0.45, 0.85)
     print_black: Range = (0.06, 0.2)
@@ -300,7 +306,8 @@ class AttackSynthesizer:
         if sigma >= 0.3:
             x = cv2.GaussianBlur(x, (0, 0), sigma)
 
-        x = x * self._subpixel_mask(h, w, rng)
+        if rng.random() < c.replay_p_moire:
+            x = x * self._subpixel_mask(h, w, rng)
         if rng.random() < c.p_glare:
             x = self._glare(x, rng)
         if rng.random() < c.p_bezel:
@@ -547,6 +554,20 @@ def maybe_synthesize(
     if ref is not None and c.p_style_mix > 0 and rng.random() < c.p_style_mix:
         image = synth.style_mix(image, ref, rng)
     return image, label
+
+
+def pick_reference(domains: Sequence[str], i: int, rng: np.random.Generator, tries: int = 16) -> int | None:
+    """Index of a random crop from another domain than crop ``i`` (for :func:`maybe_synthesize`'s ``ref``).
+
+    ``domains``: one domain name per crop (e.g. the CropSet's ``sets``). Rejection sampling, so
+    it costs a few draws whatever the size; None when no other domain turns up (one domain only).
+    """
+    n = len(domains)
+    for _ in range(tries):
+        j = int(rng.integers(n))
+        if domains[j] != domains[i]:
+            return j
+    return None
 
 
 def contact_sheet(crops: list[np.ndarray], synth: AttackSynthesizer, seed: int = 0, size: int = 128, refs: list[np.ndarray] | None = None) -> np.ndarray:
