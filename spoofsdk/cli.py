@@ -1,4 +1,4 @@
-"""The ``spoofsdk`` command: ``run``, ``info``, ``calibrate``. Thin: parse, call the API, print.
+"""The ``spoofsdk`` command: ``run``, ``info``, ``calibrate`` (and ``serve``, ``demo`` from :mod:`spoofsdk.serve.cli`). Thin: parse, call the API, print.
 
 With ``--json`` stdout carries only JSON lines; logs and warnings go to stderr. Fatal
 problems (model, detector, source cannot be opened, stream broke) exit with status 1 and
@@ -257,6 +257,12 @@ def calibrate(folder, target_apcer, model, precision, threads, detector, yunet_m
     click.echo(f"APCER: {result.apcer:.4f} (target {result.target_apcer:g}; was {result.previous_apcer:.4f})")
     click.echo(f"BPCER: {result.bpcer:.4f} (was {result.previous_bpcer:.4f})")
     click.echo(f"wrote {result.out}")
+
+
+# --- serve, demo (spoofsdk/serve/cli.py) -----------------------------------------------------
+# They register themselves on `main`; their web server library (the serve extra) is imported
+# only when they run.
+from .serve import cli as _serve_cli  # noqa: E402,F401
 
 
 if __name__ == "__main__":
