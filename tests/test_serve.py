@@ -5,7 +5,9 @@ The model loop must keep going whatever the viewers do; every test checks it sti
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -299,3 +301,25 @@ def test_demo_build_without_onnxruntime_web_says_how_to_get_it(tmp_path, monkeyp
         pytest.skip("this install ships onnxruntime-web in spoofsdk/serve/demo/vendor")
     result = CliRunner().invoke(main, ["demo", "build", str(tmp_path / "out"), "--yunet-model", __file__])
     assert result.exit_code == 1 and "npm ci --prefix web" in result.output
+
+
+def test_demo_build_writes_a_servable_folder_with_the_default_model(tmp_path):
+    import spoofsdk.serve.demo as demo
+
+    try:
+        demo.find_ort_dir()
+    except DemoError as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    yunet = tmp_path / "yunet.onnx"
+    yunet.write_bytes(b"stand-in: the page loads it, this test does not")
+    result = CliRunner().invoke(main, ["demo", "build", str(tmp_path / "out"), "--yunet-model", str(yunet)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir()}
+    assert {"index.html", "app.js", "pipeline.js", "model.onnx", "yunet.onnx", "config.json", *demo.ORT_FILES} == names
+    default = SpoofModel()
+    config = json.loads((out / "config.json").read_text())
+    assert config["sha256"] == default.sha256 == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    assert config["model"]["threshold"] == repr(default.info.threshold) and config["quality"]["min_face_px"] == 64

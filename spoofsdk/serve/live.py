@@ -200,16 +200,19 @@ class LiveHub:
 
     # -- model loop -------------------------------------------------------------------------
     def _paced(self, source: Iterable[Any]) -> Iterator[Any]:
-        interval = 1.0 / self.pace_fps if self.pace_fps else 0.0
         next_at = time.monotonic()
         for item in source:
             if self._stop.is_set():
                 return
-            if interval:
+            if self.pace_fps:  # read every frame: the rate may be changed while running
+                interval = 1.0 / self.pace_fps
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                # Never try to catch up more than one frame after a stall.
                 next_at = max(next_at + interval, time.monotonic() - interval)
+            else:
+                next_at = time.monotonic()
             self._captured = time.time()
             yield item
 
