@@ -5,6 +5,7 @@ The model loop must keep going whatever the viewers do; every test checks it sti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -265,8 +266,17 @@ def test_a_finished_file_keeps_serving_its_last_result():
 
 
 def test_demo_refuses_a_crop_policy_it_does_not_implement(tmp_path):
-    model = SpoofModel(build_tiny_model(metadata={"crop_policy": "cap_and_shift"}))
-    with pytest.raises(DemoError, match="crop_policy 'cap_and_shift'"):
+    model = SpoofModel(build_tiny_model())
+    # The runtime refuses unknown policies when it parses metadata; the demo must refuse too
+    # (a policy the runtime learns later, before pipeline.js does).
+    if "crop_policy" in {f.name for f in dataclasses.fields(model.info)}:
+        model.info = dataclasses.replace(model.info, crop_policy="cap_and_stretch")
+    else:
+        model.info = dataclasses.replace(model.info, extra={**model.info.extra, "crop_policy": "cap_and_stretch"})
+    with pytest.raises(DemoError, match="crop_policy 'cap_and_stretch'"):
+        demo_config(model)
+    model.info = dataclasses.replace(SpoofModel(build_tiny_model()).info, output="softmax3")
+    with pytest.raises(DemoError, match="output 'softmax3'"):
         demo_config(model)
     assert demo_config(SpoofModel(build_tiny_model()))["model"]["input_size"] == "64x64"
 

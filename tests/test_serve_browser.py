@@ -242,7 +242,7 @@ def test_demo_labels_a_face_on_the_fake_camera(demo):
 
 def test_demo_refuses_what_it_does_not_implement(demo):
     driver, _ = demo
-    for change, words in (({"crop_policy": "cap_and_shift"}, 'crop_policy "cap_and_shift"'), ({"output": "softmax3"}, 'output "softmax3"')):
+    for change, words in (({"crop_policy": "cap_and_stretch"}, 'crop_policy "cap_and_stretch"'), ({"output": "softmax3"}, 'output "softmax3"')):
         message = _browser(
             driver,
             "import('./pipeline.js').then((m) => { const c = structuredClone(s.pipeline.config);"

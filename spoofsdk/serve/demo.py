@@ -38,10 +38,11 @@ ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-thr
 ORT_ENV = "SPOOFSDK_ORT_WEB"
 REPO_ORT = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "onnxruntime-web" / "dist"
 
-# What pipeline.js implements. The crop policy "pad" is the runtime's crop_face: shift the
-# square inside the frame where it fits, pad with black where it is larger than the frame.
-CROP_POLICIES = ("pad",)
-OUTPUTS = ("logits2", "logit1")
+# What pipeline.js implements (it refuses the rest too): crop policies "pad" (the runtime's
+# default: a square shifted inside the frame where it fits, padded with black where larger)
+# and "shift_cap" (MiniFASNet's); outputs with two logits, one logit, or N logits.
+CROP_POLICIES = ("pad", "shift_cap")
+OUTPUTS = ("logits2", "logit1", "logitsN")
 DETECTOR = {"detect_size": 320, "score_threshold": 0.7, "nms_threshold": 0.3, "top_k": 50, "input_size": 640}
 
 
@@ -82,14 +83,14 @@ def find_yunet(path: str | os.PathLike | None = None) -> Path:
 def demo_config(model: SpoofModel) -> dict[str, Any]:
     """What the page needs to know: the model's metadata, the gates it applies, the detector settings."""
     props = model.info.to_props()
-    policy = props.get("crop_policy", "pad")
+    policy = getattr(model.info, "crop_policy", props.get("crop_policy", "pad"))
     if policy not in CROP_POLICIES:
         raise DemoError(f"the in-browser demo does not implement crop_policy {policy!r} of {model.source} (it implements: {', '.join(CROP_POLICIES)})")
     if model.info.output not in OUTPUTS:
         raise DemoError(f"the in-browser demo does not implement output {model.info.output!r} of {model.source} (it implements: {', '.join(OUTPUTS)})")
     gates = QualityConfig()
     return {
-        "model": {k: v for k, v in props.items() if k not in ("metrics", "training_data", "quantization")},
+        "model": {**{k: v for k, v in props.items() if k not in ("metrics", "training_data", "quantization")}, "crop_policy": policy},
         "sha256": model.sha256,
         "quality": {"min_face_px": gates.min_face_px, "max_padded": gates.max_padded},
         "detector": DETECTOR,

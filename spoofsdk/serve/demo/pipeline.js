@@ -8,8 +8,8 @@
 // No DOM here: the page (app.js) and the tests call these functions.
 
 // What this file implements; anything else in a model's metadata is refused with a message.
-export const CROP_POLICIES = ["pad"];
-export const OUTPUTS = ["logits2", "logit1"];
+export const CROP_POLICIES = ["pad", "shift_cap"];
+export const OUTPUTS = ["logits2", "logit1", "logitsN"];
 
 export function checkConfig(config) {
   const m = config.model;
@@ -33,6 +33,7 @@ export function checkConfig(config) {
     output: m.output,
     classOrder: m.class_order.split(",").map((s) => s.trim()),
     threshold: Number(m.threshold),
+    cropPolicy: policy,
   };
 }
 
@@ -155,14 +156,23 @@ function resizeLinear(get, sw, sh, dw, dh) {
   return out;
 }
 
+function copy(get, w, h) {
+  const out = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) out[(y * w + x) * 3 + c] = get(x, y, c);
+  return out;
+}
+
 // resize_square / cv2.resize: area when shrinking, linear when enlarging.
 export function resize(get, sw, sh, dw, dh) {
-  if (sw === dw && sh === dh) {
-    const out = new Uint8Array(dw * dh * 3);
-    for (let y = 0; y < dh; y++) for (let x = 0; x < dw; x++) for (let c = 0; c < 3; c++) out[(y * dw + x) * 3 + c] = get(x, y, c);
-    return out;
-  }
+  if (sw === dw && sh === dh) return copy(get, sw, sh);
   return Math.max(sw, sh) > Math.max(dw, dh) ? resizeArea(get, sw, sh, dw, dh) : resizeLinear(get, sw, sh, dw, dh);
+}
+
+// cv2.resize(..., INTER_LINEAR), which OpenCV turns into INTER_AREA for an exact halving.
+export function resizeLinearCv(get, sw, sh, dw, dh) {
+  if (sw === dw && sh === dh) return copy(get, sw, sh);
+  if (sw === 2 * dw && sh === 2 * dh) return resizeArea(get, sw, sh, dw, dh);
+  return resizeLinear(get, sw, sh, dw, dh);
 }
 
 function pixelGetter(image) {
@@ -185,8 +195,35 @@ export function cropRegion(width, height, box, scale) {
   return { x0: nx0, y0: ny0, side, shifted: nx0 !== x0 || ny0 !== y0 };
 }
 
-// crop_face: the square around the box, black where it leaves the frame, resized to size x size (RGB).
-export function cropFace(image, box, scale, size) {
+// Policy shift_cap (MiniFASNet's, crop.py shift_cap_region): a rectangle of scale x the box on each
+// axis, the scale capped to fit the frame, shifted inside it, corners truncated; end exclusive.
+export function shiftCapRegion(width, height, box, scale) {
+  const [x, y, w, h] = box;
+  if (!(w > 0 && h > 0) || ![x, y, w, h].every(Number.isFinite)) throw new Error(`face box must have positive finite size, got ${box}`);
+  if (x >= width || y >= height || x + w <= 0 || y + h <= 0) throw new Error(`face box ${box} lies outside the ${width}x${height} frame`);
+  const s = Math.min((height - 1) / h, (width - 1) / w, scale);
+  const cx = x + w / 2;
+  const cy = y + h / 2;
+  let x0 = cx - (w * s) / 2;
+  let x1 = cx + (w * s) / 2;
+  let y0 = cy - (h * s) / 2;
+  let y1 = cy + (h * s) / 2;
+  if (x0 < 0) { x1 -= x0; x0 = 0; }
+  if (y0 < 0) { y1 -= y0; y0 = 0; }
+  if (x1 > width - 1) { x0 -= x1 - width + 1; x1 = width - 1; }
+  if (y1 > height - 1) { y0 -= y1 - height + 1; y1 = height - 1; }
+  return [Math.max(0, Math.trunc(x0)), Math.max(0, Math.trunc(y0)), Math.trunc(x1) + 1, Math.trunc(y1) + 1];
+}
+
+// crop_face: the model input for a face box, by the model's crop policy (RGB, size x size).
+export function cropFace(image, box, scale, size, policy = "pad") {
+  if (policy === "shift_cap") {
+    const [x0, y0, x1, y1] = shiftCapRegion(image.width, image.height, box, scale);
+    const px = pixelGetter(image);
+    const rgb = resizeLinearCv((x, y, c) => px(x0 + x, y0 + y, c), x1 - x0, y1 - y0, size, size);
+    return { rgb, padded: 0, region: [x0, y0, x1, y1] };
+  }
+  if (policy !== "pad") throw new Error(`crop policy "${policy}" is not implemented`);
   const { x0, y0, side } = cropRegion(image.width, image.height, box, scale);
   const px = pixelGetter(image);
   const insideW = Math.min(x0 + side, image.width) - Math.max(x0, 0);
@@ -222,10 +259,12 @@ export function probability(values, cfg) {
   if (cfg.output === "logit1") {
     p = 1 / (1 + Math.exp(-values[0]));
   } else {
+    // Softmax; P(real) sums every class named real (one for logits2, any for logitsN).
     const z = Array.from(values.slice(0, cfg.classOrder.length));
     const top = Math.max(...z);
     const e = z.map((v) => Math.exp(v - top));
-    p = e[cfg.classOrder.indexOf("real")] / e.reduce((a, b) => a + b, 0);
+    const real = e.reduce((a, v, i) => a + (cfg.classOrder[i] === "real" ? v : 0), 0);
+    p = real / e.reduce((a, b) => a + b, 0);
   }
   return Number.isFinite(p) ? p : 0;
 }
@@ -342,7 +381,7 @@ export class Pipeline {
       Object.assign(face, { reason: "face_too_small", message: `face too small: ${Math.round(facePx)} px < ${q.min_face_px} px (move closer)` });
       return face;
     }
-    const crop = cropFace(image, box, this.cfg.cropScale, this.cfg.size);
+    const crop = cropFace(image, box, this.cfg.cropScale, this.cfg.size, this.cfg.cropPolicy);
     if (q.max_padded !== null && crop.padded > q.max_padded) {
       Object.assign(face, { reason: "cut_by_border", message: "face too close to the frame border (centre your face)" });
       return face;
