@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     frames = _frames()
     checker, detector = _checker()
     result: dict = {"detector": detector, "model": checker.info.name, "precision": checker.info.precision, "frame": "640x480",
-                    "cpu_count": os.cpu_count()}
+                    "cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
 
     def cycle():
         i = 0
@@ -188,6 +188,7 @@ def main(argv=None) -> int:
         print("memory:", {k: v for k, v in result["memory"].items() if k != "samples"}, flush=True)
     finally:
         server.stop()
+    result["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

@@ -187,6 +187,8 @@ def test_demo_scores_match_python(demo, yunet_path):
     driver, images = demo
     model = SpoofModel()  # whatever the default is at test time: the demo serves the same file
     info = model.info
+    # The model's crop policy, once the runtime knows policies other than its default 'pad'.
+    policy = {"policy": info.crop_policy} if getattr(info, "crop_policy", "pad") != "pad" else {}
     detector = YuNetDetector(yunet_path)
     compared, model_only = [], []
     for name, image in images.items():
@@ -197,7 +199,7 @@ def test_demo_scores_match_python(demo, yunet_path):
         if name == "frame0.png":
             boxes += [[-20.0, h * 0.5, w * 0.7, h * 0.6], [w - 90.5, 10.25, 88.0, 100.0]]  # padded, shifted
         for box in boxes:
-            crop = crop_face(image, box, info.crop_scale, info.input_size)
+            crop = crop_face(image, box, info.crop_scale, info.input_size, **policy)
             expected = float(model.score_crops([crop.image])[0])
             face = _browser(driver, "s.scoreImage(arguments[0], arguments[1])", name, box)
             if face["score"] is None:  # the browser gated it: the runtime's gates must agree
