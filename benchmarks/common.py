@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from spoofsdk.timing import call_ms
+
 from .models import REPO, ModelEntry, data_root, discover, ensure_variants, work_dir
 
 QUICK_ENV = "SPOOFSDK_BENCH_QUICK"
@@ -150,19 +152,18 @@ class Bench:
     def crops(self, n: int = 16) -> np.ndarray:
         """Real face crops (BGR uint8, 256x256) to feed models; resized per model."""
         if self._crops is None:
-            import cv2
-
-            from spoofsdk_train.quantize import _face_crop_image  # noqa: F401  (same crop policy)
+            from spoofsdk.crop import fit_face_crop
+            from spoofsdk.errors import ImageError
+            from spoofsdk.folders import image_files, read_image
 
             folder = data_root() / "gc535" / "test"
-            files = sorted(folder.rglob("*.jpg"))[:: max(1, len(sorted(folder.rglob("*.jpg"))) // n)][:n] if folder.is_dir() else []
+            files = image_files(folder) if folder.is_dir() else []
             imgs = []
-            for f in files:
-                img = cv2.imread(str(f))
-                if img is not None:
-                    h, w = img.shape[:2]
-                    s = min(h, w)
-                    imgs.append(cv2.resize(img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s], (256, 256)))
+            for f in files[:: max(1, len(files) // n)][:n]:
+                try:
+                    imgs.append(fit_face_crop(read_image(f), 256))  # the runtime's check_face policy
+                except ImageError:
+                    continue
             if not imgs:  # no data: smooth synthetic faces rather than white noise
                 rng = np.random.default_rng(0)
                 yy, xx = np.mgrid[0:256, 0:256] / 256.0
@@ -193,10 +194,7 @@ class Bench:
 
 def estimate_call_ms(fn: Callable[[], Any], n: int = 3) -> float:
     fn()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t0) * 1000.0 / n
+    return call_ms(fn, inner=n)
 
 
 def plan_rounds(call_ms: float, quick: bool, calls_per_round: int = 1, budget_s: float | None = None) -> int:
@@ -221,9 +219,7 @@ class PairedTimer:
         if len(names) > 1 and self._round % 2:
             names.reverse()
         for name in names:
-            t0 = time.perf_counter()
-            self.refs[name]()
-            self.times[name].append((time.perf_counter() - t0) * 1000.0)
+            self.times[name].append(call_ms(self.refs[name]))
         self._round += 1
 
     def ratios(self, target_ms: list[float], warmup: int) -> dict[str, dict]:

@@ -426,9 +426,9 @@ def build_fp32(entry: ModelEntry) -> Path:
 
 def calibration_source(quick: bool = False) -> Path | None:
     """Real face crops for INT8 calibration: the trainer's manifest(s) in cache/, else the data set folders."""
-    from spoofsdk_train.quantize import _find_manifests
+    from spoofsdk_train.quantize import find_manifests
 
-    if not quick and _find_manifests(cache_dir()):
+    if not quick and find_manifests(cache_dir()):
         return cache_dir()
     g = data_root() / "gc535" / "train"
     if g.is_dir():

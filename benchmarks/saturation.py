@@ -101,7 +101,8 @@ def analyse(qdq_bytes: bytes, tensors: np.ndarray, max_rows: int = 20000) -> dic
 
 def main(argv=None) -> int:
     from spoofsdk.crop import to_tensor
-    from spoofsdk_train.quantize import INT8_DEFAULTS, _load_fp32, collect_samples, quantize_int8
+    from spoofsdk_train.convert import INT8_DEFAULTS, load_fp32, quantize_int8
+    from spoofsdk_train.quantize import collect_samples
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.saturation", description=__doc__.split("\n\n")[0])
     p.add_argument("model")
@@ -109,14 +110,14 @@ def main(argv=None) -> int:
     p.add_argument("--crops", type=int, default=32)
     p.add_argument("--json")
     a = p.parse_args(argv)
-    data, info = _load_fp32(a.model)
+    data, info = load_fp32(a.model)
     calib = collect_samples(a.calib, info, limit=128, splits=("train",))
     probe = collect_samples(a.calib, info, limit=a.crops, splits=("test",)) or calib[: a.crops]
     ct = to_tensor([s.crop for s in calib], info.color_order, info.mean, info.std)
     pt = to_tensor([s.crop for s in probe], info.color_order, info.mean, info.std)
     out = {}
     for rr in (False, True):
-        q = quantize_int8(data, info, ct, **{**INT8_DEFAULTS, "reduce_range": rr})
+        q = quantize_int8(data, ct, **{**INT8_DEFAULTS, "reduce_range": rr})
         r = analyse(q, pt)
         out[f"reduce_range={rr}"] = r
         print(f"reduce_range={rr}: {r['saturating_pairs']:,} of {r['pairs']:,} u8*s8 pair sums beyond int16 "

@@ -22,21 +22,21 @@ _FP32_SCORES: dict = {}  # (model, dataset) -> FP32 scores, for max |Δscore| of
 
 def _eval_sets(info, quick: bool) -> dict[str, dict]:
     """name -> {samples, source, subjects} for this model's input size/crop policy (cached per policy)."""
-    from spoofsdk_train.quantize import _find_manifests, collect_samples
+    from spoofsdk_train.quantize import collect_samples, find_manifests
 
     key = (info.input_size, info.crop_scale, quick)
     if key in _SETS:
         return _SETS[key]
     limit = 40 if quick else None
     sets: dict[str, dict] = {}
-    manifests = [] if quick else _find_manifests(cache_dir(), info)
-    for m in manifests:
-        head = json.loads(Path(m).read_text())
-        name = head.get("dataset", Path(m).parent.name)
+    manifests = [] if quick else find_manifests(cache_dir(), info)
+    for head in manifests:
+        m = Path(head["_dir"]) / "manifest.json"
+        name = head.get("dataset", m.parent.name)
         samples = collect_samples(m, info, splits=("test",), limit=limit)
         subjects = (head.get("split") or {}).get("subjects", {}).get("test")
         if samples:
-            sets[name] = {"samples": samples, "source": f"trainer manifest {Path(m).relative_to(cache_dir().parent) if Path(m).is_relative_to(cache_dir().parent) else m} (test split)", "subjects": subjects}
+            sets[name] = {"samples": samples, "source": f"trainer manifest {m.relative_to(cache_dir().parent) if m.is_relative_to(cache_dir().parent) else m} (test split)", "subjects": subjects}
     if "gc535" not in sets and (data_root() / "gc535" / "test").is_dir():
         sets["gc535"] = {"samples": collect_samples(data_root() / "gc535" / "test", info, kind="crops", limit=limit),
                          "source": "data/gc535/test (centre square + resize)", "subjects": None}

@@ -66,70 +66,48 @@ def _spread(files: list[Path], n: int) -> list[Path]:
     return files[::step][:n]
 
 
+def _tiny_fixture():
+    """``tests/conftest.build_tiny_model``: the test suite's fixture model, loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("spoofsdk_test_fixtures", REPO / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.build_tiny_model
+
+
 def _tiny_variants(models_dir: Path, calib_images: list[Path]) -> list[str]:
-    """Write the tiny fixture model (fp32) and, where the tools exist, fp16 and int8 versions."""
-    sys.path.insert(0, str(REPO / "tests"))
-    try:
-        from conftest import build_tiny_model  # type: ignore
-    finally:
-        sys.path.pop(0)
-    from spoofsdk.model import read_metadata_props, write_metadata_props
+    """Write the tiny fixture model (fp32) and, where the trainer's converter is installed, fp16 and
+    int8 versions made by it (:mod:`spoofsdk_train.convert`, the same conversion as shipped models)."""
+    from spoofsdk.crop import fit_face_crop, to_tensor
+    from spoofsdk.errors import ImageError
+    from spoofsdk.folders import read_image
+    from spoofsdk.model import parse_metadata, read_metadata_props, write_metadata_props
 
     notes = []
-    fp32 = build_tiny_model(input_size=64, seed=0)
+    fp32 = _tiny_fixture()(input_size=64, seed=0)
     (models_dir / "tiny-fp32.onnx").write_bytes(fp32)
     notes.append("tiny-fp32.onnx: tests/conftest.build_tiny_model()")
-    props = read_metadata_props(fp32)
-    # fp16 (weights and activations fp16, fp32 input/output like a real export would keep them)
     try:
-        import onnx
-        from onnxconverter_common import float16
-
-        m16 = float16.convert_float_to_float16(onnx.load_from_string(fp32), keep_io_types=True)
-        data = write_metadata_props(m16.SerializeToString(), {**props, "name": "tiny-fp16", "precision": "fp16"})
-        (models_dir / "tiny-fp16.onnx").write_bytes(data)
-        notes.append("tiny-fp16.onnx: onnxconverter_common.float16 of the tiny model")
-    except Exception as e:  # noqa: BLE001 - optional extra
-        notes.append(f"tiny-fp16 skipped: {type(e).__name__}: {e}")
-    # int8 (static QDQ, per-channel, calibrated on a few real crops)
-    try:
-        import tempfile
-
-        import cv2
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-        from spoofsdk.crop import crop_face, to_tensor
-        from spoofsdk.model import parse_metadata
-
-        info = parse_metadata(props)
-        tensors = []
-        for p in calib_images:
-            img = cv2.imread(str(p))
-            if img is None:
-                continue
-            h, w = img.shape[:2]
-            c = crop_face(img, (0, 0, w, h), 1.0, info.input_size).image
-            tensors.append(to_tensor([c], info.color_order, info.mean, info.std))
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self._it = iter([{"input": t} for t in tensors])
-
-            def get_next(self):
-                return next(self._it, None)
-
-        with tempfile.TemporaryDirectory() as tmp:
-            src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
-            src.write_bytes(fp32)
-            quantize_static(
-                str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            )
-            data = write_metadata_props(dst.read_bytes(), {**props, "name": "tiny-int8", "precision": "int8"})
-        (models_dir / "tiny-int8.onnx").write_bytes(data)
-        notes.append(f"tiny-int8.onnx: onnxruntime.quantization static QDQ, {len(tensors)} calibration crops")
-    except Exception as e:  # noqa: BLE001 - optional extra
-        notes.append(f"tiny-int8 skipped: {type(e).__name__}: {e}")
+        from spoofsdk_train.convert import convert
+    except ImportError as e:  # the trainer is an optional extra on this side
+        return notes + [f"tiny-fp16/int8 skipped: {e} (pip install -e ./trainer)"]
+    info = parse_metadata(read_metadata_props(fp32))
+    crops = []
+    for p in calib_images:
+        try:
+            crops.append(fit_face_crop(read_image(p), info.input_size))
+        except ImageError:
+            continue
+    for precision in ("fp16", "int8"):
+        try:
+            tensors = to_tensor(crops, info.color_order, info.mean, info.std) if crops else None
+            data, how = convert(fp32, precision, tensors)
+            data = write_metadata_props(data, {**read_metadata_props(data), "name": f"tiny-{precision}"})
+            (models_dir / f"tiny-{precision}.onnx").write_bytes(data)
+            notes.append(f"tiny-{precision}.onnx: spoofsdk_train.convert ({how['tool']})")
+        except Exception as e:  # noqa: BLE001 - a probe: its failure is reported, not fatal
+            notes.append(f"tiny-{precision} skipped: {type(e).__name__}: {e}")
     return notes
 
 
@@ -209,9 +187,8 @@ def _outputs(model, tensor: np.ndarray) -> list[float]:
 
 def dump(work: Path, side: str, yunet: str | None, ref_crops: dict | None = None) -> tuple[dict, dict]:
     """Run every model on every image; returns (results, crops). ``ref_crops`` adds the identical-input run."""
-    import cv2
-
     from spoofsdk.crop import crop_face, to_tensor
+    from spoofsdk.folders import read_image
     from spoofsdk.model import SpoofModel
 
     manifest = json.loads((work / "manifest.json").read_text())
@@ -219,9 +196,7 @@ def dump(work: Path, side: str, yunet: str | None, ref_crops: dict | None = None
     frames = {}
     detections = {}
     for im in manifest["images"]:
-        img = cv2.imread(str(work / "images" / im["file"]))
-        if img is None:
-            raise SystemExit(f"cannot read {im['file']}")
+        img = read_image(work / "images" / im["file"])  # ImageError names the file
         frames[im["file"]] = img
         if im["kind"] == "frame":
             detections[im["file"]] = {

@@ -311,12 +311,7 @@ def resolve_model_path(model: str | os.PathLike | None = None, precision: str | 
             raise ModelError(f"embedded model {name!r} has no {chosen} version; available: {', '.join(variants)}")
         filename, sha = variants[chosen]
         return ASSETS_DIR / filename, sha
-    if model is None:
-        raise ModelError(
-            "no embedded default model is installed in this spoofsdk; pass a spoofsdk ONNX model file "
-            "(LivenessChecker(model='model.onnx'), or --model model.onnx on the command line)"
-        )
-    path = Path(model)
+    path = Path(name)
     if not path.exists():
         known = ", ".join(sorted(EMBEDDED_MODELS)) or "none"
         raise ModelError(f"model file not found: {path} (embedded model names: {known})")
@@ -352,10 +347,10 @@ class SpoofModel:
             raise ModelError(f"embedded model {source} fails its SHA-256 check: the file is corrupted or was modified")
         self.source = source
         self.sha256 = _sha256(data)
-        self.info = parse_metadata(read_metadata_props(data), source)
+        self.session = _make_session(data, source, threads, providers, spin_wait)
+        self.info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, source)
         if precision is not None and self.info.precision != precision:
             raise ModelError(f"{source} is a {self.info.precision} model, but precision={precision!r} was requested")
-        self.session = _make_session(data, source, threads, providers, spin_wait)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
             raise ModelError(f"{source}: expected one input, found {len(inputs)}")

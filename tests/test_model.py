@@ -93,14 +93,6 @@ def test_tampered_embedded_model_is_refused(embedded):
         load_model()
 
 
-def test_no_default_model_is_a_clear_error(monkeypatch):
-    from spoofsdk import LivenessChecker
-
-    monkeypatch.setattr(model_mod, "EMBEDDED_MODELS", {})
-    with pytest.raises(ModelError, match="no embedded default model"):
-        LivenessChecker()
-
-
 def test_precision_and_provider_checks(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(build_tiny_model())

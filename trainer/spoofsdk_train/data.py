@@ -6,12 +6,8 @@ sets that are already tight face crops, a centre square + :func:`spoofsdk.crop.r
 splits it into train/val/test and writes a JSON manifest that training and evaluation read
 back. Labels follow :mod:`spoofsdk.metrics`: 1 = real (bona fide), 0 = attack.
 
-Layouts (class folder names: real/live/living/bonafide and attack/fake/spoof):
-
-- ``class_subject``   ``<root>/{real,attack}/<subject>/<frames>``           (NUAA)
-- ``class_flat``      ``<root>/{real,attack}/<images>``
-- ``split_class``     ``<root>/{train,val,test}/{real,fake}/<images>``       (gc535: train,test)
-- ``split_class_identity`` ``<root>/{train,test}/{real,attack}/<identity>/<frames>``
+Layouts and class-folder names are those of :mod:`spoofsdk.folders` (``scan``), shared with
+the runtime's calibration and the quantizer.
 
 Split policy: existing train/test folders are kept (test stays test). Where identities are
 known, every split is identity-disjoint (a subject's frames never straddle two splits); a
@@ -33,15 +29,12 @@ import cv2
 import numpy as np
 
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square
-from spoofsdk.errors import SpoofSDKError
+from spoofsdk.errors import ImageError, SpoofSDKError
+from spoofsdk.folders import SPLITS, is_face_crop, read_image, scan
+from spoofsdk.folders import LabelledImage as Sample
 
 log = logging.getLogger("spoofsdk_train.data")
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-REAL_NAMES = {"real", "live", "living", "bonafide", "bona_fide", "genuine"}
-ATTACK_NAMES = {"attack", "fake", "spoof", "spoofing", "imposter", "impostor"}
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test", "testing": "test"}
-SPLITS = ("train", "val", "test")
 MANIFEST_VERSION = 1
 
 DATA_ENV = "SPOOFSDK_DATA"
@@ -60,69 +53,6 @@ def default_yunet_path() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[3] / "shared" / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
-
-
-@dataclass
-class Sample:
-    source: str  # path relative to the dataset root
-    label: int  # 1 real, 0 attack
-    split: str | None  # split named by the layout, or None
-    subject: str | None  # identity, or None when unknown
-
-
-def _label_of(name: str) -> int | None:
-    n = name.lower()
-    if n in REAL_NAMES:
-        return 1
-    if n in ATTACK_NAMES:
-        return 0
-    return None
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-
-
-def _class_dirs(folder: Path) -> list[tuple[Path, int]]:
-    return [(d, lab) for d in sorted(folder.iterdir()) if d.is_dir() and (lab := _label_of(d.name)) is not None]
-
-
-def scan(root: Path) -> tuple[str, list[Sample]]:
-    """Find the layout of ``root`` and list its samples. Raises ValueError for an unknown layout."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"dataset folder not found: {root}")
-    split_dirs = [(d, SPLIT_NAMES[d.name.lower()]) for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() in SPLIT_NAMES]
-    groups: list[tuple[str | None, Path, int]] = []
-    if split_dirs:
-        for d, split in split_dirs:
-            classes = _class_dirs(d)
-            if not classes:
-                raise ValueError(f"{d}: split folder without real/attack class folders")
-            groups += [(split, cd, lab) for cd, lab in classes]
-    else:
-        classes = _class_dirs(root)
-        if not classes:
-            raise ValueError(
-                f"{root}: unknown layout; expected {{real,attack}}/... or {{train,val,test}}/{{real,attack}}/... class folders"
-            )
-        groups = [(None, cd, lab) for cd, lab in classes]
-    samples: list[Sample] = []
-    with_identity = False
-    for split, cd, lab in groups:
-        subdirs = sorted(p for p in cd.iterdir() if p.is_dir())
-        direct = sorted(p for p in cd.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-        if subdirs:
-            with_identity = True
-            for sd in subdirs:
-                for f in _images(sd):
-                    samples.append(Sample(f.relative_to(root).as_posix(), lab, split, sd.name))
-        for f in direct:
-            samples.append(Sample(f.relative_to(root).as_posix(), lab, split, None))
-    if not samples:
-        raise ValueError(f"{root}: no images found")
-    layout = ("split_class" if split_dirs else "class") + ("_identity" if split_dirs and with_identity else "_subject" if with_identity else ("" if split_dirs else "_flat"))
-    return layout, samples
 
 
 def _largest_remainder(n: int, fractions: Sequence[float]) -> list[int]:
@@ -227,11 +157,18 @@ def assign_splits(samples: list[Sample], fractions: Sequence[float] = (0.70, 0.1
     return out, info
 
 
+def _read(path: Path) -> np.ndarray | None:
+    try:
+        return read_image(path)
+    except ImageError:
+        return None
+
+
 def _needs_detection(root: Path, samples: list[Sample]) -> bool:
-    """'auto' face mode: full frames (longer side > 256 px) need the detector, smaller images are taken as crops."""
+    """'auto' face mode: full frames need the detector, face-crop-sized images are taken as crops."""
     for s in samples[:: max(1, len(samples) // 10)][:10]:
-        img = cv2.imread(str(root / s.source))
-        if img is not None and max(img.shape[:2]) > 256:
+        img = _read(root / s.source)
+        if img is not None and not is_face_crop(img):
             return True
     return False
 
@@ -281,7 +218,7 @@ def prepare(
         raise ValueError(f"faces must be 'auto', 'detect' or 'crop', got {faces!r}")
     items, skipped = [], []
     for s, split in tqdm(list(zip(samples, splits)), desc=f"prepare {name}", disable=not progress, unit="img"):
-        img = cv2.imread(str(root / s.source), cv2.IMREAD_COLOR)
+        img = _read(root / s.source)
         if img is None:
             skipped.append({"source": s.source, "reason": "unreadable"})
             continue
@@ -377,7 +314,7 @@ def load_crops(manifests: Sequence[str | os.PathLike | dict], split: str, size: 
             step = len(items) / float(limit)
             items = [items[int(i * step)] for i in range(limit)]
         for it in items:
-            img = cv2.imread(str(base / it["file"]), cv2.IMREAD_COLOR)
+            img = _read(base / it["file"])
             if img is None:
                 raise DataError(f"crop missing: {base / it['file']} (run prepare again)")
             if size is not None and img.shape[0] != size:
