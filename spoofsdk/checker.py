@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from .crop import as_bgr_uint8, crop_face, fit_face_crop
+from .crop import as_bgr_uint8
 from .detect import YUNET_ENV, Detection, FaceDetector, make_detector
 from .errors import DetectorError, ImageError, SpoofSDKError
 from .model import ModelInfo, SpoofModel, load_model
@@ -47,14 +47,17 @@ class LivenessChecker:
 
     Args:
         model: an embedded model name (``None`` = the embedded default), a path to a spoofsdk
-            ONNX file, its bytes, or a loaded :class:`~spoofsdk.model.SpoofModel`.
+            ONNX file, its bytes, or a loaded :class:`~spoofsdk.model.SpoofModel`; or a list of
+            these, an ensemble: each model crops the face by its own metadata and the face's
+            score is the mean of their P(live) (e.g. the MiniFASNet V2 + V1SE pair).
         precision: ``fp32``/``fp16``/``int8``: which embedded variant to load (or a check on a file).
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
         providers: onnxruntime execution providers (default CPU).
         detector: ``"haar"``, ``"yunet"`` or any object with ``detect(frame) -> list[Detection]``;
             None picks YuNet when ``yunet_model`` (or $SPOOFSDK_YUNET_MODEL) is given, else Haar.
         yunet_model: path of the YuNet ONNX file (or set $SPOOFSDK_YUNET_MODEL).
-        threshold: decision threshold on P(live), overriding the model's calibrated one.
+        threshold: decision threshold on P(live), overriding the model's calibrated one (for an
+            ensemble, the default is the mean of its models' thresholds).
         max_faces: score only the largest N faces (None: all).
         quality: a :class:`~spoofsdk.quality.QualityConfig`, a dict of overrides, or False to switch the gates off.
         smoothing: a :class:`~spoofsdk.track.SmoothingConfig` for stream mode.
@@ -82,13 +85,17 @@ class LivenessChecker:
         spin_wait: bool = False,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
-        if isinstance(model, SpoofModel):
-            self.model = model
-        else:
-            self.model = load_model(model, precision=precision, threads=threads, providers=providers, spin_wait=spin_wait)
+        members = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not members:
+            raise ValueError("model list is empty")
+        self.models: list[SpoofModel] = [
+            m if isinstance(m, SpoofModel) else load_model(m, precision=precision, threads=threads, providers=providers, spin_wait=spin_wait)
+            for m in members
+        ]
+        self.model = self.models[0]  # the first model's metadata describes the checker (info)
         if threshold is not None and not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        self.threshold = float(threshold) if threshold is not None else self.model.threshold
+        self.threshold = float(threshold) if threshold is not None else float(np.mean([m.threshold for m in self.models]))
         if max_faces is not None and int(max_faces) < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         self.max_faces = int(max_faces) if max_faces is not None else None
@@ -152,9 +159,8 @@ class LivenessChecker:
 
     def _faces(self, frame: np.ndarray, boxes: Sequence[Sequence[float]], det_scores: Sequence[float | None]) -> list[FaceResult]:
         """Crop, gate and score faces; labels are the image-mode ones (score vs threshold)."""
-        info = self.model.info
         results: list[FaceResult] = []
-        crops: list[np.ndarray] = []
+        crops: list[list[np.ndarray]] = []  # per face, one crop per model
         scored: list[FaceResult] = []
         for box, det_score in zip(boxes, det_scores):
             start = time.perf_counter()
@@ -166,28 +172,30 @@ class LivenessChecker:
             )
             results.append(face)
             try:
-                crop = crop_face(frame, box, info.crop_scale, info.input_size)
+                face_crops = [m.crop_face(frame, box) for m in self.models]
             except ImageError as e:
                 face.reason, face.message = Reason.CUT_BY_BORDER, str(e)
                 continue
             face.timings["crop"] = _ms(start)
             start = time.perf_counter()
-            report = assess(measure(frame, box, crop.padded_fraction), self.quality)
+            padded = max(c.padded_fraction for c in face_crops)
+            report = assess(measure(frame, box, padded), self.quality)
             face.quality = report.figures
             face.timings["quality"] = _ms(start)
             if report.ok:
-                crops.append(crop.image)
+                crops.append([c.image for c in face_crops])
                 scored.append(face)
             else:
                 face.reason, face.message = report.reason, report.message
         self._score(crops, scored)
         return results
 
-    def _score(self, crops: list[np.ndarray], faces: list[FaceResult]) -> None:
+    def _score(self, crops: list[list[np.ndarray]], faces: list[FaceResult]) -> None:
+        """Score faces given one crop per model each; an ensemble's score is the mean P(live)."""
         if not crops:
             return
         start = time.perf_counter()
-        scores = self.model.score_crops(crops)
+        scores = np.mean([m.score_crops([c[i] for c in crops]) for i, m in enumerate(self.models)], axis=0)
         per_face = _ms(start) / len(crops)
         for face, score in zip(faces, scores):
             face.score = float(score)
@@ -229,7 +237,7 @@ class LivenessChecker:
         if not report.ok:
             face.reason, face.message = report.reason, report.message
             return face
-        self._score([fit_face_crop(image, self.model.info.input_size)], [face])
+        self._score([[m.fit_crop(image) for m in self.models]], [face])
         return face
 
     def check_crop_file(self, path: str | os.PathLike) -> FrameResult:
@@ -341,7 +349,8 @@ class LivenessChecker:
 
     def __repr__(self) -> str:
         detector = getattr(self.detector, "name", type(self.detector).__name__)
-        return f"LivenessChecker(model={self.model.source!r}, detector={detector!r}, threshold={self.threshold})"
+        sources = self.model.source if len(self.models) == 1 else [m.source for m in self.models]
+        return f"LivenessChecker(model={sources!r}, detector={detector!r}, threshold={self.threshold})"
 
 
 def _template(grey: np.ndarray, box: Sequence[float], factor: float) -> np.ndarray | None:

@@ -12,6 +12,16 @@ is trained on and the crops it sees at run time come from the same code. The pol
 4. Resize to the model's input size (area interpolation when shrinking, linear when
    enlarging).
 
+That is crop policy ``pad``, the default. A model's metadata may name another policy
+(``crop_policy``), so that a model trained elsewhere sees exactly the crops its authors made:
+
+- ``shift_cap`` (Minivision's MiniFASNet): a *rectangle* of ``scale`` x the box's width and
+  height around the box centre, the scale first capped so that the rectangle fits in the
+  frame (``min((H-1)/h, (W-1)/w, scale)``), then shifted inside the frame (never padded),
+  corners truncated to integers, and the rectangle resized to the input size with linear
+  interpolation (so the face is stretched like in their training). An image that is already
+  a face crop is resized whole.
+
 :func:`to_tensor` then applies the colour order and normalisation named in the model's
 metadata and returns an NCHW float32 batch.
 """
@@ -25,17 +35,33 @@ import numpy as np
 
 from .errors import ImageError
 
-__all__ = ["FaceCrop", "crop_face", "crop_region", "resize_square", "center_square", "fit_face_crop", "to_tensor", "as_bgr_uint8"]
+__all__ = [
+    "CROP_POLICIES",
+    "FaceCrop",
+    "crop_face",
+    "crop_region",
+    "shift_cap_region",
+    "resize_square",
+    "center_square",
+    "fit_face_crop",
+    "to_tensor",
+    "as_bgr_uint8",
+]
+
+# 'pad': square, shifted inside the frame, padded with black where larger than the frame (ours).
+# 'shift_cap': rectangle scaled from the box, scale capped to fit, shifted, never padded (MiniFASNet's).
+CROP_POLICIES = ("pad", "shift_cap")
 
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """A square face crop and where it came from."""
+    """A face crop and where it came from."""
 
     image: np.ndarray
     """BGR uint8, ``size`` x ``size`` x 3."""
     region: tuple[int, int, int, int]
-    """The square in frame coordinates, ``(x0, y0, x1, y1)``; may extend past the frame if padded."""
+    """The cut in frame coordinates, ``(x0, y0, x1, y1)``, end exclusive: a square that may extend past
+    the frame if padded (policy ``pad``), or a rectangle inside the frame (policy ``shift_cap``)."""
     shifted: bool
     """True when the square was moved off the face centre to stay inside the frame."""
     padded_fraction: float
@@ -93,6 +119,42 @@ def crop_region(
     return (nx0, ny0, nx0 + side, ny0 + side), shifted
 
 
+def shift_cap_region(
+    frame_shape: Sequence[int], box: Sequence[float], scale: float
+) -> tuple[tuple[int, int, int, int], bool]:
+    """The ``shift_cap`` crop region for a face box ``(x, y, w, h)``: ``((x0, y0, x1, y1), shifted)``, end exclusive.
+
+    Mirrors Minivision's ``CropImage._get_new_box`` (Silent-Face-Anti-Spoofing, Apache-2.0):
+    the scale is capped so that the scaled box fits in the frame, the box is shifted inside
+    the frame (its far edge at most at pixel ``W-1``/``H-1``), corners are truncated to
+    integers and the cut includes its far corner pixel.
+    """
+    x, y, w, h = (float(v) for v in box)
+    if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h]).all():
+        raise ImageError(f"face box must have positive finite size, got {tuple(box)}")
+    if not scale > 0:
+        raise ValueError(f"crop scale must be positive, got {scale}")
+    frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
+    # A box wholly outside the frame is a detector error: shifting it in would score a random patch.
+    if x >= frame_w or y >= frame_h or x + w <= 0 or y + h <= 0:
+        raise ImageError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
+    scale = min((frame_h - 1) / h, (frame_w - 1) / w, float(scale))
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, x1 = cx - w * scale / 2.0, cx + w * scale / 2.0
+    y0, y1 = cy - h * scale / 2.0, cy + h * scale / 2.0
+    shifted = False
+    if x0 < 0:
+        x0, x1, shifted = 0.0, x1 - x0, True
+    if y0 < 0:
+        y0, y1, shifted = 0.0, y1 - y0, True
+    if x1 > frame_w - 1:
+        x0, x1, shifted = x0 - (x1 - frame_w + 1), float(frame_w - 1), True
+    if y1 > frame_h - 1:
+        y0, y1, shifted = y0 - (y1 - frame_h + 1), float(frame_h - 1), True
+    # The cap keeps both corners inside [0, W-1] x [0, H-1]; max() only guards float rounding.
+    return (max(0, int(x0)), max(0, int(y0)), int(x1) + 1, int(y1) + 1), shifted
+
+
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a square (or near-square) image to ``size`` x ``size``: area when shrinking, linear when enlarging."""
     h, w = image.shape[:2]
@@ -110,25 +172,42 @@ def center_square(image: np.ndarray) -> np.ndarray:
     return image[y0 : y0 + side, x0 : x0 + side]
 
 
-def fit_face_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """An image that is already a tight face crop -> model input: its centre square, resized.
+def fit_face_crop(image: np.ndarray, size: int, policy: str = "pad") -> np.ndarray:
+    """An image that is already a tight face crop -> model input.
 
-    There is no context around such a crop to add, and squashing a non-square crop would
-    distort the face: the trainer prepares crop data sets (gc535) with this same function.
+    Policy ``pad``: its centre square, resized. There is no context around such a crop to add,
+    and squashing a non-square crop would distort the face: the trainer prepares crop data
+    sets (gc535) with this same function. Policy ``shift_cap``: the whole image resized with
+    linear interpolation, as MiniFASNet's own crop of a box covering the image would be.
     """
-    return np.ascontiguousarray(resize_square(center_square(as_bgr_uint8(image)), int(size)))
+    image = as_bgr_uint8(image)
+    if policy == "shift_cap":
+        return np.ascontiguousarray(cv2.resize(image, (int(size), int(size)), interpolation=cv2.INTER_LINEAR))
+    _check_policy(policy)
+    return np.ascontiguousarray(resize_square(center_square(image), int(size)))
 
 
-def crop_face(frame: np.ndarray, box: Sequence[float], scale: float, size: int) -> FaceCrop:
-    """Cut the square face crop for ``box`` = ``(x, y, w, h)`` out of a BGR frame and resize it.
+def _check_policy(policy: str) -> None:
+    if policy not in CROP_POLICIES:
+        raise ValueError(f"crop policy must be one of {CROP_POLICIES}, got {policy!r}")
 
-    ``scale`` is the model's crop scale (side of the square / longer side of the box) and
-    ``size`` its input side in pixels. See the module docstring for the policy.
+
+def crop_face(frame: np.ndarray, box: Sequence[float], scale: float, size: int, policy: str = "pad") -> FaceCrop:
+    """Cut the face crop for ``box`` = ``(x, y, w, h)`` out of a BGR frame and resize it.
+
+    ``scale`` is the model's crop scale (side of the square / longer side of the box; for
+    ``shift_cap``, crop side / box side on each axis), ``size`` its input side in pixels and
+    ``policy`` its crop policy (:data:`CROP_POLICIES`). See the module docstring.
     """
     frame = as_bgr_uint8(frame)
     if int(size) < 8:
         raise ValueError(f"crop size must be at least 8 px, got {size}")
+    _check_policy(policy)
     frame_h, frame_w = frame.shape[:2]
+    if policy == "shift_cap":
+        (x0, y0, x1, y1), shifted = shift_cap_region(frame.shape, box, scale)
+        image = cv2.resize(frame[y0:y1, x0:x1], (int(size), int(size)), interpolation=cv2.INTER_LINEAR)
+        return FaceCrop(image=np.ascontiguousarray(image), region=(x0, y0, x1, y1), shifted=shifted, padded_fraction=0.0)
     (x0, y0, x1, y1), shifted = crop_region(frame.shape, box, scale)
     side = x1 - x0
     pad_left, pad_top = max(0, -x0), max(0, -y0)

@@ -15,11 +15,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from .errors import MetadataError, ModelError
+
+if TYPE_CHECKING:
+    from .crop import FaceCrop
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,8 +52,9 @@ REQUIRED_KEYS: dict[str, str] = {
     "mean": "per-channel mean on [0,1] pixels, comma-separated, in the model's colour order",
     "std": "per-channel std on [0,1] pixels, comma-separated, in the model's colour order",
     "crop_scale": "side of the square crop / longer side of the face box",
-    "output": "'logits2' (two logits, order in class_order) or 'logit1' (one logit, sigmoid = P(real))",
-    "class_order": "comma-separated class names of the output, e.g. 'spoof,real'",
+    "output": "'logits2' (two logits, order in class_order), 'logit1' (one logit, sigmoid = P(real)) or "
+    "'logitsN' (N logits, softmax; P(real) = sum over the classes named 'real' in class_order)",
+    "class_order": "comma-separated class names of the output, e.g. 'spoof,real' (logitsN: e.g. 'spoof,real,spoof')",
     "threshold": "decision threshold on P(real): score >= threshold means real",
 }
 OPTIONAL_KEYS: dict[str, str] = {
@@ -62,7 +66,10 @@ OPTIONAL_KEYS: dict[str, str] = {
     "threshold_source": "how the threshold was chosen",
     "params": "number of parameters",
     "macs": "multiply-accumulates per image",
+    "crop_policy": "'pad' (default when absent: square, padded past the frame) or 'shift_cap' "
+    "(MiniFASNet's: rectangle scaled from the box, scale capped to fit, shifted inside, never padded); see spoofsdk.crop",
 }
+OUTPUTS = ("logits2", "logit1", "logitsN")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 # name -> precision -> (file in assets/, sha256). Written by scripts/embed_default.py; see the
@@ -95,6 +102,7 @@ class ModelInfo:
     threshold: float
     format_version: str = FORMAT_VERSION
     extra: Mapping[str, str] = field(default_factory=dict)
+    crop_policy: str = "pad"
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -120,6 +128,8 @@ class ModelInfo:
             class_order=",".join(self.class_order),
             threshold=repr(float(self.threshold)),
         )
+        if self.crop_policy != "pad":  # absent means 'pad': files without the key round-trip unchanged
+            props["crop_policy"] = self.crop_policy
         return props
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,12 +185,22 @@ def parse_metadata(props: Mapping[str, str], source: str = "model") -> ModelInfo
     elif output == "logit1":
         if class_order != ("real",):
             raise MetadataError(f"{source}: class_order for logit1 must be 'real', got {props['class_order']!r}")
+    elif output == "logitsN":
+        if len(class_order) < 2 or set(class_order) != {"real", "spoof"}:
+            raise MetadataError(
+                f"{source}: class_order for logitsN must name each output 'real' or 'spoof', both present, got {props['class_order']!r}"
+            )
     else:
-        raise MetadataError(f"{source}: output must be 'logits2' or 'logit1', got {output!r}")
+        raise MetadataError(f"{source}: output must be one of {OUTPUTS}, got {output!r}")
+    from .crop import CROP_POLICIES
+
+    crop_policy = props.get("crop_policy", "pad")
+    if crop_policy not in CROP_POLICIES:
+        raise MetadataError(f"{source}: crop_policy must be one of {CROP_POLICIES}, got {crop_policy!r}")
     (threshold,) = _floats("threshold", props["threshold"], 1)
     if not 0.0 < threshold < 1.0:
         raise MetadataError(f"{source}: threshold must be in (0, 1), got {threshold}")
-    extra = {k: v for k, v in props.items() if k not in REQUIRED_KEYS}
+    extra = {k: v for k, v in props.items() if k not in REQUIRED_KEYS and k != "crop_policy"}
     return ModelInfo(
         name=props["name"],
         architecture=props["architecture"],
@@ -195,6 +215,7 @@ def parse_metadata(props: Mapping[str, str], source: str = "model") -> ModelInfo
         threshold=threshold,
         format_version=props["spoofsdk_format"],
         extra=extra,
+        crop_policy=crop_policy,
     )
 
 
@@ -362,6 +383,11 @@ class SpoofModel:
         ):
             raise ModelError(f"{source}: input shape {shape} does not match metadata input_size {self.info.input_size}")
         self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        n_out = outputs[0].shape[-1] if outputs[0].shape else None
+        expected = 1 if self.info.output == "logit1" else len(self.info.class_order)
+        if isinstance(n_out, int) and n_out != expected:
+            raise ModelError(f"{source}: output has {n_out} values but metadata output/class_order describe {expected}")
+        self._real = np.array([c == "real" for c in self.info.class_order])
 
     @property
     def threshold(self) -> float:
@@ -379,14 +405,26 @@ class SpoofModel:
         if self.info.output == "logit1":
             scores = 1.0 / (1.0 + np.exp(-out[:, 0]))
         else:
-            real = self.info.class_order.index("real")
+            # Softmax; P(real) sums every class named real (one for logits2, any for logitsN).
             z = out - out.max(axis=1, keepdims=True)
             p = np.exp(z)
-            scores = p[:, real] / p.sum(axis=1)
+            scores = p[:, self._real].sum(axis=1) / p.sum(axis=1)
         # A non-finite output or input is broken data: it must never read as live (a quantized
         # model maps an all-NaN input to a finite, possibly high, score).
         finite_input = np.isfinite(batch.reshape(batch.shape[0], -1)).all(axis=1)
         return np.where(np.isfinite(scores) & finite_input, scores, 0.0)
+
+    def crop_face(self, frame: np.ndarray, box: Sequence[float]) -> FaceCrop:
+        """The crop this model takes of face ``box`` in ``frame``: its crop scale, input size and crop policy."""
+        from .crop import crop_face
+
+        return crop_face(frame, box, self.info.crop_scale, self.info.input_size, self.info.crop_policy)
+
+    def fit_crop(self, image: np.ndarray) -> np.ndarray:
+        """An image that is already a face crop -> this model's input crop (see :func:`spoofsdk.crop.fit_face_crop`)."""
+        from .crop import fit_face_crop
+
+        return fit_face_crop(image, self.info.input_size, self.info.crop_policy)
 
     def score_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """P(real) for BGR uint8 crops of the model's input size."""

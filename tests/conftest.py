@@ -84,7 +84,7 @@ def build_tiny_model(
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    n_out = 2 if output == "logits2" else 1
+    n_out = {"logits2": 2, "logit1": 1, "logitsN": 3}[output]
     w = rng.normal(0, 0.5, size=(8, 3, 3, 3)).astype(np.float32)
     b = np.zeros(8, dtype=np.float32)
     fc = rng.normal(0, 1.0, size=(8, n_out)).astype(np.float32)
@@ -117,7 +117,7 @@ def build_tiny_model(
         "std": "0.5,0.5,0.5",
         "crop_scale": "1.5",
         "output": output,
-        "class_order": "spoof,real" if output == "logits2" else "real",
+        "class_order": {"logits2": "spoof,real", "logit1": "real", "logitsN": "spoof,real,spoof"}[output],
         "threshold": "0.5",
         "training_data": "none (test fixture)",
     }

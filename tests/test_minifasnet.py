@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require
+from conftest import require, sample_files
 from spoofsdk_train.models import build_model, count_params, get_spec
 from spoofsdk_train.models.minifasnet import (
     CHECKPOINTS,
@@ -70,3 +70,76 @@ def test_pair_p_live_is_the_mean_of_the_two_softmaxes(minifasnet_folder):
     np.testing.assert_allclose(minifasnet_pair_p_live(crops, models=[v2]), torch.softmax(v2(x), 1)[:, 1].detach().numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="80x80"):
         minifasnet_pair_p_live(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+# --- export: the runtime preprocesses as the authors do, and agrees with torch -------------------
+@pytest.fixture(scope="module")
+def exported(minifasnet_folder, tmp_path_factory):
+    from spoofsdk_train.minifasnet_reference import export_minifasnet_pair
+
+    return export_minifasnet_pair(tmp_path_factory.mktemp("minifasnet"))
+
+
+def _real_crops(data_dir, n=24):
+    from spoofsdk.crop import fit_face_crop
+    from spoofsdk.sources import read_image
+
+    files = sample_files(data_dir / "webcam", n)
+    return np.stack([fit_face_crop(read_image(f), 80, "shift_cap") for f in files])
+
+
+@pytest.mark.slow
+def test_exported_metadata_names_the_authors_preprocessing(exported):
+    from spoofsdk.model import load_model
+
+    for path, scale in zip(exported, (2.7, 4.0)):
+        info = load_model(path).info
+        assert (info.input_size, info.color_order, info.crop_scale, info.crop_policy) == (80, "BGR", scale, "shift_cap")
+        assert info.mean == (0.0, 0.0, 0.0) and info.std == pytest.approx((1 / 255,) * 3)
+        assert (info.output, info.class_order) == ("logitsN", ("spoof", "real", "spoof"))
+        assert "Apache-2.0" in info.extra["license"] and "Minivision" in info.extra["license"]
+
+
+def test_to_tensor_feeds_unnormalised_0_255_pixels():
+    from spoofsdk.crop import to_tensor
+
+    crops = np.random.default_rng(0).integers(0, 256, size=(2, 80, 80, 3), dtype=np.uint8)
+    batch = to_tensor(crops, "BGR", (0.0,) * 3, (1 / 255,) * 3)
+    np.testing.assert_allclose(batch, crops.transpose(0, 3, 1, 2).astype(np.float32), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_exported_onnx_and_torch_agree_on_real_crops(exported, data_dir):
+    from spoofsdk.model import load_model
+
+    crops = _real_crops(data_dir)
+    for path, name in zip(exported, CHECKPOINTS):
+        torch_p = minifasnet_pair_p_live(crops, models=[load_minifasnet(name)])
+        onnx_p = load_model(path).score_crops(list(crops))
+        np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4)
+        assert np.ptp(onnx_p) > 0.1  # real faces and attacks get different scores
+    pair = np.mean([load_model(p).score_crops(list(crops)) for p in exported], axis=0)
+    np.testing.assert_allclose(pair, minifasnet_pair_p_live(crops), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_checker_scores_a_frame_with_the_pair_as_the_authors_would(exported, nuaa_dir, yunet_path):
+    import cv2
+
+    from spoofsdk import LivenessChecker
+    from spoofsdk.crop import shift_cap_region
+    from spoofsdk.detect import YuNetDetector
+
+    frame = cv2.imread(str(sample_files(nuaa_dir / "real", 1)[0]))
+    detector = YuNetDetector(yunet_path)
+    box = detector.detect(frame)[0].box
+    checker = LivenessChecker(list(exported), detector=detector, quality=False)
+    face = checker.check(frame).faces[0]
+    # by hand: each model's own rectangle, stretched to 80x80, fed to our torch module
+    expected = []
+    for name, scale in (("minifasnet_v2", 2.7), ("minifasnet_v1se", 4.0)):
+        (x0, y0, x1, y1), _ = shift_cap_region(frame.shape, box, scale)
+        crop = cv2.resize(frame[y0:y1, x0:x1], (80, 80))
+        expected.append(minifasnet_pair_p_live(crop[None], models=[load_minifasnet(name)])[0])
+    assert face.score == pytest.approx(np.mean(expected), abs=1e-4)
+    assert checker.threshold == 0.5
