@@ -4,9 +4,12 @@
 - ``trained``: FP32 ONNX files in ``runs/*/`` (the trainer's exports).
 - ``untrained``: every architecture of ``spoofsdk_train.models`` exported with its initial weights
   (latency does not depend on the weights; their accuracy is not reported). Needs torch.
-- ``reference``: a MiniFASNet-like pair (two MiniFASNetV2-structure networks on 80x80 crops,
-  as the leading open edge anti-spoofing model runs them), built here from the published
-  structure with random weights, torch-free. Compute reference only: never scored.
+- ``reference``: the real MiniFASNet pair (Minivision, Apache-2.0): V2 and V1SE exported here from
+  the published checkpoints in ``../shared/models/minifasnet`` (``spoofsdk_train.minifasnet_reference``),
+  each a spoofsdk model preprocessing as its authors do. Needs torch and the checkpoints; skipped
+  with the reason otherwise. Its accuracy on every domain is the reference table made by
+  ``python -m spoofsdk_train.minifasnet_reference`` (its crops differ per model, so it is not in
+  ``test_accuracy``).
 - ``tiny``: a 3-layer conv net, for the quick smoke mode.
 
 FP16 and INT8 variants are made with :mod:`spoofsdk_train.quantize` (INT8 calibrated on real face
@@ -42,6 +45,28 @@ def data_root() -> Path:
 
 def yunet_path() -> Path:
     return Path(os.environ.get("SPOOFSDK_YUNET_MODEL", shared_dir() / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"))
+
+
+def minifasnet_dir() -> Path:
+    return Path(os.environ.get("SPOOFSDK_MINIFASNET_DIR", shared_dir() / "models" / "minifasnet"))
+
+
+# The published pair: benchmark key -> trainer registry name. Their P(live) is the mean of both.
+MINIFASNET_PAIR = {"minifasnet-v2": "minifasnet_v2", "minifasnet-v1se": "minifasnet_v1se"}
+
+
+def minifasnet_unavailable() -> str | None:
+    """Why the real MiniFASNet pair cannot be built here, or None when it can."""
+    if not torch_available():
+        return "torch is not installed (pip install -e ./trainer)"
+    try:
+        from spoofsdk_train.models.minifasnet import CHECKPOINTS
+    except Exception as e:
+        return f"spoofsdk_train.models.minifasnet unavailable ({e})"
+    missing = [ck.file for ck in CHECKPOINTS.values() if not (minifasnet_dir() / ck.file).is_file()]
+    if missing:
+        return f"MiniFASNet checkpoints not found in {minifasnet_dir()} ({', '.join(missing)}; set $SPOOFSDK_MINIFASNET_DIR)"
+    return None
 
 
 def cache_dir() -> Path:
@@ -138,11 +163,17 @@ def discover(quick: bool = False) -> list[ModelEntry]:
             from spoofsdk_train.models import available
 
             for arch in sorted(available()):
+                if arch in MINIFASNET_PAIR.values():
+                    continue  # measured with its real weights below
                 entries.append(ModelEntry(f"{arch}-untrained", "untrained", arch))
         except Exception as e:  # a broken registry must not stop the benchmarks
             print(f"benchmarks: spoofsdk_train.models unavailable ({e}); untrained exports skipped")
-    entries.append(ModelEntry("minifasnet-pair-ref", "reference", "minifasnet-v2-pair",
-                              note="MiniFASNetV2 structure x2 at 80x80, random weights (compute reference, untrained)"))
+    why = minifasnet_unavailable()
+    if why is None:
+        for key, arch in MINIFASNET_PAIR.items():
+            entries.append(ModelEntry(key, "reference", arch, note="published MiniFASNet checkpoint (Minivision, Apache-2.0), exported here"))
+    else:
+        print(f"benchmarks: MiniFASNet reference pair skipped: {why}")
     return entries
 
 
@@ -274,70 +305,16 @@ class _Graph:
         return self.node("Gemm", [x, self.const(w), self.const(np.zeros(cout), "b")])
 
 
-# MiniFASNetV2 channel plan ("keep" list) as published by its authors (Silent-Face-Anti-Spoofing, Apache-2.0).
-_MINIFAS_V2_KEEP = [32, 32, 103, 103, 64, 13, 13, 64, 13, 13, 64, 13, 13, 64, 13, 13, 64, 231, 231, 128, 231, 231, 128, 52,
-                    52, 128, 26, 26, 128, 77, 77, 128, 26, 26, 128, 26, 26, 128, 308, 308, 128, 26, 26, 128, 26, 26, 128, 512, 512]
+def export_minifasnet(key: str) -> Path:
+    """One model of the real MiniFASNet pair as a spoofsdk ONNX file (cached by checkpoint hash)."""
+    from spoofsdk_train.minifasnet_reference import export_minifasnet as export
+    from spoofsdk_train.models.minifasnet import CHECKPOINTS
 
-
-def _minifasnet(g: _Graph, x: str, keep: list[int], num_classes: int = 3) -> str:
-    """One MiniFASNetV2-structure network on an 80x80 input -> logits (N, num_classes)."""
-
-    def block(x, c1, c2, c3, stride, residual):  # 1x1 expand + PReLU, 3x3 depthwise + PReLU, 1x1 linear project
-        y = g.prelu(g.conv(x, c1[0], c1[1]), c1[1])
-        y = g.prelu(g.conv(y, c2[0], c2[1], 3, stride, 1, groups=c2[0]), c2[1])
-        y = g.conv(y, c3[0], c3[1], gain=0.5)
-        return g.node("Add", [x, y]) if residual else y
-
-    k = keep
-    y = g.prelu(g.conv(x, 3, k[0], 3, 2, 1), k[0])  # 40x40
-    y = g.prelu(g.conv(y, k[0], k[1], 3, 1, 1, groups=k[1]), k[1])
-    y = block(y, (k[1], k[2]), (k[2], k[3]), (k[3], k[4]), 2, False)  # 20x20
-    for i in range(4):
-        j = 4 + 3 * i
-        y = block(y, (k[j], k[j + 1]), (k[j + 1], k[j + 2]), (k[j + 2], k[j + 3]), 1, True)
-    y = block(y, (k[16], k[17]), (k[17], k[18]), (k[18], k[19]), 2, False)  # 10x10
-    for i in range(6):
-        j = 19 + 3 * i
-        y = block(y, (k[j], k[j + 1]), (k[j + 1], k[j + 2]), (k[j + 2], k[j + 3]), 1, True)
-    y = block(y, (k[37], k[38]), (k[38], k[39]), (k[39], k[40]), 2, False)  # 5x5
-    for i in range(2):
-        j = 40 + 3 * i
-        y = block(y, (k[j], k[j + 1]), (k[j + 1], k[j + 2]), (k[j + 2], k[j + 3]), 1, True)
-    y = g.prelu(g.conv(y, k[46], k[47]), k[47])
-    y = g.conv(y, k[47], k[48], 5, 1, 0, groups=k[48])  # 5x5 depthwise "linear" to 1x1
-    y = g.node("Flatten", [y])
-    y = g.linear(y, 512, 128, gain=0.1)  # embedding (+ folded BatchNorm1d); small gains keep random logits unsaturated
-    return g.linear(y, 128, num_classes, gain=0.1)
-
-
-def build_minifasnet_pair(path: Path | None = None) -> Path:
-    """Two MiniFASNetV2-structure networks on one 80x80 input; their softmaxes averaged; 3 classes
-    (0 and 2 = spoof, 1 = live) folded to 2 logits. The published pair sees two crops (scales
-    2.7 and 4.0) of the same size; one input fed to both costs the same arithmetic."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    path = path or work_dir() / "models" / "minifasnet-pair-ref.onnx"
-    if path.exists():
-        return path
-    g = _Graph(seed=1)
-    probs = [g.node("Softmax", [_minifasnet(g, "input", _MINIFAS_V2_KEEP)], axis=1) for _ in range(2)]
-    avg = g.node("Mul", [g.node("Add", probs), g.const(np.array(0.5), "half")])
-    fold = g.const(np.array([[1, 0], [0, 1], [1, 0]], dtype=np.float32), "fold")
-    out = g.node("Log", [g.node("Add", [g.node("MatMul", [avg, fold]), g.const(np.array(1e-4), "eps")])])
-    g.nodes[-1].output[0] = "output"
-    graph = helper.make_graph(
-        g.nodes, "minifasnet_pair_ref",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 80, 80])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 2])], g.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    params, macs = onnx_params_macs(model)
-    props = _metadata("minifasnet-pair-ref", "minifasnet-v2-pair", 80, "logits2", crop_scale="2.7", params=params, macs=macs,
-                      description="MiniFASNet-like reference: 2 x MiniFASNetV2 structure, random weights; compute reference only")
-    props.update(mean="0,0,0", std="0.00392156862745098,0.00392156862745098,0.00392156862745098", color_order="BGR")
-    return _save(model, path, props)
+    arch = MINIFASNET_PAIR[key]
+    path = work_dir() / "models" / f"{key}-{_sha(minifasnet_dir() / CHECKPOINTS[arch].file)}.onnx"
+    if not path.exists():
+        export(arch, path)
+    return path
 
 
 def build_tiny(path: Path | None = None) -> Path:
@@ -412,7 +389,7 @@ def build_fp32(entry: ModelEntry) -> Path:
         if entry.kind == "untrained":
             entry.fp32 = export_untrained(entry.architecture)
         elif entry.kind == "reference":
-            entry.fp32 = build_minifasnet_pair()
+            entry.fp32 = export_minifasnet(entry.key)
         elif entry.kind == "tiny":
             entry.fp32 = build_tiny()
         elif entry.kind == "checkpoint":

@@ -42,6 +42,8 @@ __all__ = [
     "list_domains",
     "score_domains",
     "markdown_table",
+    "report_markdown",
+    "summarise",
 ]
 
 MINIFASNET_LICENSE = (
@@ -264,14 +266,23 @@ def score_domains(
                 entry[name] = _figures(d.labels, s, m.threshold)
         result["domains"][d.name] = entry
         log.info("%s: %s AUC %.3f (%d images, %.0f s)", d.name, ensemble_name, entry[ensemble_name]["auc"] or float("nan"), len(d.files), entry["seconds"])
-    result["summary"] = _summaries(result, [ensemble_name] + (names if len(loaded) > 1 else []))
+    result["summary"] = summarise(result)
     return result
+
+
+def summarise(result: dict) -> dict:
+    """Mean / worst AUC and mean BPCER@APCER5 of every column over domain groups (webcam, loso, all)."""
+    multi = len(result["models"]) > 1
+    return _summaries(result, [result["ensemble"]] + (result["models"] if multi else []))
 
 
 def _summaries(result: dict, columns: list[str]) -> dict:
     out = {}
+    webcam = [n for n in result["domains"] if n.startswith("webcam/")]
     groups = {
-        "webcam": [n for n in result["domains"] if n.startswith("webcam/")],
+        "webcam": webcam,
+        # the domains of the leave-one-source-out table (issue #13): webcam sources, NUAA, gc535 test
+        "loso": webcam + [n for n in ("nuaa", "gc535/test") if n in result["domains"]],
         "all": list(result["domains"]),
     }
     for col in columns:
@@ -301,7 +312,7 @@ def markdown_table(result: dict) -> str:
             row += [f(e[n]["auc"]) for n in names]
         row += [f(e[ens]["auc"]), f(e[ens]["eer"]), f(e[ens]["bpcer_at_apcer_5"])]
         lines.append("| " + " | ".join(row) + " |")
-    for g, label in (("webcam", "webcam sources"), ("all", "all domains")):
+    for g, label in (("webcam", "webcam sources"), ("loso", "webcam + nuaa + gc535/test"), ("all", "all domains")):
         s = result["summary"]
         if g not in s.get(ens, {}):
             continue
@@ -312,6 +323,21 @@ def markdown_table(result: dict) -> str:
             row += [f(s[ens][g][key]), "", f(s[ens][g]["mean_bpcer_at_apcer_5"]) if stat == "mean" else ""]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report_markdown(result: dict) -> str:
+    """:func:`markdown_table` with the protocol, the command and the time it took."""
+    head = [
+        f"# Reference: {', '.join(result['models'])} ({result['ensemble']} = mean P(live))",
+        "",
+        "Each model preprocesses by its own spoofsdk metadata. Face-crop domains (webcam sources, gc535): the whole crop "
+        "resized to the model input. NUAA: every frame, YuNet, the largest face, the model's own crop (a frame without a "
+        "face scores 0). AUC, EER and BPCER@APCER 5 % need no threshold.",
+        "",
+    ]
+    if "command" in result:
+        head += [f"Command: `{result['command']}` ({result.get('seconds', 0) / 60:.1f} min on 2 shared CPU cores).", ""]
+    return "\n".join(head) + "\n" + markdown_table(result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["command"] = "python -m spoofsdk_train.minifasnet_reference " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
-    out.with_suffix(".md").write_text(markdown_table(result))
+    out.with_suffix(".md").write_text(report_markdown(result))
     print(markdown_table(result))
     return 0
 
