@@ -20,6 +20,7 @@ from spoofsdk_train.models.minifasnet import (
     load_minifasnet,
     minifasnet_dir,
     minifasnet_pair_p_live,
+    minifasnet_pair_probs,
 )
 
 
@@ -67,6 +68,10 @@ def test_pair_p_live_is_the_mean_of_the_two_softmaxes(minifasnet_folder):
     got = minifasnet_pair_p_live(crops)
     assert got.shape == (3,)
     np.testing.assert_allclose(got, expected, atol=1e-6)
+    probs = minifasnet_pair_probs(crops, batch_size=2)  # two batches
+    assert probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probs[:, 1], expected, atol=1e-6)
     np.testing.assert_allclose(minifasnet_pair_p_live(crops, models=[v2]), torch.softmax(v2(x), 1)[:, 1].detach().numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="80x80"):
         minifasnet_pair_p_live(np.zeros((1, 64, 64, 3), np.uint8))

@@ -43,6 +43,7 @@ __all__ = [
     "load_minifasnet",
     "load_minifasnet_pair",
     "bgr_crops_to_tensor",
+    "minifasnet_pair_probs",
     "minifasnet_pair_p_live",
 ]
 
@@ -282,21 +283,28 @@ def bgr_crops_to_tensor(bgr_crops: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def minifasnet_pair_p_live(bgr_crops_80: np.ndarray, batch_size: int = 256, models=None) -> np.ndarray:
-    """P(live) of the MiniFASNet pair: mean of V2's and V1SE's softmaxes, class 1.
+def minifasnet_pair_probs(bgr_crops_80: np.ndarray, batch_size: int = 256, models=None) -> np.ndarray:
+    """The pair's mean softmax over the 3 classes (spoof, live, spoof), float64 N x 3.
 
     ``bgr_crops_80``: uint8 N x 80 x 80 x 3 BGR crops (already cropped by the caller). Both
     models see the same crops here; for the authors' exact protocol each model gets its own crop
     scale (2.7 / 4.0) - see the runtime's ``shift_cap`` crop policy. ``models`` overrides the pair
-    (e.g. one model alone). Returns float64 of shape (N,).
+    (e.g. one model alone).
     """
     x = bgr_crops_to_tensor(bgr_crops_80)
     if x.shape[2:] != (80, 80):
         raise ValueError(f"MiniFASNet expects 80x80 crops, got {tuple(x.shape[2:])}")
     models = load_minifasnet_pair() if models is None else models
-    out = np.empty(len(x), dtype=np.float64)
+    out = np.empty((len(x), 3), dtype=np.float64)
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
-        p = sum(torch.softmax(m(xb), 1) for m in models) / len(models)
-        out[i:i + batch_size] = p[:, LIVE_CLASS].double().numpy()
+        out[i:i + batch_size] = (sum(torch.softmax(m(xb), 1) for m in models) / len(models)).double().numpy()
     return out
+
+
+def minifasnet_pair_p_live(bgr_crops_80: np.ndarray, batch_size: int = 256, models=None) -> np.ndarray:
+    """P(live) of the MiniFASNet pair: the mean of V2's and V1SE's softmaxes, class 1; float64 (N,).
+
+    Same input and ``models`` as :func:`minifasnet_pair_probs`.
+    """
+    return minifasnet_pair_probs(bgr_crops_80, batch_size, models)[:, LIVE_CLASS]
