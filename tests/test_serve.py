@@ -333,3 +333,48 @@ def test_demo_build_writes_a_servable_folder_with_the_default_model(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["sha256"] == default.sha256 == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     assert config["model"]["threshold"] == repr(default.info.threshold) and config["quality"]["min_face_px"] == 64
+
+
+def test_serve_without_the_extra_says_what_to_install():
+    code = (
+        "import sys; sys.modules['aiohttp'] = None\n"  # as if spoofsdk[serve] were not installed
+        "from spoofsdk.cli import main\n"
+        "main(['serve', '--camera', '0'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "pip install 'spoofsdk[serve]'" in result.stderr
+
+
+def test_three_viewers_share_one_read_and_one_encode_per_frame():
+    pulled = []
+
+    def counting():
+        i = 0
+        while True:
+            pulled.append(i)
+            yield _frame(i)
+            i += 1
+
+    hub = LiveHub(LivenessChecker(build_tiny_model()), counting, pace_fps=30)
+    with ServerThread(make_live_app(hub)) as server:
+        async def viewer():
+            seqs = []
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/stream.mjpg") as r:
+                    reader = aiohttp.MultipartReader.from_response(r)
+                    while len(seqs) < 15:
+                        part = await reader.next()
+                        await part.read()
+                        seqs.append(int(part.headers["X-Frame-Seq"]))
+            return seqs
+
+        async def three():
+            return await asyncio.gather(viewer(), viewer(), viewer())
+
+        seen = asyncio.run(asyncio.wait_for(three(), 30))
+        frames, encoded = hub.frames, hub.encoded
+    assert len(pulled) - frames in (0, 1), "the source must be read once per processed frame, whatever the viewers"
+    assert encoded <= frames, "one picture per frame at most, shared by all viewers"
+    common = set(seen[0]) & set(seen[1]) & set(seen[2])
+    assert len(common) >= 5, "the viewers must be watching the same pictures"

@@ -68,6 +68,8 @@ def serve(inputs, camera, video, demo, model, precision, threads, detector, yune
     else:
         app, what = _live_app(app_module, inputs, camera, video, model, precision, threads, detector, yunet_model,
                               threshold, max_faces, every, detect_every, no_quality, pace_fps, loop, token, max_viewers)
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host} without --token: anyone who can reach this machine can watch", err=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{shown}:{port}/" + ("?token=..." if token else "")
     app_module.run_app(app, host, port, f"spoofsdk serve: {what} on {url} (Ctrl-C to stop)")
