@@ -1,15 +1,16 @@
-"""Check the faces in image files: python examples/check_image.py MODEL.onnx photo.jpg [more.jpg ...]
+"""Check the faces in image files: python examples/check_image.py photo.jpg [more.jpg ...] [--model MODEL.onnx]
 
-Prints one line per face, and the reason when spoofsdk refuses to judge (no face, too
-small, too dark...). Bad files are reported and skipped.
+Uses the embedded default model and the bundled YuNet face detector unless --model is given.
+Prints one line per face, and the reason when spoofsdk refuses to judge (no face, too small,
+too dark...). Bad files are reported and skipped.
 """
-import sys
+import argparse
 
 from spoofsdk import ImageError, LivenessChecker
 
 
-def main(model: str, paths: list[str]) -> None:
-    checker = LivenessChecker(model)  # detector: Haar (bundled); pass yunet_model=... for YuNet
+def main(paths: list[str], model: str | None) -> None:
+    checker = LivenessChecker(model)  # model None: the embedded default; detector: the bundled YuNet
     for path in paths:
         try:
             result = checker.check(path)
@@ -26,6 +27,8 @@ def main(model: str, paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--model", default=None, help="a spoofsdk ONNX file or embedded model name (default: the embedded default)")
+    args = parser.parse_args()
+    main(args.images, args.model)

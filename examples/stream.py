@@ -1,23 +1,25 @@
-"""Follow faces in a camera or video stream: python examples/stream.py MODEL.onnx [CAMERA_INDEX | VIDEO_FILE]
+"""Follow faces in a camera or video stream: python examples/stream.py [CAMERA | VIDEO_FILE | rtsp://...] [--model MODEL.onnx]
 
-Each face is tracked; its label turns `real` only after consistent evidence over several
-frames (see README, "Streaming"). With a camera, stale frames are dropped so the decision
-always refers to what is in front of the camera now. Ctrl-C stops.
+CAMERA is an index (0), /dev/videoN, a GStreamer pipeline or 'picamera2'. Uses the embedded
+default model and the bundled YuNet detector unless --model is given. Each face is tracked;
+its label turns `real` only after consistent evidence over several frames (see README,
+"Streaming"). With a camera, stale frames are dropped so the decision always refers to what is
+in front of the camera now. Ctrl-C stops.
 """
-import sys
+import argparse
 
 from spoofsdk import LivenessChecker, SourceError, open_source
 from spoofsdk.track import SmoothingConfig
 
 
-def main(model: str, where: str) -> None:
+def main(where: str, model: str | None) -> None:
     checker = LivenessChecker(
         model,
         threads=2,  # leave a core for the camera and the detector on a Raspberry Pi
         detect_every=3,  # full face detection every 3rd frame, template tracking in between
         smoothing=SmoothingConfig(min_frames=5, min_seconds=0.3),
     )
-    source = open_source(camera=where) if where.isdigit() or "!" in where else open_source(video=where)
+    source = open_source(camera=where)  # an index, device, pipeline, picamera2, rtsp:// URL or a video file
     last = {}
     try:
         for result in checker.stream(source):
@@ -27,7 +29,7 @@ def main(model: str, where: str) -> None:
                     why = f" ({face.message})" if face.message else ""
                     print(f"t={result.t:6.2f}s face #{face.track_id}: {face.label}{why}")
     except SourceError as e:
-        sys.exit(f"stream stopped: {e}")
+        raise SystemExit(f"stream stopped: {e}")
     except KeyboardInterrupt:
         pass
     finally:
@@ -35,6 +37,8 @@ def main(model: str, where: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "0")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", nargs="?", default="0")
+    parser.add_argument("--model", default=None, help="a spoofsdk ONNX file or embedded model name (default: the embedded default)")
+    args = parser.parse_args()
+    main(args.source, args.model)

@@ -11,15 +11,20 @@ a model is loaded).
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version as _dist_version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:  # written once, in pyproject.toml; read back from the installed package's metadata
+    __version__ = _dist_version("spoofsdk")
+except PackageNotFoundError:  # a source tree on sys.path without `pip install`
+    __version__ = "0+unknown"
 
 # public name -> module that defines it
 _LAZY = {
     "LivenessChecker": "checker",
     "FaceResult": "results",
     "FrameResult": "results",
+    "Label": "results",
     "Reason": "results",
     "QualityConfig": "quality",
     "SmoothingConfig": "track",
@@ -63,6 +68,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the real imports
     from .errors import DetectorError, ImageError, MetadataError, ModelError, SourceError, SpoofSDKError
     from .model import ModelInfo, SpoofModel, load_model
     from .quality import QualityConfig
-    from .results import FaceResult, FrameResult, Reason
+    from .results import FaceResult, FrameResult, Label, Reason
     from .sources import open_source, read_image
     from .track import SmoothingConfig

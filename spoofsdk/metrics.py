@@ -15,6 +15,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# np.trapz was renamed np.trapezoid in NumPy 2.0 (and removed later); the runtime supports both,
+# because Raspberry Pi OS's picamera2 needs the system's NumPy 1.x.
+_trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")
+
 __all__ = [
     "ErrorRates",
     "error_rates",
@@ -22,6 +26,7 @@ __all__ = [
     "roc_auc",
     "eer",
     "threshold_at_apcer",
+    "threshold_at_bpcer",
     "bpcer_at_apcer",
     "confusion_matrix",
     "classification_report",
@@ -88,7 +93,7 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve: the probability that a random real sample outscores a random attack (ties count half)."""
     fpr, tpr, _ = roc_curve(labels, scores)
-    return float(np.trapezoid(tpr, fpr))
+    return float(_trapezoid(tpr, fpr))
 
 
 def eer(labels, scores) -> tuple[float, float]:
@@ -120,6 +125,25 @@ def threshold_at_apcer(labels, scores, target_apcer: float) -> float:
         return float(np.min(s))
     # Accept at most `allowed` attacks: the threshold sits just above the (allowed+1)-th highest attack score.
     return float(np.nextafter(attack_scores[allowed], np.inf))
+
+
+def threshold_at_bpcer(labels, scores, target_bpcer: float) -> float:
+    """The highest threshold whose BPCER does not exceed ``target_bpcer`` (so APCER is as low as allowed).
+
+    It is the score of the real sample that must still be accepted: rejecting at most
+    ``floor(target_bpcer * n_real)`` real samples.
+    """
+    if not 0.0 <= target_bpcer <= 1.0:
+        raise ValueError(f"target BPCER must be in [0, 1], got {target_bpcer}")
+    y, s = _check(labels, scores)
+    real_scores = np.sort(s[y == 1])
+    if real_scores.size == 0:
+        raise ValueError("choosing a threshold at a BPCER needs real samples")
+    allowed = int(np.floor(target_bpcer * real_scores.size + 1e-9))
+    if allowed >= real_scores.size:
+        return float(np.nextafter(np.max(s), np.inf))
+    # Reject at most `allowed` real samples: the (allowed+1)-th lowest real score must still pass.
+    return float(real_scores[allowed])
 
 
 def bpcer_at_apcer(labels, scores, target_apcer: float) -> float:

@@ -462,3 +462,37 @@ def _make_session(data: bytes, source: str, threads: int | None, providers: Sequ
 def load_model(model: str | os.PathLike | bytes | None = None, **kwargs: Any) -> SpoofModel:
     """Load a spoofsdk model by embedded name, path or bytes. See :class:`SpoofModel`."""
     return SpoofModel(model, **kwargs)
+
+
+def embedded_models() -> list[dict[str, Any]]:
+    """Every embedded model file: name, precision, input size, threshold, size, and the names it answers to.
+
+    Reads the metadata only (no onnxruntime session). A registered file that is missing is
+    listed with ``size_bytes`` None.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for name, variants in EMBEDDED_MODELS.items():
+        for precision, (filename, _sha) in variants.items():
+            row = rows.get(filename)
+            if row is not None:  # an alias ("default") of a model already listed
+                row["aliases"].append(name)
+                continue
+            path = ASSETS_DIR / filename
+            row = {"name": name, "precision": precision, "file": str(path), "aliases": [], "size_bytes": None,
+                   "input_size": None, "threshold": None, "architecture": None}
+            if path.is_file():
+                data = path.read_bytes()
+                row["size_bytes"] = len(data)
+                try:
+                    info = parse_metadata(read_metadata_props(data), str(path))
+                    row.update(input_size=info.input_size, threshold=info.threshold, architecture=info.architecture)
+                except ModelError:
+                    pass
+            rows[filename] = row
+    for row in rows.values():  # "default" listed under its real name, flagged as the default
+        if row["name"] == DEFAULT_MODEL and len(EMBEDDED_MODELS) > 1:
+            for other, variants in EMBEDDED_MODELS.items():
+                if other != DEFAULT_MODEL and any(f == Path(row["file"]).name for f, _ in variants.values()):
+                    row["aliases"], row["name"] = [DEFAULT_MODEL], other
+                    break
+    return list(rows.values())

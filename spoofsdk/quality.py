@@ -12,7 +12,18 @@ large the face is in the frame:
 - ``sharpness``: variance of the Laplacian of the normalised face patch.
 - ``brightness``: mean grey level (0..255); ``clipped``: share of pixels at >= 250.
 - ``border_cut``: share of the face box lying outside the frame.
+- ``landmarks_outside``: how many of the detector's facial landmarks (eyes, nose tip, mouth
+  corners; YuNet gives 5) lie outside the frame or within :data:`LANDMARK_MARGIN` of the face
+  size from its edge. Detectors without landmarks report 0.
 - ``padded``: share of the model crop filled with black padding.
+- ``context_scale``: the crop scale actually used (side of the crop / longer side of the box).
+
+A face is *cut* when its box lies more than ``max_border_cut`` outside the frame or when a
+landmark is outside it; a cut face is refused (``cut_by_border``). A face that is inside the
+frame but fills it (a phone held close, a tight crop) is scored: when the model's context
+square would need more black padding than ``max_padded``, the checker narrows the context to the
+largest square inside the frame instead (see :func:`capped_scale`), which is how tight face crops
+are prepared for training (:func:`spoofsdk.crop.fit_face_crop`).
 
 Every gate can be changed or switched off (set its limit to ``None``) through
 :class:`QualityConfig`.
@@ -27,9 +38,13 @@ import numpy as np
 
 from .results import Reason
 
-__all__ = ["QualityConfig", "QualityReport", "MEASURE_SIDE", "measure", "assess", "quality_config"]
+__all__ = ["QualityConfig", "QualityReport", "MEASURE_SIDE", "measure", "assess", "quality_config", "face_inside", "capped_scale"]
 
 MEASURE_SIDE = 96
+# A landmark closer to the frame edge than this share of the face size counts as outside: on a half
+# face, YuNet still places all 5 landmarks, squeezed against the edge (1-5 px on a 180 px face). On
+# 275 webcam close-ups, the nearest landmark was at least 3 % of the face size from the edge.
+LANDMARK_MARGIN = 0.03
 CLIP_LEVEL = 250
 
 
@@ -47,6 +62,7 @@ class QualityConfig:
     max_brightness: float | None = 220.0
     max_clipped: float | None = 0.50
     max_border_cut: float | None = 0.10
+    max_landmarks_outside: int | None = 0
     max_padded: float | None = 0.30
 
     @classmethod
@@ -95,8 +111,19 @@ def _border_cut(frame_shape: Sequence[int], box: Sequence[float]) -> float:
     return float(1.0 - (iw * ih) / (w * h)) if w > 0 and h > 0 else 1.0
 
 
+def _landmarks_outside(frame_shape: Sequence[int], box: Sequence[float], landmarks: Sequence[Sequence[float]] | None) -> int:
+    if not landmarks:
+        return 0
+    fh, fw = frame_shape[0], frame_shape[1]
+    margin = LANDMARK_MARGIN * max(float(box[2]), float(box[3]))
+    return sum(1 for x, y in landmarks if not (margin <= x < fw - margin and margin <= y < fh - margin))
+
+
 def measure(
-    frame: np.ndarray, box: Sequence[float] | None = None, padded_fraction: float = 0.0
+    frame: np.ndarray,
+    box: Sequence[float] | None = None,
+    padded_fraction: float = 0.0,
+    landmarks: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, float]:
     """The quality figures of the face ``box`` = ``(x, y, w, h)`` in a BGR uint8 frame (whole image if None)."""
     fh, fw = frame.shape[:2]
@@ -106,7 +133,12 @@ def measure(
     x0, y0 = max(int(round(x)), 0), max(int(round(y)), 0)
     x1, y1 = min(int(round(x + w)), fw), min(int(round(y + h)), fh)
     patch = frame[y0:y1, x0:x1]
-    figures = {"face_px": float(min(w, h)), "border_cut": _border_cut(frame.shape, box), "padded": float(padded_fraction)}
+    figures = {
+        "face_px": float(min(w, h)),
+        "border_cut": _border_cut(frame.shape, box),
+        "landmarks_outside": float(_landmarks_outside(frame.shape, box, landmarks)),
+        "padded": float(padded_fraction),
+    }
     if patch.size == 0:
         figures.update(sharpness=0.0, brightness=0.0, clipped=0.0)
         return figures
@@ -119,12 +151,32 @@ def measure(
     return figures
 
 
+def face_inside(figures: Mapping[str, float], config: QualityConfig) -> bool:
+    """True when the face itself is inside the frame (not cut), whatever its context crop needs."""
+    max_cut = config.max_border_cut if config.max_border_cut is not None else QualityConfig.max_border_cut
+    max_out = config.max_landmarks_outside if config.max_landmarks_outside is not None else 0
+    return _get(figures, "border_cut") <= max_cut and _get(figures, "landmarks_outside") <= max_out
+
+
+def _get(figures: Mapping[str, float], key: str) -> float:
+    return float(figures.get(key, 0.0))
+
+
+def capped_scale(frame_shape: Sequence[int], box: Sequence[float], scale: float) -> float:
+    """The largest crop scale <= ``scale`` whose square around ``box`` fits inside the frame (no padding)."""
+    w, h = float(box[2]), float(box[3])
+    fit = min(int(frame_shape[0]), int(frame_shape[1])) / max(w, h)
+    return float(min(scale, fit))
+
+
 def assess(figures: Mapping[str, float], config: QualityConfig) -> QualityReport:
     """Apply the gates to measured figures. The first failing gate (in the order below) gives the reason."""
     f, c = figures, config
     checks = (
         (c.max_border_cut, lambda: f["border_cut"] > c.max_border_cut, Reason.CUT_BY_BORDER,
          lambda: f"face cut by the frame border ({f['border_cut']:.0%} of it outside): centre the face"),
+        (c.max_landmarks_outside, lambda: f.get("landmarks_outside", 0) > c.max_landmarks_outside, Reason.CUT_BY_BORDER,
+         lambda: f"face cut by the frame border ({f['landmarks_outside']:.0f} of its landmarks outside): centre the face or step back"),
         (c.max_padded, lambda: f["padded"] > c.max_padded, Reason.CUT_BY_BORDER,
          lambda: f"face too close to the frame border ({f['padded']:.0%} of the crop outside the frame): centre the face or step back"),
         (c.min_face_px, lambda: f["face_px"] < c.min_face_px, Reason.FACE_TOO_SMALL,

@@ -10,15 +10,41 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
-__all__ = ["REAL", "SPOOF", "UNKNOWN", "LABELS", "Reason", "FaceResult", "FrameResult", "draw_result"]
-
-REAL, SPOOF, UNKNOWN = "real", "spoof", "unknown"
-LABELS = (REAL, SPOOF, UNKNOWN)
+__all__ = ["REAL", "SPOOF", "UNKNOWN", "LABELS", "Label", "Reason", "FaceResult", "FrameResult", "draw_result"]
 
 
-class Reason:
+class _StrEnum(str, Enum):
+    """A str-valued enum that *is* its string: equal to it, hashed like it, printed and JSON-encoded as it.
+
+    (``enum.StrEnum`` needs Python 3.11; this also keeps ``format()`` and ``str()`` the plain value
+    on every version.)
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    __hash__ = str.__hash__
+
+
+class Label(_StrEnum):
+    """The decision for a face or frame."""
+
+    REAL = "real"
+    SPOOF = "spoof"
+    UNKNOWN = "unknown"
+
+
+REAL, SPOOF, UNKNOWN = Label.REAL, Label.SPOOF, Label.UNKNOWN
+LABELS = tuple(Label)
+
+
+class Reason(_StrEnum):
     """The reason codes an ``unknown`` (or an error) can carry. Stable strings, safe to match on."""
 
     NO_FACE = "no_face"
@@ -27,6 +53,7 @@ class Reason:
     TOO_DARK = "too_dark"
     OVEREXPOSED = "overexposed"
     CUT_BY_BORDER = "cut_by_border"
+    NOT_A_CROP = "not_a_crop"
     COLLECTING_EVIDENCE = "collecting_evidence"
     BAD_IMAGE = "bad_image"
     ERROR = "error"
@@ -36,6 +63,8 @@ def _clean(value: Any) -> Any:
     """Make a value JSON-safe: NaN/inf become None, tuples lists, numpy scalars Python numbers."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, Enum):
+        return str(value.value)
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
@@ -49,14 +78,14 @@ def _clean(value: Any) -> Any:
 class FaceResult:
     """The decision for one face."""
 
-    label: str
-    """``real``, ``spoof`` or ``unknown``."""
+    label: Label
+    """``real``, ``spoof`` or ``unknown`` (a :class:`Label`, which is a ``str``)."""
     score: float | None = None
     """P(live) from the model for this image/frame; None when the face was not scored."""
     box: tuple[int, int, int, int] | None = None
     """``(x, y, w, h)`` in frame pixels; None for :meth:`LivenessChecker.check_face` crops."""
-    reason: str | None = None
-    """Why the label is ``unknown`` (a :class:`Reason` code); None for ``real``/``spoof``."""
+    reason: Reason | None = None
+    """Why the label is ``unknown`` (a :class:`Reason`, which is a ``str``); None for ``real``/``spoof``."""
     message: str = ""
     """Human-readable explanation, e.g. ``face too small: 52 px < 80 px (move closer)``."""
     detector_score: float | None = None
@@ -83,11 +112,11 @@ class FrameResult:
     """The decision for one image or video frame: one :class:`FaceResult` per face, largest first."""
 
     faces: list[FaceResult] = field(default_factory=list)
-    label: str = UNKNOWN
+    label: Label = UNKNOWN
     """The label of the largest face; ``unknown`` (reason ``no_face``) without a face."""
     score: float | None = None
     """P(live) of the largest face; None without a scored face."""
-    reason: str | None = None
+    reason: Reason | None = None
     message: str = ""
     path: str | None = None
     frame: int | None = None
@@ -115,7 +144,7 @@ class FrameResult:
         return cls(faces=[], label=UNKNOWN, score=None, reason=Reason.NO_FACE, message="no face found in the image", **kwargs)
 
     @classmethod
-    def failed(cls, reason: str, message: str, **kwargs: Any) -> "FrameResult":
+    def failed(cls, reason: Reason, message: str, **kwargs: Any) -> "FrameResult":
         """An input that could not be processed: ``unknown``, no score, the error message kept."""
         return cls(faces=[], label=UNKNOWN, score=None, reason=reason, message=message, error=message, **kwargs)
 

@@ -12,7 +12,13 @@ are dropped instead of queued and latency stays at one frame. Cameras:
 - a string containing ``!``: a GStreamer pipeline (``cv2.CAP_GSTREAMER``), e.g.
   :func:`libcamera_pipeline` for the Raspberry Pi camera module; needs an OpenCV built with
   GStreamer (the PyPI wheels are not);
-- ``"picamera2"``: the Pi camera module through the picamera2 library, when installed.
+- ``"picamera2"``: the Pi camera module through the picamera2 library, when installed;
+- a network stream URL (``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``...): an IP camera
+  through OpenCV's FFmpeg backend (:class:`StreamSource`), also with the latest-frame policy.
+  FFmpeg options can be passed in ``$OPENCV_FFMPEG_CAPTURE_OPTIONS``
+  (e.g. ``rtsp_transport;tcp`` when UDP packets are lost on the way);
+- a video file given as the camera: read like :class:`VideoSource` (every frame, its own timing),
+  which is how to try the camera path without a camera.
 """
 from __future__ import annotations
 
@@ -33,18 +39,24 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "Frame",
     "read_image",
+    "decode_image",
+    "image_header_size",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "list_images",
     "ImageSource",
     "VideoSource",
     "LiveSource",
     "CameraSource",
     "PiCamera2Source",
+    "StreamSource",
+    "is_stream_url",
     "libcamera_pipeline",
     "open_source",
 ]
 
 log = logging.getLogger(__name__)
 
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".h264"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"})
 
 
@@ -61,10 +73,139 @@ class Frame:
     error: str | None = None
 
 
-def read_image(path: str | Path) -> np.ndarray:
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+"""Larger images are refused before decoding (a 74-byte PNG can claim 10^10 pixels)."""
+
+
+def _be(data: bytes, start: int, n: int) -> int:
+    return int.from_bytes(data[start : start + n], "big")
+
+
+def _le(data: bytes, start: int, n: int) -> int:
+    return int.from_bytes(data[start : start + n], "little")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        length = _be(data, pos + 2, 2)
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > len(data):
+                return None
+            return _be(data, pos + 7, 2), _be(data, pos + 5, 2)
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    read = _le if data[:2] == b"II" else _be
+    offset = read(data, 4, 4)
+    if offset + 2 > len(data):
+        return None
+    count = read(data, offset, 2)
+    size: dict[int, int] = {}
+    for i in range(count):
+        entry = offset + 2 + 12 * i
+        if entry + 12 > len(data):
+            break
+        tag, kind = read(data, entry, 2), read(data, entry + 2, 2)
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT (3) or LONG (4)
+            size[tag] = read(data, entry + 8, 2) if kind == 3 else read(data, entry + 8, 4)
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _pnm_size(data: bytes) -> tuple[int, int] | None:
+    tokens: list[int] = []
+    for line in data[2:4096].split(b"\n"):
+        for token in line.split(b"#", 1)[0].split():
+            if not token.isdigit():
+                return None
+            tokens.append(int(token))
+            if len(tokens) == 2:
+                return tokens[0], tokens[1]
+    return None
+
+
+def image_header_size(data: bytes) -> tuple[str, tuple[int, int] | None]:
+    """The format and ``(width, height)`` an image file's header announces, read without decoding.
+
+    Returns ``(format, None)`` when the header is too short or malformed to say, and
+    ``("unknown", None)`` for a format spoofsdk does not read.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png", ((_be(data, 16, 4), _be(data, 20, 4)) if len(data) >= 24 and data[12:16] == b"IHDR" else None)
+    if data[:2] == b"\xff\xd8":
+        return "jpeg", _jpeg_size(data)
+    if data[:2] == b"BM":
+        return "bmp", ((_le(data, 18, 4), abs(int.from_bytes(data[22:26], "little", signed=True))) if len(data) >= 26 else None)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        chunk = data[12:16]
+        if chunk == b"VP8X" and len(data) >= 30:
+            return "webp", (_le(data, 24, 3) + 1, _le(data, 27, 3) + 1)
+        if chunk == b"VP8L" and len(data) >= 25:
+            bits = _le(data, 21, 4)
+            return "webp", ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+        if chunk == b"VP8 " and len(data) >= 30:
+            return "webp", (_le(data, 26, 2) & 0x3FFF, _le(data, 28, 2) & 0x3FFF)
+        return "webp", None
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff", _tiff_size(data)
+    if len(data) >= 3 and data[0:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
+        return "pnm", _pnm_size(data)
+    return "unknown", None
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode image file bytes as BGR uint8, checking the header's size against ``max_pixels`` first.
+
+    Every failure is an :class:`ImageError`: empty, unknown format, malformed or oversized
+    header, truncated JPEG, or anything the decoder rejects.
+    """
+    if not data:
+        raise ImageError(f"{name} is empty")
+    kind, size = image_header_size(data)
+    if kind == "unknown":
+        raise ImageError(f"{name} is not a readable image (not JPEG, PNG, BMP, WebP, TIFF or PNM; or corrupted data)")
+    if size is None:
+        raise ImageError(f"{name} is not a readable image (malformed {kind.upper()} header)")
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: its {kind.upper()} header announces an empty image ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{name}: its {kind.upper()} header announces {width}x{height} px, over the limit of {max_pixels} pixels "
+            "(downscale it first, or raise max_image_pixels)"
+        )
+    # libjpeg decodes a truncated JPEG "successfully", filling the missing part with grey and
+    # only printing a warning; a half-grey face must not be scored, so check the end marker.
+    if kind == "jpeg" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except Exception as e:  # cv2.error, MemoryError...: a decoder failure is a bad image, never a crash
+        raise ImageError(f"{name} could not be decoded: {type(e).__name__}: {str(e).strip()[:200]}") from e
+    if image is None or image.size == 0:
+        raise ImageError(f"{name} is not a readable image (unknown format or corrupted data)")
+    return image
+
+
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as BGR uint8 (EXIF orientation applied, grey/16-bit/alpha converted).
 
-    Raises :class:`ImageError` for a missing, empty, truncated or undecodable file.
+    Raises :class:`ImageError` for a missing, empty, truncated, oversized (header over
+    ``max_pixels``) or undecodable file.
     """
     p = Path(path)
     if not p.exists():
@@ -75,16 +216,7 @@ def read_image(path: str | Path) -> np.ndarray:
         data = p.read_bytes()
     except OSError as e:
         raise ImageError(f"cannot read {p}: {e}") from e
-    if not data:
-        raise ImageError(f"{p} is empty")
-    # libjpeg decodes a truncated JPEG "successfully", filling the missing part with grey and
-    # only printing a warning; a half-grey face must not be scored, so check the end marker.
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-        raise ImageError(f"{p} is a truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise ImageError(f"{p} is not a readable image (unknown format or corrupted data)")
-    return image
+    return decode_image(data, str(p), max_pixels)
 
 
 def list_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -291,6 +423,23 @@ class LiveSource:
             release()
 
 
+def _is_video_file(camera: str | Path) -> bool:
+    """A camera argument naming a regular file (not a /dev/videoN device, not a pipeline) is a video file."""
+    text = str(camera)
+    if "!" in text or text.strip().isdigit():
+        return False
+    p = Path(text)
+    if p.suffix.lower() in VIDEO_EXTENSIONS and not p.exists():
+        raise SourceError(f"video file not found: {p}")
+    return p.is_file() and not text.startswith("/dev/")
+
+
+def _ignored_camera_settings(camera_kwargs: dict[str, Any], what: str) -> None:
+    given = [k for k in ("width", "height", "fps") if camera_kwargs.get(k)]
+    if given:
+        log.warning("%s is a video file: %s apply to cameras and are ignored", what, "/".join(given))
+
+
 def _opencv_has(feature: str) -> bool:
     for line in cv2.getBuildInformation().splitlines():
         if line.strip().startswith(feature + ":"):
@@ -380,6 +529,47 @@ class PiCamera2Source(LiveSource):
         super().__init__(read, "picamera2", release=release, **kwargs)
 
 
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+def is_stream_url(value: Any) -> bool:
+    """True for a network stream address (``rtsp://...`` and the like) rather than a file or device."""
+    return isinstance(value, str) and value.strip().lower().startswith(STREAM_SCHEMES)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (``rtsp://user:secret@host`` -> ``rtsp://user:***@host``): it goes into messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if at and ":" in userinfo:
+        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+class StreamSource(LiveSource):
+    """A network stream (IP camera over RTSP, HTTP/MJPEG...) through OpenCV's FFmpeg backend.
+
+    Opening and reading time out after ``open_timeout`` seconds instead of FFmpeg's much longer
+    default, so an unreachable camera is a clear :class:`SourceError`, not a hang.
+    """
+
+    def __init__(self, url: str, open_timeout: float = 10.0, width: int | None = None, height: int | None = None,
+                 fps: float | None = None, **kwargs: Any) -> None:
+        name = f"stream {_redact(url)}"
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout * 1000)]
+        try:
+            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        except cv2.error as e:
+            raise SourceError(f"cannot open {name}: {e}") from e
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {name} (unreachable, wrong address or credentials, or a codec this OpenCV lacks)")
+        if width or height or fps:
+            log.warning("%s: width/height/fps are set by the camera itself, not by spoofsdk; ignored", name)
+        kwargs.setdefault("timeout", max(2.0, open_timeout / 2))
+        super().__init__(cap.read, name, release=cap.release, **kwargs)
+
+
 def open_source(
     camera: int | str | None = None,
     video: str | Path | None = None,
@@ -387,14 +577,26 @@ def open_source(
     step: int = 1,
     **camera_kwargs: Any,
 ) -> ImageSource | VideoSource | LiveSource:
-    """Open exactly one of a camera, a video file or image files/folders."""
+    """Open exactly one of a camera, a video file or image files/folders.
+
+    ``camera`` may also be a stream URL (``rtsp://...``) or a video file; ``video`` may be a
+    stream URL. ``camera_kwargs`` (``width``, ``height``, ``fps``, ``timeout``...) go to the camera.
+    """
     given = [x for x in (camera, video, images or None) if x is not None]
     if len(given) != 1:
         raise SourceError("give exactly one source: a camera, a video file, or image files/folders")
     if camera is not None:
+        if is_stream_url(camera):
+            return StreamSource(str(camera).strip(), step=step, **camera_kwargs)
         if str(camera).lower() in ("picamera2", "picam"):
             return PiCamera2Source(step=step, **camera_kwargs)
+        if isinstance(camera, (str, Path)) and _is_video_file(camera):
+            _ignored_camera_settings(camera_kwargs, str(camera))
+            return VideoSource(camera, step=step)
         return CameraSource(camera, step=step, **camera_kwargs)
     if video is not None:
+        if is_stream_url(video):
+            return StreamSource(str(video).strip(), step=step, **camera_kwargs)
+        _ignored_camera_settings(camera_kwargs, str(video))
         return VideoSource(video, step=step)
     return ImageSource(list(images or ()))

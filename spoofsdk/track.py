@@ -14,14 +14,20 @@ turns its per-frame scores into a decision:
 - a frame refused by a quality gate (``unknown``) is not evidence: it neither adds to the
   streak nor moves the EMA, and that frame is reported as ``unknown`` with the gate's reason;
 - a score below the threshold resets the streak, so the evidence must be consistent;
-- a track not seen for ``forget_after`` seconds is forgotten; a face that comes back starts
-  a new track and must earn ``real`` again.
+- a track not seen for its *gap* is forgotten; a face that comes back starts a new track and
+  must earn ``real`` again. The gap is ``forget_after`` seconds, or ``gap_frames`` times the
+  source's real frame interval when frames arrive slower than that (a slow board, ``--every N``,
+  a 1 fps IP camera): a fixed gap shorter than the interval would drop every track between two
+  frames and no face could ever turn ``real``. Widening the gap does not weaken the decision:
+  a frame scored below the threshold still turns the track ``spoof`` at once.
 
 Between full detections, :func:`follow_box` moves a track's box by template matching on a
 small grey copy of the frame, which costs a fraction of a detection.
 """
 from __future__ import annotations
 
+import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -32,7 +38,10 @@ from .results import REAL, SPOOF, UNKNOWN, Reason
 
 __all__ = ["SmoothingConfig", "FaceTrack", "IoUTracker", "iou", "follow_box"]
 
+log = logging.getLogger(__name__)
+
 Box = tuple[float, float, float, float]
+INTERVAL_WINDOW = 15  # frame intervals the median runs over: robust to one stall, follows a change in a second or two
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,9 @@ class SmoothingConfig:
     min_seconds: float = 0.3
     """...and the time those frames must span."""
     forget_after: float = 0.5
-    """Seconds unseen after which a track is dropped."""
+    """Seconds unseen after which a track is dropped (at least; see ``gap_frames``)."""
+    gap_frames: float = 3.0
+    """The gap also covers this many frame intervals of the source (0: fixed ``forget_after``)."""
     iou_threshold: float = 0.3
     """Minimum IoU for a detection to continue a track."""
 
@@ -57,8 +68,8 @@ class SmoothingConfig:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
-        if self.min_frames < 1 or self.min_seconds < 0 or self.forget_after <= 0:
-            raise ValueError("min_frames must be >= 1, min_seconds >= 0, forget_after > 0")
+        if self.min_frames < 1 or self.min_seconds < 0 or self.forget_after <= 0 or self.gap_frames < 0:
+            raise ValueError("min_frames must be >= 1, min_seconds >= 0, forget_after > 0, gap_frames >= 0")
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -132,20 +143,62 @@ class FaceTrack:
 
 
 class IoUTracker:
-    """Greedy IoU matching of detections to live tracks; tracks unseen for ``forget_after`` s are dropped."""
+    """Greedy IoU matching of detections to live tracks; tracks unseen for :attr:`gap` seconds are dropped."""
 
     def __init__(self, config: SmoothingConfig | None = None) -> None:
         self.config = config or SmoothingConfig()
         self.tracks: list[FaceTrack] = []
         self._next_id = 1
+        self._intervals: deque[float] = deque(maxlen=INTERVAL_WINDOW)
+        self._last_frame_t: float | None = None
+        self.slow_source_warned = False
 
     def reset(self) -> None:
         self.tracks.clear()
         self._next_id = 1
+        self._intervals.clear()
+        self._last_frame_t = None
+        self.slow_source_warned = False
+
+    @property
+    def frame_interval(self) -> float | None:
+        """The source's frame interval in seconds (median of the recent ones); None before two frames."""
+        return float(np.median(self._intervals)) if self._intervals else None
+
+    @property
+    def gap(self) -> float:
+        """Seconds a track may go unseen: ``forget_after``, widened to ``gap_frames`` frame intervals on slow sources."""
+        interval = self.frame_interval
+        if interval is None or self.config.gap_frames <= 0:
+            return self.config.forget_after
+        return max(self.config.forget_after, self.config.gap_frames * interval)
+
+    def tick(self, t: float) -> None:
+        """Note that a frame arrived at ``t`` (every processed frame, detected or followed)."""
+        if self._last_frame_t is not None and t > self._last_frame_t:
+            self._intervals.append(t - self._last_frame_t)
+        self._last_frame_t = t
+        interval = self.frame_interval
+        if interval is not None and interval > self.config.forget_after and not self.slow_source_warned:
+            self.slow_source_warned = True
+            if self.config.gap_frames > 0:
+                log.warning(
+                    "frames arrive every %.2f s, slower than the tracker's %.2f s gap: tracks are kept for %.2f s "
+                    "(%g frame intervals) instead; a face needs %d scored frames (%.1f s here) to turn real",
+                    interval, self.config.forget_after, self.gap, self.config.gap_frames,
+                    self.config.min_frames, (self.config.min_frames - 1) * interval,
+                )
+            else:
+                log.warning(
+                    "frames arrive every %.2f s, slower than the tracker's %.2f s gap (gap_frames=0): every track "
+                    "is dropped between frames and no face can turn real; raise forget_after (--track-gap) above %.2f s",
+                    interval, self.config.forget_after, interval,
+                )
 
     def forget(self, t: float) -> None:
-        """Drop tracks not seen for more than ``forget_after`` seconds before ``t``."""
-        self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.config.forget_after]
+        """Drop tracks not seen for more than :attr:`gap` seconds before ``t``."""
+        gap = self.gap
+        self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= gap]
 
     def update(self, boxes: Sequence[Box], t: float) -> list[FaceTrack]:
         """Assign each box to a track (continuing one or starting a new one); return them in the order of ``boxes``."""

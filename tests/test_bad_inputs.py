@@ -9,7 +9,7 @@ from spoofsdk import LivenessChecker
 from spoofsdk.errors import ImageError, MetadataError, ModelError, SourceError
 from spoofsdk.model import REQUIRED_KEYS, load_model
 from spoofsdk.results import REAL, UNKNOWN, Reason
-from spoofsdk.sources import LiveSource, VideoSource
+from spoofsdk.sources import ImageSource, LiveSource, VideoSource
 from spoofsdk.track import SmoothingConfig
 
 from conftest import build_tiny_model, sample_files, write_video
@@ -174,3 +174,217 @@ def test_nothing_is_real_by_mistake(frame):
     assert all(r.label == UNKNOWN and all(f.label != REAL for f in r.faces) for r in results)
     good = [checker.feed(frame, t=2.0 + i * 0.1).label for i in range(3)]
     assert good == [UNKNOWN, UNKNOWN, REAL]
+
+
+# --- named bad-input classes (issue 12): image files -------------------------------------------------
+def _png(width: int, height: int, body: bytes = b"") -> bytes:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + body
+
+
+def _encoded(ext: str, shape=(40, 50, 3)) -> bytes:
+    return cv2.imencode(ext, np.full(shape, 120, np.uint8))[1].tobytes()
+
+
+def _patched_jpeg_size(width: int, height: int) -> bytes:
+    data = bytearray(_encoded(".jpg"))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _patched(ext: str, offset: int, value: bytes) -> bytes:
+    data = bytearray(_encoded(ext))
+    data[offset : offset + len(value)] = value
+    return bytes(data)
+
+
+def _tiff_bomb() -> bytes:
+    import struct
+
+    entries = [(256, 4, 1, 200000), (257, 4, 1, 200000), (258, 3, 1, 8), (262, 3, 1, 1)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0\0\0\0"
+    return b"II*\x00" + struct.pack("<I", 8) + ifd
+
+
+BAD_IMAGE_FILES = {
+    "empty_file": lambda: b"",
+    "text_named_jpg": lambda: b"hello, not a JPEG",
+    "html_error_page": lambda: b"<html><body>404 Not Found</body></html>",
+    "random_bytes": lambda: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    "zip_archive": lambda: b"PK\x03\x04" + b"\0" * 60,
+    "gif_image": lambda: b"GIF89a\x10\x00\x10\x00\x00\x00\x00;",
+    "png_bomb_header": lambda: _png(100000, 100000),
+    "png_zero_size": lambda: _png(0, 0),
+    "png_header_only": lambda: _png(32, 32),
+    "png_corrupted_data": lambda: _encoded(".png")[:40] + b"\xde\xad\xbe\xef" * 8 + _encoded(".png")[72:],
+    "png_signature_only": lambda: b"\x89PNG\r\n\x1a\n",
+    "jpeg_bomb_header": lambda: _patched_jpeg_size(65000, 65000),
+    "jpeg_zero_size": lambda: _patched_jpeg_size(0, 0),
+    "jpeg_markers_only": lambda: b"\xff\xd8\xff\xd9",
+    "jpeg_garbage_after_soi": lambda: b"\xff\xd8" + b"\x13\x37" * 200 + b"\xff\xd9",
+    "jpeg_truncated": lambda: _encoded(".jpg")[:120],
+    "bmp_bomb_header": lambda: _patched(".bmp", 18, (90000).to_bytes(4, "little") + (90000).to_bytes(4, "little")),
+    "bmp_truncated": lambda: _encoded(".bmp")[:60],
+    "webp_bomb_header": lambda: b"RIFF\x20\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff",
+    "webp_truncated": lambda: _encoded(".webp")[:20],
+    "tiff_bomb_header": _tiff_bomb,
+    "tiff_truncated": lambda: _encoded(".tiff")[:12],
+    "pnm_bomb_header": lambda: b"P6\n100000 100000\n255\n" + b"\0" * 64,
+    "pnm_garbage_header": lambda: b"P6\nabc def\n255\n" + b"\0" * 64,
+    "pnm_truncated": lambda: b"P6\n64 64\n255\n" + b"\0" * 100,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGE_FILES))
+def test_bad_image_files(checker, tmp_path, name):
+    path = tmp_path / f"{name}.jpg"
+    path.write_bytes(BAD_IMAGE_FILES[name]())
+    with pytest.raises(ImageError):
+        checker.check(path)
+    with pytest.raises(ImageError):
+        checker.check_face(path)
+    (frame,) = list(ImageSource(path))  # in a stream: a frame with the error, never an exception
+    assert frame.image is None and frame.error
+
+
+def test_decompression_bomb_in_a_batch_is_one_bad_line(tmp_path, nuaa_dir):
+    # Issue 12 item 19: a 74-byte PNG claiming 100000x100000 px raised cv2.error and ended the batch.
+    from click.testing import CliRunner
+
+    from spoofsdk.cli import main
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png(100000, 100000))
+    assert len(bomb.read_bytes()) < 100
+    a, b = sample_files(nuaa_dir / "real", 2)
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(build_tiny_model())
+    result = CliRunner().invoke(main, ["run", "--json", "-m", str(model), str(a), str(bomb), str(b)])
+    lines = [__import__("json").loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("path") for line in lines] == [str(a), str(bomb), str(b)]
+    assert lines[1]["reason"] == "bad_image" and "100000x100000" in lines[1]["error"]
+    assert lines[2]["faces"] and result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_size_limit_applies_before_decoding(tmp_path):
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), np.zeros((300, 400, 3), np.uint8))
+    with pytest.raises(ImageError, match="over the limit of 100000 pixels"):
+        LivenessChecker(build_tiny_model(), max_image_pixels=100_000).check(path)
+    assert LivenessChecker(build_tiny_model(), max_image_pixels=120_000).check(path).reason == Reason.NO_FACE
+
+
+# --- arrays of odd dtype / shape / layout --------------------------------------------------------------
+BAD_ARRAYS = {
+    "bool_array": lambda: np.zeros((48, 64, 3), bool),
+    "float16_array": lambda: np.zeros((48, 64, 3), np.float16),
+    "float64_with_nan": lambda: np.full((48, 64, 3), np.nan),
+    "complex_array": lambda: np.zeros((48, 64, 3), np.complex64),
+    "object_array": lambda: np.empty((48, 64, 3), object),
+    "int8_array": lambda: np.zeros((48, 64, 3), np.int8),
+    "five_channels": lambda: np.zeros((48, 64, 5), np.uint8),
+    "batch_of_images": lambda: np.zeros((2, 48, 64, 3), np.uint8),
+    "one_dimensional": lambda: np.zeros(100, np.uint8),
+    "zero_width": lambda: np.zeros((48, 0, 3), np.uint8),
+    "scalar_array": lambda: np.array(7, np.uint8),
+    "path_string_to_feed": lambda: "photo.jpg",
+    "bytes_object": lambda: b"\xff\xd8\xff\xd9",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ARRAYS))
+def test_bad_array_kinds(checker, name):
+    bad = BAD_ARRAYS[name]()
+    if not isinstance(bad, str):
+        with pytest.raises(ImageError):
+            checker.check(bad)
+        with pytest.raises(ImageError):
+            checker.check_face(bad)
+    result = checker.feed(bad)
+    assert result.label == UNKNOWN and result.reason == Reason.BAD_IMAGE and result.error
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("one_pixel", lambda f: f[:1, :1]),
+        ("one_row", lambda f: f[:1]),
+        ("strided_view", lambda f: f[::2, ::3]),
+        ("negative_strides", lambda f: f[::-1, ::-1]),
+        ("fortran_order", lambda f: np.asfortranarray(f)),
+        ("read_only", lambda f: np.frombuffer(f.tobytes(), np.uint8).reshape(f.shape)),
+        ("channel_first", lambda f: np.ascontiguousarray(f.transpose(2, 0, 1))),
+    ],
+)
+def test_odd_array_layouts_never_crash(checker, frame, name, make):
+    image = make(frame)
+    try:
+        result = checker.check(image)
+    except ImageError:
+        return
+    assert result.label in ("unknown", "spoof", "real")
+    if name == "channel_first":  # a 3 x H x W array reads as an image 3 px high: no face
+        assert result.label == UNKNOWN
+
+
+# --- model files and metadata ------------------------------------------------------------------------
+BAD_METADATA = {
+    "threshold_not_a_number": {"threshold": "abc"},
+    "threshold_above_one": {"threshold": "1.5"},
+    "threshold_nan": {"threshold": "nan"},
+    "input_size_not_square": {"input_size": "64x65"},
+    "input_size_garbage": {"input_size": "big"},
+    "mean_two_values": {"mean": "0.5,0.5"},
+    "std_zero": {"std": "0,0,0"},
+    "output_unknown": {"output": "logits7"},
+    "class_order_without_real": {"class_order": "spoof,fake"},
+    "color_order_unknown": {"color_order": "XYZ"},
+    "crop_scale_negative": {"crop_scale": "-1"},
+    "format_from_the_future": {"spoofsdk_format": "2"},
+    "precision_unknown": {"precision": "int3"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_METADATA))
+def test_bad_metadata_values(name):
+    with pytest.raises(MetadataError):
+        LivenessChecker(build_tiny_model(metadata=BAD_METADATA[name]))
+
+
+def test_model_metadata_disagreeing_with_the_graph():
+    data = build_tiny_model(metadata={"input_size": "96x96"})  # the graph takes 64x64
+    with pytest.raises(ModelError, match="does not match"):
+        LivenessChecker(data)
+
+
+def test_model_path_is_a_directory(tmp_path):
+    with pytest.raises(ModelError):
+        LivenessChecker(tmp_path)
+
+
+def test_camera_lost_mid_stream_in_the_cli(tmp_path, nuaa_dir, monkeypatch):
+    # The camera delivers 3 frames, then nothing: the frames are judged, the run ends with a clear error.
+    from click.testing import CliRunner
+
+    import spoofsdk.sources as sources
+    from spoofsdk.cli import main
+
+    image = cv2.imread(str(sample_files(nuaa_dir / "real", 1)[0]))
+    count = {"n": 0}
+
+    def read():
+        count["n"] += 1
+        return (True, image.copy()) if count["n"] <= 3 else (False, None)
+
+    monkeypatch.setattr(sources, "CameraSource", lambda device, **kw: LiveSource(read, f"camera {device}", latest_only=False, timeout=0.2, **{k: v for k, v in kw.items() if k == "step"}))
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(build_tiny_model())
+    result = CliRunner().invoke(main, ["run", "--json", "-m", str(model), "--camera", "0"])
+    assert result.exit_code == 1 and len(result.stdout.splitlines()) == 3
+    assert "stream stopped after 3 frames: camera 0 stopped delivering frames" in result.stderr
+    assert "summary: 3 frames" in result.stderr and "Traceback" not in result.output

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from spoofsdk import LivenessChecker
+from spoofsdk.results import FrameResult
 from spoofsdk.cli import main
 
 from conftest import build_tiny_model, sample_files, write_video
@@ -51,12 +52,12 @@ def test_run_carries_on_after_a_bad_image(tmp_path, nuaa_dir, model):
     bad = tmp_path / "bad.jpg"
     bad.write_text("this is text")
     result = invoke("run", "--json", "-m", model, bad, tmp_path / "missing.jpg", good)
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # judged what it could, and says that inputs were skipped
     lines = _lines(result)
     assert [line["label"] for line in lines[:2]] == ["unknown", "unknown"]
     assert lines[0]["score"] is None and "not a readable image" in lines[0]["error"]
     assert "not found" in lines[1]["error"] and lines[2]["faces"]
-    assert "2 of 3 images could not be read" in result.stderr
+    assert "2 of 3 inputs could not be read" in result.stderr
 
 
 def test_run_crops_is_check_face(gc535_dir, model):
@@ -130,3 +131,196 @@ def test_info(model):
     assert "threshold: 0.5" in result.stdout and "crop_scale: 1.5" in result.stdout and "sha256:" in result.stdout
     data = json.loads(invoke("info", "--model", model, "--json").stdout)
     assert data["metadata"]["input_size"] == "64x64"
+
+
+# --- issue 12: the CLI as users meet it -----------------------------------------------------------
+def test_missing_inputs_exit_non_zero_after_judging_the_rest(tmp_path, nuaa_dir, model):
+    good = sample_files(nuaa_dir / "real", 1)[0]
+    result = invoke("run", "--json", "-m", model, tmp_path / "nope", good)
+    assert result.exit_code == 1
+    lines = _lines(result)
+    assert len(lines) == 2 and "not found" in lines[0]["error"] and lines[1]["faces"]  # the good one was judged
+    assert "1 of 2 inputs could not be read" in result.stderr and "not found" in result.stderr
+
+
+def test_info_json_is_not_double_encoded():
+    data = json.loads(invoke("info", "--json").stdout)
+    metadata = data["metadata"]
+    assert isinstance(metadata["metrics"], dict) and "nuaa" in metadata["metrics"]
+    assert isinstance(metadata["quantization"], dict)
+    assert isinstance(metadata["threshold"], str)  # other values stay as the file holds them
+
+
+def test_verbose_after_the_subcommand_gives_debug_lines(tmp_path, nuaa_dir, model):
+    frame = sample_files(nuaa_dir / "real", 1)[0]
+    quiet = invoke("run", "-m", model, frame)
+    loud = invoke("run", "-m", model, frame, "-v")
+    before = invoke("-v", "run", "-m", model, frame)
+    assert quiet.exit_code == loud.exit_code == before.exit_code == 0
+    assert "DEBUG" not in quiet.stderr
+    for result in (loud, before):
+        assert "DEBUG" in result.stderr and "LivenessChecker(" in result.stderr and "YuNet detector" in result.stderr
+
+
+def test_models_lists_the_embedded_models_and_detector():
+    from spoofsdk.model import EMBEDDED_MODELS
+
+    result = invoke("models")
+    assert result.exit_code == 0
+    files = {f for variants in EMBEDDED_MODELS.values() for f, _ in variants.values()}
+    for f in files:
+        assert f in result.stdout
+    assert "face_detection_yunet_2023mar.onnx" in result.stdout and "Apache-2.0" in result.stdout
+    data = json.loads(invoke("models", "--json").stdout)
+    assert {row["file"].rsplit("/", 1)[-1] for row in data["models"]} == files
+    assert any("default" in row["aliases"] for row in data["models"])
+
+
+def test_save_errors_are_clear(tmp_path, nuaa_dir, model):
+    video = write_video(tmp_path / "in.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:2])
+    missing = invoke("run", "-m", model, "--video", video, "--save", tmp_path / "no" / "out.mp4")
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr and "use .mp4" not in missing.stderr
+    suffix = invoke("run", "-m", model, "--video", video, "--save", tmp_path / "out.gif")
+    assert suffix.exit_code == 1 and ".webm" in suffix.stderr
+
+
+def test_save_webm_is_vp8_and_mp4_falls_back_with_a_warning(tmp_path, nuaa_dir, model):
+    video = write_video(tmp_path / "in.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:3])
+    webm = tmp_path / "out.webm"
+    result = invoke("run", "-q", "-m", model, "--video", video, "--save", webm)
+    assert result.exit_code == 0, result.output
+    cap = cv2.VideoCapture(str(webm))
+    codec = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode(errors="replace")
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) in (3, 0) and cap.read()[0] and codec.upper().startswith("VP8")
+    cap.release()
+    mp4 = tmp_path / "out.mp4"
+    result = invoke("run", "-q", "-m", model, "--video", video, "--save", mp4)
+    assert result.exit_code == 0 and mp4.stat().st_size > 0
+    h264 = cv2.VideoWriter(str(tmp_path / "probe.mp4"), cv2.VideoWriter_fourcc(*"avc1"), 5.0, (64, 48))
+    if not h264.isOpened():  # opencv-python-headless: no H.264 encoder, so the user is told
+        assert "browsers do not play" in result.stderr and ".webm" in result.stderr
+    h264.release()
+
+
+def test_camera_accepts_a_video_file_and_cli_has_capture_options(tmp_path, nuaa_dir, model):
+    video = write_video(tmp_path / "clip.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:4])
+    as_camera = invoke("run", "--json", "-m", model, "--camera", video)
+    as_video = invoke("run", "--json", "-m", model, "--video", video)
+    assert as_camera.exit_code == 0, as_camera.output
+    assert [line["score"] for line in _lines(as_camera)] == [line["score"] for line in _lines(as_video)]
+    warned = invoke("run", "--json", "-m", model, "--camera", video, "--width", "320", "--height", "240", "--fps", "5")
+    assert warned.exit_code == 0 and "ignored" in warned.stderr
+    missing = invoke("run", "-m", model, "--camera", tmp_path / "nope.mp4")
+    assert missing.exit_code == 1 and "not found" in missing.stderr
+    assert invoke("run", "-m", model, tmp_path, "--width", "320").exit_code == 2
+
+
+def test_providers_option(tmp_path, nuaa_dir, model):
+    frame = sample_files(nuaa_dir / "real", 1)[0]
+    ok = invoke("run", "--json", "-m", model, "--providers", "CPUExecutionProvider", frame)
+    assert ok.exit_code == 0
+    bad = invoke("run", "--json", "-m", model, "--providers", "NoSuchExecutionProvider", frame)
+    assert bad.exit_code == 1 and "NoSuchExecutionProvider" in bad.stderr and "available" in bad.stderr
+
+
+def test_rtsp_stream_that_cannot_be_reached_is_a_clear_error(model):
+    from spoofsdk import sources
+
+    result = invoke("run", "-m", model, "--camera", "rtsp://user:secret@127.0.0.1:9/stream")
+    assert result.exit_code == 1 and "cannot open stream rtsp://user:***@127.0.0.1:9/stream" in result.stderr
+    assert "secret" not in result.output
+    assert sources.is_stream_url("rtsp://x") and not sources.is_stream_url("/dev/video0")
+
+
+def test_summary_on_stderr_and_not_on_stdout(tmp_path, nuaa_dir, model):
+    frames = sample_files(nuaa_dir / "real", 2) + sample_files(nuaa_dir / "attack", 1)
+    result = invoke("run", "--json", "-m", model, *frames)
+    assert result.exit_code == 0 and len(_lines(result)) == 3  # stdout: JSON lines only
+    summary = [line for line in result.stderr.splitlines() if line.startswith("summary:")]
+    assert len(summary) == 1 and "3 images in" in summary[0] and "images/s" in summary[0]
+    labels = [line["label"] for line in _lines(result)]
+    for label in set(labels):
+        assert f"{label} {labels.count(label)}" in summary[0]
+    assert "summary:" not in invoke("run", "-q", "-m", model, *frames).stderr
+
+
+def test_progress_line_on_a_terminal():
+    from spoofsdk import cli
+
+    class Tty:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    report = cli.RunReport(4, "images", every_s=0.0, stream=tty)
+    for _ in range(4):
+        report.add(FrameResult.from_faces([]))
+    report.close()
+    assert "\r[" in tty.text and "4/4 images" in tty.text and "s left" in tty.text
+    assert "summary: 4 images" in tty.text and "unknown 4" in tty.text and "no_face 4" in tty.text
+    piped = cli.RunReport(4, "images", every_s=0.0, stream=open(__import__("os").devnull, "w"))
+    assert not piped._tty
+
+
+def test_crops_on_full_frames_are_refused(nuaa_dir, gc535_dir, model):
+    frames = sample_files(nuaa_dir / "real", 2)
+    result = invoke("run", "--json", "--crops", "-m", model, *frames)
+    lines = _lines(result)
+    assert [line["reason"] for line in lines] == ["not_a_crop", "not_a_crop"]
+    assert all(line["score"] is None and "without --crops" in line["message"] for line in lines)
+    crops = sample_files(gc535_dir / "test" / "real", 4)
+    scored = _lines(invoke("run", "--json", "--crops", "-m", model, *crops))
+    assert all(line["reason"] != "not_a_crop" for line in scored)
+
+
+def test_bench_prints_latency_per_precision_and_pipeline_fps(tmp_path, nuaa_dir):
+    from spoofsdk.model import EMBEDDED_MODELS
+
+    video = write_video(tmp_path / "clip.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:6])
+    result = invoke("bench", "--runs", "3", "--video", video, "--frames", "4", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {r["precision"] for r in data["models"]} == set(EMBEDDED_MODELS["default"])
+    assert all(r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] for r in data["models"])
+    pipeline = data["pipeline"]
+    assert pipeline["frames"] == 4 and pipeline["kind"] == "file" and pipeline["processing_fps"] > 0
+    assert pipeline["frame_size"] == [640, 480] and "detect" in pipeline["stage_ms"]
+    table = invoke("bench", "--runs", "2", "-m", "hybrid")
+    assert table.exit_code == 0 and "median ms" in table.stdout and "hybrid" in table.stdout
+    assert "add --camera 0 or --video FILE" in table.stderr
+    assert invoke("bench", "--runs", "2", "--camera", tmp_path / "nope.mp4").exit_code == 1
+
+
+@pytest.mark.parametrize("script", ["check_image.py"])
+def test_examples_run_with_the_embedded_default(script, nuaa_dir):
+    # Issue 12 item 5: the example took the first photo for a model file.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    frames = [str(p) for p in sample_files(nuaa_dir / "real", 2)]
+    example = Path(__file__).resolve().parents[1] / "examples" / script
+    proc = subprocess.run([sys.executable, str(example), *frames], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert all(f in proc.stdout for f in frames) and "P(live)" in proc.stdout
+
+
+def test_stream_example_runs_on_a_video_file(tmp_path, nuaa_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    video = write_video(tmp_path / "clip.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:6])
+    example = Path(__file__).resolve().parents[1] / "examples" / "stream.py"
+    proc = subprocess.run([sys.executable, str(example), str(video)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "face #1" in proc.stdout

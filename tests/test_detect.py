@@ -59,11 +59,36 @@ def test_detector_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("SPOOFSDK_YUNET_MODEL", raising=False)
     with pytest.raises(DetectorError, match="unknown detector"):
         make_detector("mtcnn")
-    with pytest.raises(DetectorError, match="needs its model file"):
-        YuNetDetector()
     with pytest.raises(DetectorError, match="not found"):
         YuNetDetector(tmp_path / "nope.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(DetectorError, match="cannot load"):
         YuNetDetector(junk)
+
+
+def test_yunet_is_bundled_and_the_default(frames, monkeypatch):
+    from spoofsdk import LivenessChecker
+    from spoofsdk.detect import YUNET_ENV, YUNET_MODEL, make_detector
+
+    from conftest import build_tiny_model
+
+    monkeypatch.delenv(YUNET_ENV, raising=False)
+    assert YUNET_MODEL.is_file() and YUNET_MODEL.with_suffix(".LICENSE").is_file()
+    assert "Apache License" in YUNET_MODEL.with_suffix(".LICENSE").read_text()
+    detector = make_detector()
+    assert detector.name == "yunet" and detector.model_path == YUNET_MODEL
+    assert len(detector.detect(frames[0])) == 1
+    assert LivenessChecker(build_tiny_model()).detector.name == "yunet"
+    assert LivenessChecker(build_tiny_model(), detector="haar").detector.name == "haar"
+
+
+def test_bundled_yunet_is_checked(tmp_path, monkeypatch):
+    import spoofsdk.detect as detect
+
+    fake = tmp_path / detect.YUNET_MODEL.name
+    fake.write_bytes(detect.YUNET_MODEL.read_bytes()[:-10] + b"0123456789")
+    monkeypatch.delenv(detect.YUNET_ENV, raising=False)
+    monkeypatch.setattr(detect, "YUNET_MODEL", fake)
+    with pytest.raises(DetectorError, match="SHA-256"):
+        detect.YuNetDetector()

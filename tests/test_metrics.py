@@ -66,3 +66,30 @@ def test_bad_metric_inputs():
         m.error_rates([1, 2], [0.2, 0.3], 0.5)
     with pytest.raises(ValueError):
         m.error_rates([1, 0], [np.nan, 0.3], 0.5)
+
+
+def test_auc_works_with_numpy_1(monkeypatch):
+    # Issue 12 item 11: numpy>=1.24 is declared (picamera2 needs NumPy 1.x) but np.trapezoid is NumPy 2 only.
+    import importlib
+
+    import spoofsdk.metrics as metrics
+
+    reference = getattr(np, "trapezoid")
+    monkeypatch.delattr(np, "trapezoid")
+    monkeypatch.setattr(np, "trapz", reference, raising=False)  # what NumPy 1.x has
+    try:
+        reloaded = importlib.reload(metrics)
+        assert reloaded.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(metrics)
+
+
+def test_threshold_at_bpcer_by_hand():
+    from spoofsdk.metrics import threshold_at_bpcer
+
+    labels = [1, 1, 1, 1, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.65]
+    assert threshold_at_bpcer(labels, scores, 0.0) == 0.6  # every real accepted, as high as possible
+    assert threshold_at_bpcer(labels, scores, 0.25) == 0.7  # one real of four may be rejected
+    assert threshold_at_bpcer(labels, scores, 1.0) > 0.9

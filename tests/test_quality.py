@@ -25,7 +25,7 @@ def test_a_normal_face_passes(face):
     frame, box = face
     report = assess(measure(frame, box), QualityConfig())
     assert report.ok, report.message
-    assert set(report.figures) == {"face_px", "sharpness", "brightness", "clipped", "border_cut", "padded"}
+    assert set(report.figures) == {"face_px", "sharpness", "brightness", "clipped", "border_cut", "landmarks_outside", "padded"}
     assert report.figures["face_px"] == pytest.approx(min(box[2], box[3]))
 
 
@@ -77,3 +77,61 @@ def test_checker_never_scores_a_gated_face(face):
     assert result.label == UNKNOWN and result.reason == Reason.FACE_TOO_SMALL and result.score is None
     blurred = LivenessChecker(build_tiny_model()).check(cv2.GaussianBlur(frame, (0, 0), 8))
     assert all(f.label != "real" for f in blurred.faces)
+
+
+# --- issue 12 item 4: faces that fill the frame are scored; only cut faces are refused --------------
+def _tight(frame, box, margin):
+    """The frame cut to the face box grown by ``margin`` on each side (a phone held close, a tight crop)."""
+    x, y, w, h = box
+    x0, y0 = max(0, int(x - margin * w)), max(0, int(y - margin * h))
+    return np.ascontiguousarray(frame[y0 : int(y + h + margin * h), x0 : int(x + w + margin * w)])
+
+
+def test_a_face_filling_the_frame_is_scored_with_a_narrower_context(face):
+    from spoofsdk.detect import YuNetDetector
+
+    frame, _ = face
+    box = YuNetDetector().detect(frame)[0].box
+    close = _tight(frame, box, 0.08)
+    checker = LivenessChecker(build_tiny_model())
+    result = checker.check(close)
+    (top,) = result.faces
+    assert top.score is not None and top.reason is None, top.message
+    assert top.quality["padded"] == 0.0 and top.quality["landmarks_outside"] == 0
+    assert top.quality["context_scale"] < checker.info.crop_scale
+
+
+def test_a_face_cut_by_the_border_is_still_refused(face):
+    from spoofsdk.detect import YuNetDetector
+
+    frame, _ = face
+    box = YuNetDetector().detect(frame)[0].box
+    x, y, w, h = box
+    half = np.ascontiguousarray(frame[:, int(x + 0.55 * w) :])  # the left half of the face is gone
+    result = LivenessChecker(build_tiny_model()).check(half)
+    assert all(f.score is None for f in result.faces)
+    if result.faces:
+        assert result.faces[0].reason == Reason.CUT_BY_BORDER
+
+
+def test_landmarks_outside_the_frame_mean_a_cut_face(face):
+    frame, box = face
+    marks = [(10.0, 10.0), (-5.0, 20.0), (30.0, 30.0), (20.0, 40.0), (25.0, 40.0)]
+    figures = measure(frame, box, 0.0, marks)
+    assert figures["landmarks_outside"] == 1
+    report = assess(figures, QualityConfig())
+    assert report.reason == Reason.CUT_BY_BORDER and "landmarks" in report.message
+    assert assess(figures, QualityConfig(max_landmarks_outside=None)).ok
+
+
+def test_most_webcam_close_ups_are_scored(data_dir):
+    # Before issue 12, YuNet refused 6,759 of the 7,453 webcam close-ups as cut_by_border and scored 27.
+    from conftest import require
+
+    root = require(data_dir / "webcam", "webcam data")
+    files = sorted(root.rglob("*.jpg"))[::300]
+    checker = LivenessChecker(build_tiny_model())
+    results = [checker.check(f) for f in files]
+    scored = sum(r.score is not None for r in results)
+    cut = sum(r.reason == Reason.CUT_BY_BORDER for r in results)
+    assert len(files) >= 20 and scored >= 0.7 * len(files) and cut <= 0.1 * len(files)

@@ -149,3 +149,43 @@ def test_read_image_errors(tmp_path, seq):
         read_image(tmp_path / "empty.jpg")
     with pytest.raises(ImageError, match="directory"):
         read_image(tmp_path)
+
+
+def test_image_header_sizes_for_every_format_read():
+    from spoofsdk.sources import image_header_size
+
+    image = np.zeros((37, 53, 3), np.uint8)
+    for ext, kind in ((".png", "png"), (".jpg", "jpeg"), (".bmp", "bmp"), (".webp", "webp"), (".tiff", "tiff"), (".ppm", "pnm")):
+        data = cv2.imencode(ext, image)[1].tobytes()
+        assert image_header_size(data) == (kind, (53, 37)), ext
+    lossless = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    assert image_header_size(lossless) == ("webp", (53, 37))
+    assert image_header_size(b"GIF89a")[0] == "unknown"
+
+
+def test_stream_urls_go_to_the_stream_source(monkeypatch):
+    import spoofsdk.sources as sources
+
+    opened = {}
+
+    class FakeCapture:
+        def __init__(self, url, backend, params):
+            opened.update(url=url, backend=backend, params=params)
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            return True, np.zeros((4, 4, 3), np.uint8)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", FakeCapture)
+    source = sources.open_source(video="rtsp://cam.local/stream")
+    assert isinstance(source, sources.StreamSource) and opened["backend"] == cv2.CAP_FFMPEG
+    assert cv2.CAP_PROP_OPEN_TIMEOUT_MSEC in opened["params"]
+    frame = next(iter(source))
+    assert frame.image.shape == (4, 4, 3)
+    source.close()
+    assert isinstance(sources.open_source(camera="rtsp://cam.local/stream"), sources.StreamSource)

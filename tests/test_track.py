@@ -140,3 +140,42 @@ def test_stream_headline_is_the_largest_face_on_tracked_frames(tiny_model_path):
     areas = [f.box[2] * f.box[3] for f in result.faces]
     assert len(areas) == 2 and areas == sorted(areas, reverse=True)
     assert result.score == result.faces[0].score
+
+
+def test_track_gap_widens_with_the_frame_interval():
+    tracker = IoUTracker(SmoothingConfig(forget_after=0.5, gap_frames=3))
+    assert tracker.gap == 0.5  # no interval seen yet
+    for i in range(4):  # a face processed once a second (e.g. --every 10 on 10 fps video)
+        tracker.tick(float(i))
+        tracker.update([(100, 100, 80, 80)], t=float(i))
+    assert tracker.frame_interval == pytest.approx(1.0) and tracker.gap == pytest.approx(3.0)
+    assert [tr.id for tr in tracker.tracks] == [1] and tracker.tracks[0].hits == 4  # one track all along
+    fixed = IoUTracker(SmoothingConfig(forget_after=0.5, gap_frames=0))
+    for i in range(3):
+        fixed.tick(float(i))
+        fixed.update([(100, 100, 80, 80)], t=float(i))
+    assert fixed.gap == 0.5 and fixed.tracks[-1].id == 3  # a new track every frame
+
+
+def test_slow_frames_are_warned_about_once(caplog):
+    tracker = IoUTracker(SmoothingConfig(forget_after=0.5))
+    with caplog.at_level("WARNING", logger="spoofsdk"):
+        for i in range(5):
+            tracker.tick(i * 1.0)
+    warnings = [r for r in caplog.records if "slower than the tracker" in r.getMessage()]
+    assert len(warnings) == 1 and "3.00 s" in warnings[0].getMessage()
+    tracker.reset()
+    assert tracker.frame_interval is None and tracker.gap == 0.5
+
+
+def test_a_live_face_turns_real_on_a_slow_stream(nuaa_dir):
+    # Issue 12 item 2: processed frames 1 s apart never turned real (every track forgotten in between).
+    from spoofsdk import LivenessChecker
+
+    from conftest import build_tiny_model
+
+    frame = cv2.imread(str(sample_files(nuaa_dir / "real", 1)[0]))
+    checker = LivenessChecker(build_tiny_model(), threshold=1e-6)
+    labels = [checker.feed(frame, t=float(i)).label for i in range(8)]
+    assert labels[-1] == REAL and REAL not in labels[:4]
+    assert {f.track_id for f in checker.feed(frame, t=8.0).faces} == {1}
