@@ -141,9 +141,11 @@ def cmd_prepare(args) -> int:
         return 2
 
     # models: embedded assets, extra paths, the tiny fixture (+ fp16/int8 variants)
+    from spoofsdk.detect import YUNET_MODEL
     from spoofsdk.model import ASSETS_DIR
 
-    sources = [(p, "spoofsdk/assets") for p in sorted(ASSETS_DIR.glob("*.onnx"))]
+    # The bundled YuNet detector is compared as a detector (see _detectors), not as a spoofsdk model.
+    sources = [(p, "spoofsdk/assets") for p in sorted(ASSETS_DIR.glob("*.onnx")) if p.name != YUNET_MODEL.name]
     sources += [(Path(p), "argument") for p in args.models]
     for src, origin in sources:
         if not src.is_file():
@@ -174,10 +176,8 @@ def cmd_prepare(args) -> int:
 def _detectors(yunet: str | None):
     from spoofsdk.detect import HaarDetector, YuNetDetector
 
-    dets = {"haar": HaarDetector()}
-    if yunet and Path(yunet).is_file():
-        dets["yunet"] = YuNetDetector(yunet)
-    return dets
+    # YuNet is bundled with spoofsdk: compared always (another file when given).
+    return {"haar": HaarDetector(), "yunet": YuNetDetector(yunet if yunet and Path(yunet).is_file() else None)}
 
 
 def _outputs(model, tensor: np.ndarray) -> list[float]:
