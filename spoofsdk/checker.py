@@ -102,6 +102,14 @@ class LivenessChecker:
         if threshold is not None and not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold) if threshold is not None else float(np.mean([m.threshold for m in self.models]))
+        for m in self.models:
+            info = m.info
+            log.debug(
+                "model %s: %s %s, input %dx%d, crop_scale %g, crop_policy %s, own threshold %.4f",
+                m.source, info.name, info.precision, info.input_size, info.input_size, info.crop_scale,
+                getattr(info, "crop_policy", "pad"), m.threshold,
+            )
+        log.debug("threshold %.4f%s", self.threshold, "" if threshold is None else " (overridden)")
         if max_faces is not None and int(max_faces) < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
         self.max_faces = int(max_faces) if max_faces is not None else None

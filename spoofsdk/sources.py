@@ -281,6 +281,7 @@ class VideoSource:
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else 30.0
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        log.debug("video %s: %.2f fps, %d frames announced, step %d", self.path, self.fps, self.frame_count, self.step)
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -493,6 +494,10 @@ class CameraSource(LiveSource):
             cap.set(cv2.CAP_PROP_FPS, fps)
         # The driver's own queue adds latency on top of ours; keep it to one buffer where supported.
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        log.debug(
+            "camera %r opened: %gx%g at %g fps (asked %s)", device, cap.get(cv2.CAP_PROP_FRAME_WIDTH),
+            cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS), {"width": width, "height": height, "fps": fps},
+        )
         super().__init__(cap.read, f"camera {device}", release=cap.release, **kwargs)
 
 

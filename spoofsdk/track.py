@@ -198,7 +198,11 @@ class IoUTracker:
     def forget(self, t: float) -> None:
         """Drop tracks not seen for more than :attr:`gap` seconds before ``t``."""
         gap = self.gap
-        self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= gap]
+        kept = [tr for tr in self.tracks if t - tr.last_seen <= gap]
+        if len(kept) != len(self.tracks) and log.isEnabledFor(logging.DEBUG):
+            gone = sorted({tr.id for tr in self.tracks} - {tr.id for tr in kept})
+            log.debug("t=%.2f: forgot track(s) %s, unseen for more than %.2f s", t, gone, gap)
+        self.tracks = kept
 
     def update(self, boxes: Sequence[Box], t: float) -> list[FaceTrack]:
         """Assign each box to a track (continuing one or starting a new one); return them in the order of ``boxes``."""
@@ -221,6 +225,7 @@ class IoUTracker:
             track = assigned.get(bi)
             if track is None:
                 track = FaceTrack(id=self._next_id, box=tuple(box), first_seen=t, last_seen=t)  # type: ignore[arg-type]
+                log.debug("t=%.2f: new track %d at %s", t, track.id, tuple(round(v) for v in box))
                 self._next_id += 1
                 self.tracks.append(track)
             else:
