@@ -1,8 +1,8 @@
 """Calibrate a model's threshold on the user's own camera (no torch, no onnx package).
 
 A threshold chosen on the training data rarely holds on another camera. Given a folder
-with ``real/`` and ``attack/`` images taken with the user's camera (``live/``, ``fake/``,
-``spoof/`` are accepted too), this scores every image with the runtime path (detection + crop
+with ``real/`` and ``attack/`` images taken with the user's camera (any class-folder name of
+:mod:`spoofsdk.folders`: ``live/``, ``fake/``, ``spoof/``... as ``prepare`` and the quantizer accept), this scores every image with the runtime path (detection + crop
 + gates, or ``crops=True`` for face crops), picks a threshold, and writes a copy of the model
 whose metadata carries the new ``threshold``, a ``threshold_source`` saying how it was chosen,
 and ``metrics`` whose threshold-dependent figures are replaced by the calibration's own.
@@ -36,17 +36,14 @@ from typing import Any
 import numpy as np
 
 from .errors import ImageError, ModelError, SourceError
+from .folders import class_folders
 from .metrics import error_rates, threshold_at_apcer, threshold_at_bpcer
 from .model import parse_metadata, read_metadata_props, write_metadata_props
 from .results import Reason
 from .sources import list_images
 
-__all__ = ["CalibrationResult", "collect_scores", "calibrate", "choose_threshold", "write_calibrated_model", "CLASS_DIRS",
+__all__ = ["CalibrationResult", "collect_scores", "calibrate", "choose_threshold", "write_calibrated_model",
            "THRESHOLD_DEPENDENT"]
-
-# folder name -> label (1 = real); the names `prepare` and the quantizer accept.
-# TODO(house#9): use spoofsdk.folders (the one class vocabulary) once it lands on main.
-CLASS_DIRS = {"real": 1, "live": 1, "attack": 0, "fake": 0, "spoof": 0}
 
 # Figures in a model's `metrics` that hold only at the threshold they were computed at.
 THRESHOLD_DEPENDENT = ("apcer", "bpcer", "acer", "accuracy", "hter", "far", "frr")
@@ -86,24 +83,12 @@ class CalibrationResult:
         return _clean({**asdict(self), "direction": self.direction})
 
 
-def _class_folders(folder: Path) -> list[tuple[Path, int]]:
-    if not folder.is_dir():
-        raise SourceError(f"calibration folder not found: {folder}")
-    found = [(folder / name, label) for name, label in CLASS_DIRS.items() if (folder / name).is_dir()]
-    labels = {label for _, label in found}
-    if labels != {0, 1}:
-        real = "/".join(n for n, v in CLASS_DIRS.items() if v == 1)
-        attack = "/".join(n for n, v in CLASS_DIRS.items() if v == 0)
-        raise SourceError(f"{folder} must contain a folder of live faces ({real}) and one of attacks ({attack})")
-    return found
-
-
 def collect_scores(checker, folder: str | os.PathLike, crops: bool = False) -> tuple[np.ndarray, np.ndarray, Counter]:
     """Score every image under ``folder/real`` and ``folder/attack``: ``(labels, scores, skipped per reason)``."""
     labels: list[int] = []
     scores: list[float] = []
     skipped: Counter = Counter()
-    for sub, label in _class_folders(Path(folder)):
+    for sub, label in class_folders(folder):
         for path in list_images([sub]):
             try:
                 result = checker.check_crop_file(path) if crops else checker.check(path)

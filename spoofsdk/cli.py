@@ -79,8 +79,11 @@ def _model_options(f):
     f = click.option("--model", "-m", default=None, help="Model file, or embedded model name (default: the embedded default; see `spoofsdk models`).")(f)
     f = click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="Embedded model precision.")(f)
     f = click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads.")(f)
-    f = click.option("--providers", default=None, help="onnxruntime execution providers, comma-separated in order of preference (default: CPUExecutionProvider).")(f)
     return f
+
+
+def _providers_option(f):
+    return click.option("--providers", default=None, help="onnxruntime execution providers, comma-separated in order of preference (default: CPUExecutionProvider).")(f)
 
 
 def _detector_options(f):
@@ -92,7 +95,8 @@ def _detector_options(f):
 def _checker(**kwargs: Any):
     from .checker import LivenessChecker
 
-    kwargs["providers"] = _providers(kwargs.get("providers"))
+    if isinstance(kwargs.get("providers"), str):
+        kwargs["providers"] = _providers(kwargs["providers"])
     try:
         return LivenessChecker(**kwargs)
     except (SpoofSDKError, ValueError) as e:
@@ -196,6 +200,7 @@ def _emit(result, as_json: bool) -> None:
 @click.option("--height", type=click.IntRange(min=1), default=None, help="Camera capture height in pixels.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Camera capture frame rate.")
 @_model_options
+@_providers_option
 @_detector_options
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Decision threshold on P(live), overriding the model's.")
 @click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Score only the largest N faces.")
@@ -369,6 +374,7 @@ JSON_KEYS = ("metrics", "quantization")
 
 @main.command()
 @_model_options
+@_providers_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as one JSON object.")
 @_verbose_option
 def info(model, precision, threads, providers, as_json) -> None:
@@ -430,6 +436,7 @@ def models(as_json) -> None:
 @click.option("--target-bpcer", type=click.FloatRange(0, 1, max_open=True), default=None, help="Instead: the highest threshold whose share of live faces rejected stays within this, APCER still capped.")
 @click.option("--allow-higher-apcer", is_flag=True, help="Allow a threshold that accepts more of these attacks than the model's own threshold does (less secure).")
 @_model_options
+@_providers_option
 @_detector_options
 @click.option("--crops", is_flag=True, help="The images are face crops: no detection.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the calibrated model.")
