@@ -369,7 +369,11 @@ class SpoofModel:
         self.source = source
         self.sha256 = _sha256(data)
         self.session = _make_session(data, source, threads, providers, spin_wait)
-        self.info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, source)
+        try:
+            props = self.session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError as e:  # onnxruntime decodes metadata as UTF-8 and raises on anything else
+            raise MetadataError(f"{source}: model metadata is not valid UTF-8 ({e})") from e
+        self.info = parse_metadata(props, source)
         if precision is not None and self.info.precision != precision:
             raise ModelError(f"{source} is a {self.info.precision} model, but precision={precision!r} was requested")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()

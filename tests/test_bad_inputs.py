@@ -356,6 +356,15 @@ def test_bad_metadata_values(name):
         LivenessChecker(build_tiny_model(metadata=BAD_METADATA[name]))
 
 
+def test_model_metadata_not_utf8():
+    # found by tests/test_fuzz.py: onnxruntime raised UnicodeDecodeError reading the metadata map
+    data = build_tiny_model()
+    good = b"\x03std\x12\x0b0.5,0.5,0.5"
+    assert good in data
+    with pytest.raises(MetadataError, match="UTF-8"):
+        LivenessChecker(data.replace(good, b"\x03std\x12\x0b\xb0.5,0.5,0.5"))
+
+
 def test_model_metadata_disagreeing_with_the_graph():
     data = build_tiny_model(metadata={"input_size": "96x96"})  # the graph takes 64x64
     with pytest.raises(ModelError, match="does not match"):
