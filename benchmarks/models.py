@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spoofsdk_train.macs import onnx_params_macs  # the one MAC counter on a graph
+
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -197,24 +199,15 @@ def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
 # Building FP32 models
 # ------------------------------------------------------------------------------------------
 def _metadata(name: str, arch: str, size: int, output: str, **extra) -> dict[str, str]:
-    props = {
-        "spoofsdk_format": "1",
-        "name": name,
-        "architecture": arch,
-        "precision": "fp32",
-        "input_size": f"{size}x{size}",
-        "color_order": "RGB",
-        "mean": "0.485,0.456,0.406",
-        "std": "0.229,0.224,0.225",
-        "crop_scale": "1.5",
-        "output": output,
-        "class_order": "spoof,real" if output == "logits2" else "real",
-        "threshold": "0.5",
-        "training_data": "none: untrained weights, for latency measurement only",
-        "license": "benchmark artefact, not for use",
-    }
-    props.update({k: str(v) for k, v in extra.items()})
-    return props
+    """The runtime's metadata (:class:`spoofsdk.model.ModelInfo`) for a model built here with random weights."""
+    from spoofsdk.model import ModelInfo
+
+    info = ModelInfo(name=name, architecture=arch, precision="fp32", input_size=size, color_order="RGB",
+                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_scale=1.5, output=output,
+                     class_order=("spoof", "real") if output == "logits2" else ("real",), threshold=0.5,
+                     extra={"training_data": "none: untrained weights, for latency measurement only",
+                            "license": "benchmark artefact, not for use", **{k: str(v) for k, v in extra.items()}})
+    return info.to_props()
 
 
 def _save(model, path: Path, props: dict[str, str]) -> Path:
@@ -228,31 +221,24 @@ def _save(model, path: Path, props: dict[str, str]) -> Path:
 
 
 def export_untrained(arch: str, out_dir: Path | None = None) -> Path:
-    """Export ``spoofsdk_train.models`` architecture ``arch`` with its initial weights (dynamic batch, opset 17)."""
-    import onnx
+    """Export ``spoofsdk_train.models`` architecture ``arch`` with its initial weights, through the trainer's
+    own export (BatchNorm folded, the runtime's metadata) without the parity check (no data needed)."""
     import torch
 
-    from spoofsdk_train.models import build_model, get_spec, model_stats
+    from spoofsdk_train.export import export_model
+    from spoofsdk_train.models import build_model, get_spec
+    from spoofsdk_train.recipe import load_recipe
 
     out_dir = out_dir or work_dir() / "models"
     path = out_dir / f"{arch}-untrained.onnx"
     if path.exists():
         return path
-    spec = get_spec(arch)
-    size = spec.default_input_size
+    recipe = load_recipe({"name": f"{arch}-untrained", "model": {"architecture": arch, "input_size": get_spec(arch).default_input_size,
+                          "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+                          "export": {"license": "benchmark artefact, not for use"}})
     torch.manual_seed(0)
-    model = build_model(arch).eval()
-    stats = model_stats(arch, size)
-    tmp = path.with_suffix(".tmp.onnx")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(
-            model, torch.zeros(1, 3, size, size), str(tmp), input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=17, do_constant_folding=True, dynamo=False,
-        )
-    m = onnx.load(str(tmp))
-    tmp.unlink()
-    return _save(m, path, _metadata(f"{arch}-untrained", arch, size, spec.output, params=stats["params"], macs=stats["macs"]))
+    return export_model(build_model(arch), recipe, path, parity=False,
+                        extra={"training_data": "none: untrained weights, for latency measurement only"})
 
 
 def export_checkpoint(ckpt: Path, key: str) -> Path:
@@ -340,41 +326,6 @@ def build_tiny(path: Path | None = None) -> Path:
     model.ir_version = 8
     params, macs = onnx_params_macs(model)
     return _save(model, path, _metadata("tiny", "tiny-conv", 64, "logits2", params=params, macs=macs))
-
-
-def onnx_params_macs(model) -> tuple[int, int]:
-    """Parameters (float initializers) and multiply-accumulates per image of Conv/Gemm/MatMul nodes (batch 1)."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    if isinstance(model, (str, Path)):
-        model = onnx.load(str(model))
-    inits = {t.name: t for t in model.graph.initializer}
-    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in (1, 10, 16))
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for vi in list(m.graph.input):  # batch 1 so every shape is concrete
-        dims = vi.type.tensor_type.shape.dim
-        if dims and not dims[0].dim_value:
-            dims[0].dim_value = 1
-    inferred = shape_inference.infer_shapes(m)
-    shapes = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
-        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-    macs = 0
-    for n in inferred.graph.node:
-        out = shapes.get(n.output[0])
-        if not out or not all(out):
-            continue
-        if n.op_type == "Conv" and n.input[1] in inits:
-            w = list(inits[n.input[1]].dims)
-            macs += int(np.prod(out[1:])) * w[1] * int(np.prod(w[2:]))
-        elif n.op_type in ("Gemm", "MatMul") and n.input[1] in inits:
-            w = list(inits[n.input[1]].dims)
-            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
-            k = w[1] if trans_b else w[0]
-            macs += int(np.prod(out[1:])) * k
-    return int(params), int(macs)
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .recipe import Recipe
 
 log = logging.getLogger("spoofsdk_train.export")
 
-__all__ = ["ExportError", "fold_batchnorm", "export", "parity_check", "training_data_text"]
+__all__ = ["ExportError", "fold_batchnorm", "export", "export_model", "parity_check", "training_data_text"]
 
 
 class ExportError(SpoofSDKError, RuntimeError):
@@ -140,37 +140,38 @@ def _onnx_export(model: nn.Module, dummy: torch.Tensor, path: Path, output_name:
     )
 
 
-def export(
-    checkpoint: str | os.PathLike,
+def export_model(
+    model: nn.Module,
+    recipe: Recipe,
     out: str | os.PathLike,
-    report: dict | None = None,
+    *,
+    threshold: float = 0.5,
     name: str | None = None,
     opset: int | None = None,
+    extra: dict[str, str] | None = None,
+    parity: bool = True,
     parity_crops: list[np.ndarray] | None = None,
 ) -> Path:
-    """Export a checkpoint to ONNX with metadata and check parity. ``report`` (from evaluate) gives threshold and metrics."""
+    """Write ``model`` (built from ``recipe``) as ONNX with the runtime's metadata; check parity unless ``parity=False``.
+
+    ``extra`` adds or overrides optional metadata (training data, metrics, licence...). Without a
+    parity check (the benchmarks' untrained exports) no data is read.
+    """
     import onnx
 
     from spoofsdk.model import ModelInfo, parse_metadata
 
-    from .evaluate import evaluate
     from .models import count_macs, count_params, get_spec
-    from .train import model_from_checkpoint
 
-    torch.set_num_threads(max(1, int(os.environ.get("SPOOFSDK_THREADS", "2"))))
-    model, recipe, ck = model_from_checkpoint(checkpoint)
     m = recipe.model
     spec = get_spec(m.architecture)
     opset = int(opset or recipe.export.opset)
     if opset < 13:
         raise ExportError(f"opset must be >= 13, got {opset}")
-    if report is None:
-        report = evaluate(checkpoint, plots=False)
-    threshold = float(report["threshold"]["value"])
     size = int(m.input_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-
+    model = model.eval()
     folded = fold_batchnorm(model)
     dummy = torch.zeros(2, 3, size, size)
     with torch.no_grad():
@@ -182,8 +183,6 @@ def export(
         _onnx_export(folded, dummy, tmp, output_name, opset)
     proto = onnx.load(str(tmp))
     tmp.unlink()
-    metrics_json = {k: {f: v.get(f) for f in ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")}
-                    for k, v in report.get("test", {}).items()}
     info = ModelInfo(
         name=name or recipe.name,
         architecture=m.architecture,
@@ -195,16 +194,14 @@ def export(
         crop_scale=float(m.crop_scale),
         output=spec.output,
         class_order=spec.class_order,
-        threshold=threshold,
+        threshold=float(threshold),
         extra={
-            "training_data": training_data_text(recipe),
-            "metrics": json.dumps(metrics_json, default=float),
             "license": recipe.export.license,
             "description": recipe.description,
             "created": datetime.now(timezone.utc).date().isoformat(),
-            "threshold_source": f"{report['threshold'].get('how', report['threshold'].get('rule'))}; val sets: {', '.join(report['threshold'].get('val_sets', []))}",
             "params": str(count_params(model)),
             "macs": str(count_macs(model, size)),
+            **(extra or {}),
         },
     )
     props = info.to_props()
@@ -213,16 +210,47 @@ def export(
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     ops = sorted({n.op_type for n in proto.graph.node})
-    crops = parity_crops if parity_crops is not None else _parity_crops(recipe)
-    try:
-        parity = parity_check(data, model, recipe, crops, float(recipe.export.parity_tolerance))
-    except ExportError:
-        if out.exists():
-            out.unlink()
-        raise
+    check = None
+    if parity:
+        crops = parity_crops if parity_crops is not None else _parity_crops(recipe)
+        try:
+            check = parity_check(data, model, recipe, crops, float(recipe.export.parity_tolerance))
+        except ExportError:
+            if out.exists():
+                out.unlink()
+            raise
     out.write_bytes(data)
-    side = {"onnx": str(out), "opset": opset, "ops": ops, "bn_fold_max_drift": drift, "parity": parity, "metadata": props}
+    side = {"onnx": str(out), "opset": opset, "ops": ops, "bn_fold_max_drift": drift, "parity": check, "metadata": props}
     out.with_suffix(".export.json").write_text(json.dumps(side, indent=1))
-    log.info("exported %s (opset %d, ops %s, %d bytes); parity on %d crops: max |dP| %.2e (tolerance %g), threshold %.6f",
-             out, opset, ",".join(ops), len(data), parity["n_crops"], parity["max_abs_diff_prob"], parity["tolerance"], threshold)
+    log.info("exported %s (opset %d, ops %s, %d bytes); %s, threshold %.6f", out, opset, ",".join(ops), len(data),
+             f"parity on {check['n_crops']} crops: max |dP| {check['max_abs_diff_prob']:.2e} (tolerance {check['tolerance']:g})"
+             if check else "no parity check", threshold)
     return out
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    report: dict | None = None,
+    name: str | None = None,
+    opset: int | None = None,
+    parity_crops: list[np.ndarray] | None = None,
+) -> Path:
+    """Export a checkpoint to ONNX with metadata and check parity. ``report`` (from evaluate) gives threshold and metrics."""
+    from .evaluate import evaluate
+    from .train import model_from_checkpoint
+
+    torch.set_num_threads(max(1, int(os.environ.get("SPOOFSDK_THREADS", "2"))))
+    model, recipe, _ = model_from_checkpoint(checkpoint)
+    if report is None:
+        report = evaluate(checkpoint, plots=False)
+    keys = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")
+    metrics_json = {k: {f: v.get(f) for f in keys} for k, v in report.get("test", {}).items()}
+    how = report["threshold"].get("how", report["threshold"].get("rule"))
+    extra = {
+        "training_data": training_data_text(recipe),
+        "metrics": json.dumps(metrics_json, default=float),
+        "threshold_source": f"{how}; val sets: {', '.join(report['threshold'].get('val_sets', []))}",
+    }
+    return export_model(model, recipe, out, threshold=float(report["threshold"]["value"]), name=name, opset=opset, extra=extra,
+                        parity_crops=parity_crops)
