@@ -34,7 +34,9 @@ def _frames() -> list:
 
     data = Path(os.environ.get("SPOOFSDK_DATA", REPO.parent / "shared" / "data")) / "nuaa" / "real"
     files = sorted(data.rglob("*.jpg"))[::50][:40]
-    images = [cv2.resize(cv2.imread(str(p)), (640, 480)) for p in files]
+    from spoofsdk.folders import read_image
+
+    images = [cv2.resize(read_image(p), (640, 480)) for p in files]
     if images:
         return images
     rng = np.random.default_rng(0)

@@ -53,12 +53,13 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     a = p.parse_args(argv)
     samples = {"before_import": rss_mb()}
-    import cv2
     from pathlib import Path
 
     files = sorted(Path(a.data).rglob("*.jpg"))
     files = files[:: max(1, len(files) // a.distinct)][: a.distinct]
-    frames = [cv2.imread(str(f)) for f in files]
+    from spoofsdk.folders import read_image
+
+    frames = [read_image(f) for f in files]
     samples["frames_decoded"] = rss_mb()
     from spoofsdk.checker import LivenessChecker
 

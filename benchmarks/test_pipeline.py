@@ -18,7 +18,8 @@ FPS = 30.0  # timestamps given to the stream, as from a 30 fps camera
 
 def _frames(n: int):
     """Decoded NUAA frames: consecutive frames of a few sequences from different subjects, both classes."""
-    import cv2
+    from spoofsdk.errors import ImageError
+    from spoofsdk.folders import read_image
 
     root = data_root() / "nuaa"
     if not root.is_dir():
@@ -29,9 +30,10 @@ def _frames(n: int):
         for subj in subjects[:: max(1, len(subjects) // 3)][:3]:
             files = sorted(subj.glob("*.jpg"))
             for f in files[: max(1, n // 6)]:
-                img = cv2.imread(str(f))
-                if img is not None:
-                    frames.append(img)
+                try:
+                    frames.append(read_image(f))
+                except ImageError:
+                    continue
     return frames[:n]
 
 

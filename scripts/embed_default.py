@@ -16,7 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from spoofsdk import metrics  # noqa: E402
 from spoofsdk.crop import resize_square  # noqa: E402
+from spoofsdk.folders import read_image  # noqa: E402
 from spoofsdk.model import SpoofModel, read_metadata_props, write_metadata_props  # noqa: E402
 
 FIELDS = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")
@@ -32,7 +32,7 @@ FIELDS = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apc
 def test_split(manifest: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     data = json.loads(manifest.read_text())
     items = [it for it in data["items"] if it["split"] == "test"]
-    crops = [resize_square(cv2.imread(str(manifest.parent / it["file"]), cv2.IMREAD_COLOR), size) for it in items]
+    crops = [resize_square(read_image(manifest.parent / it["file"]), size) for it in items]
     return np.stack(crops), np.array([it["label"] for it in items])
 
 

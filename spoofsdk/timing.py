@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["call_ms", "summary", "time_calls", "interleaved"]
+__all__ = ["call_ms", "timed", "summary", "time_calls", "interleaved"]
 
 
 def call_ms(fn: Callable[[], Any], inner: int = 1) -> float:
@@ -21,6 +21,13 @@ def call_ms(fn: Callable[[], Any], inner: int = 1) -> float:
     for _ in range(inner):
         fn()
     return (time.perf_counter() - start) * 1000.0 / inner
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """One call of ``fn``: its result and how long it took in milliseconds (a stage's duration, for reports)."""
+    start = time.perf_counter()
+    result = fn()
+    return result, (time.perf_counter() - start) * 1000.0
 
 
 def summary(times_ms: Sequence[float]) -> dict[str, float]:

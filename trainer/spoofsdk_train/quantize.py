@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,7 +36,7 @@ from spoofsdk import folders
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square, to_tensor
 from spoofsdk.errors import ImageError
 from spoofsdk.model import ModelInfo, SpoofModel, read_metadata_props
-from spoofsdk.timing import interleaved
+from spoofsdk.timing import interleaved, timed
 
 from .convert import INT8_DEFAULTS, QuantizeError, convert, finish, load_fp32, quantize_int8
 
@@ -314,23 +313,18 @@ def quantize(
     if out_path.resolve() == model_path.resolve():
         raise QuantizeError("the output would overwrite the FP32 model; choose another --out")
 
-    calib_samples: list[Sample] = []
-    eval_samples: list[Sample] = []
-    t0 = time.perf_counter()
-    if calib is not None:
-        calib_samples, eval_samples = _split_calib_eval(
-            calib, eval_data, info, calib_size, eval_size if report else 0, detector, kind
-        )
-    elif eval_data is not None and report:
-        eval_samples = collect_samples(eval_data, info, limit=eval_size, kind=kind, detector=detector)
-    data_s = time.perf_counter() - t0
+    def data_for_report() -> tuple[list[Sample], list[Sample]]:
+        if calib is not None:
+            return _split_calib_eval(calib, eval_data, info, calib_size, eval_size if report else 0, detector, kind)
+        if eval_data is not None and report:
+            return [], collect_samples(eval_data, info, limit=eval_size, kind=kind, detector=detector)
+        return [], []
 
-    t0 = time.perf_counter()
+    (calib_samples, eval_samples), data_ms = timed(data_for_report)
     if precision == "int8" and not calib_samples:
         raise QuantizeError(f"no usable calibration crops in {calib} (no images, or no face detected in any frame)")
     tensors = to_tensor([s.crop for s in calib_samples], info.color_order, info.mean, info.std) if calib_samples else None
-    qbytes, how = convert(data, precision, tensors, **int8_options)
-    convert_s = time.perf_counter() - t0
+    (qbytes, how), convert_ms = timed(lambda: convert(data, precision, tensors, **int8_options))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(qbytes)
 
@@ -344,7 +338,7 @@ def quantize(
         "size_bytes": {"fp32": len(data), precision: len(qbytes)},
         "size_ratio": len(qbytes) / len(data),
         "threads": threads,
-        "seconds": {"data": round(data_s, 2), "convert": round(convert_s, 2)},
+        "seconds": {"data": round(data_ms / 1000, 2), "convert": round(convert_ms / 1000, 2)},
         "cpu": _cpu_name(),
     }
     report_path = None
@@ -457,12 +451,12 @@ def sweep_int8(
             for act in activation_types:
                 for rr in reduce_ranges:
                     name = f"{'U8' if act == 'QUInt8' else 'S8'}S8/{method}/rr={int(rr)}"
-                    t0 = time.perf_counter()
-                    q = quantize_int8(data, ctensors, activation_type=act, calibrate_method=method, reduce_range=rr, calibration_cache=cache)
+                    q, ms = timed(lambda: quantize_int8(data, ctensors, activation_type=act, calibrate_method=method, reduce_range=rr,
+                                                        calibration_cache=cache))
                     q = finish(q, props, "int8", {})
                     models[name] = SpoofModel(q, threads=threads)
                     rows.append({"config": name, "activation_type": act, "calibrate_method": method, "reduce_range": rr,
-                                 "size_bytes": len(q), "quantize_s": time.perf_counter() - t0})
+                                 "size_bytes": len(q), "quantize_s": ms / 1000})
     thr = info.threshold
     labels = np.array([-1 if s.label is None else s.label for s in eval_samples]) if eval_samples else None
     s32 = _scores(fp32, etensors) if etensors is not None else None

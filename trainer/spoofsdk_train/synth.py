@@ -599,8 +599,9 @@ def _main(argv: list[str] | None = None) -> int:
     if not files:
         ap.error(f"no real/*.jpg under {args.data}")
     pick = np.random.default_rng(args.seed).choice(len(files), size=min(args.n * 2, len(files)), replace=False)
-    images = [cv2.imread(str(files[i]), cv2.IMREAD_COLOR) for i in pick]
-    images = [im for im in images if im is not None]
+    from spoofsdk.folders import read_image
+
+    images = [read_image(files[i]) for i in pick]
     sheet = contact_sheet(images[: args.n], AttackSynthesizer(), args.seed, args.size, refs=images[args.n :] or None)
     cv2.imwrite(str(args.out), sheet)
     print(args.out)
