@@ -30,6 +30,7 @@ def _check(arch: str, size: int, tmp_path) -> None:
     assert graph_macs == count_macs(model, size), arch
 
 
+@pytest.mark.slow
 def test_edgenet_graph_and_torch_counts_agree(tmp_path):
     _check("edgenet", 64, tmp_path)
     recipe = load_recipe({"model": {"architecture": "edgenet", "input_size": 64}})

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with torch) is not installed")
+
 import torch
 
 from conftest import require, sample_files
@@ -29,6 +32,7 @@ def minifasnet_folder() -> Path:
     return require(minifasnet_dir(), "MiniFASNet checkpoints")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,params", [("minifasnet_v2", 434_560), ("minifasnet_v1se", 433_586)])
 def test_architecture_shapes_without_weights(name, params):
     model = build_model(name).eval()
@@ -58,6 +62,7 @@ def test_checkpoint_loads_strictly(minifasnet_folder, name):
     assert load_minifasnet(checkpoint_path(name)).prob.weight.shape == (3, 128)
 
 
+@pytest.mark.slow
 def test_pair_p_live_is_the_mean_of_the_two_softmaxes(minifasnet_folder):
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, size=(3, 80, 80, 3), dtype=np.uint8)

@@ -16,6 +16,11 @@ import pytest
 from conftest import REPO, build_tiny_model
 from spoofsdk.errors import MetadataError
 from spoofsdk.model import SpoofModel, read_metadata_props
+
+pytest.importorskip("spoofsdk_train", reason="the trainer (pip install -e ./trainer) is not installed")
+pytest.importorskip("onnx", reason="onnx (a trainer dependency) is not installed")
+pytest.importorskip("onnxconverter_common", reason="onnxconverter-common (a trainer dependency) is not installed")
+
 from spoofsdk_train import quantize as q
 
 
@@ -142,6 +147,7 @@ def test_refuses_bad_inputs(fp32_path, crops_dir, tmp_path):
     assert not any((tmp_path / n).exists() for n in ("a.onnx", "b.onnx", "c.onnx", "d.onnx", "e.onnx"))
 
 
+@pytest.mark.slow
 def test_cli_without_torch(fp32_path, crops_dir, tmp_path, capsys):
     from spoofsdk_train.cli import main
 

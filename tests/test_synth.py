@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import require, sample_files
+
+pytest.importorskip("spoofsdk_train", reason="the trainer (pip install -e ./trainer) is not installed")
+
 from spoofsdk_train.synth import ATTACK, REAL, AttackSynthesizer, SynthConfig, fda_mix, lab_stats_mix, maybe_synthesize, pick_reference
 
 SIZE = 128

@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from spoofsdk.model import SpoofModel
+
+pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with torch) is not installed")
+
 from spoofsdk_train.cli import main
 from spoofsdk_train.synthetic import make_synthetic
 
 
+@pytest.mark.slow
 def test_cli_prepare_train_evaluate_export(tmp_path, capsys):
     root = make_synthetic(tmp_path / "syn", "split_class_identity", n_subjects=9, per_subject=3, size=40)
     assert main(["prepare", str(root), "--out", str(tmp_path / "cache"), "--size", "32", "--faces", "crop", "--quiet"]) == 0
@@ -30,6 +36,7 @@ def test_cli_prepare_train_evaluate_export(tmp_path, capsys):
     assert SpoofModel(tmp_path / "again.onnx").info.architecture == "edgenet"
 
 
+@pytest.mark.slow
 def test_cli_models_lists_sizes(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import sample_files
+
+pytest.importorskip("spoofsdk_train", reason="the trainer (pip install -e ./trainer) is not installed")
+
 from spoofsdk_train.data import assign_splits, load_crops, prepare, read_manifest, scan, split_random, split_subjects
 from spoofsdk_train.synthetic import make_synthetic
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with torch) is not installed")
+
 from spoofsdk_train.evaluate import choose_threshold, evaluate, score_report
 
 # 4 real, 4 attacks. Sorted by score: 0.9 R, 0.8 R, 0.7 A, 0.6 R, 0.3 R, 0.2 A, 0.1 A, 0.05 A
@@ -74,6 +76,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return base / "run"
 
 
+@pytest.mark.slow
 def test_evaluate_writes_report_and_plots(tiny_run, tmp_path):
     from spoofsdk_train.data import load_crops
     from spoofsdk_train.train import model_from_checkpoint, predict_scores
@@ -96,6 +99,7 @@ def test_evaluate_writes_report_and_plots(tiny_run, tmp_path):
     assert report["splits"][name]["method"] == "subject-disjoint"
 
 
+@pytest.mark.slow
 def test_evaluate_with_apcer_rule(tiny_run, tmp_path):
     report = evaluate(tiny_run / "best.pt", out_dir=tmp_path, threshold="apcer:0.05", plots=False)
     assert report["val"]["all"]["apcer"] <= 0.05 + 1e-12

@@ -4,8 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
+
+pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with torch) is not installed")
+pytest.importorskip("onnx", reason="onnx (a trainer dependency) is not installed")
+pytestmark = pytest.mark.slow  # every test here trains and exports a model first
+
+import onnx
 import torch
 
 from spoofsdk.crop import to_tensor

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with torch) is not installed")
+
 import torch
 from torch import nn
 
@@ -25,6 +28,7 @@ def test_spoofnet_has_exactly_the_seed_parameter_count():
         assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_hybrid_levels_and_head():
     model = build_model("hybrid").eval()
     x = torch.zeros(1, 3, 224, 224)
@@ -39,6 +43,7 @@ def test_hybrid_levels_and_head():
     assert get_spec("hybrid").output == "logit1"
 
 
+@pytest.mark.slow
 def test_edge_model_fits_the_arm_budget():
     st = model_stats("edgenet", 128)
     assert st["params"] <= 1_000_000
@@ -67,6 +72,7 @@ def test_mac_count_matches_hand_computation():
     assert count_macs(model, 16) == 13_824 + 4_608 + 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("spoofnet", 224), ("hybrid", 224), ("edgenet", 128)])
 def test_model_stats_are_reported(name, size):
     st = model_stats(name, size)

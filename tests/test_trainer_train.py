@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with torch) is not installed")
+
 import torch
 
 from spoofsdk_train.data import load_crops, prepare
@@ -63,6 +66,7 @@ def test_two_runs_of_one_recipe_give_identical_weights(tiny_data, tmp_path):
     assert not _same(wa, _weights(tmp_path / "c" / "last.pt"))
 
 
+@pytest.mark.slow
 def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
     recipe = tiny_recipe(tiny_data, "train.epochs=2")
     train(recipe, tmp_path / "full", progress=False)
@@ -129,6 +133,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
