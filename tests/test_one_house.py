@@ -106,3 +106,11 @@ def test_one_mac_counter():
             _calls(n, "register_forward_hook") or _calls(n, "infer_shapes")) for n in ast.walk(tree))
 
     assert _owners(counts_macs) == {"trainer/spoofsdk_train/macs.py", "trainer/spoofsdk_train/models/__init__.py"}
+
+
+def test_the_test_command_is_written_once():
+    """README's test command is the one .ci/run runs, character for character."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    command = next(line for line in readme.splitlines() if "-m pytest" in line and line.startswith("python3 -m venv"))
+    assert command in ci.splitlines() and "slow or not slow" in command

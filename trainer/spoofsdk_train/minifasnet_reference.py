@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +27,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from spoofsdk.folders import image_files
+from spoofsdk.timing import timed
 
 from .models.minifasnet import CHECKPOINTS, CLASS_ORDER, LIVE_CLASS, bgr_crops_to_tensor, load_minifasnet
 
@@ -159,7 +161,7 @@ class Domain:
 def _class_files(folder: Path) -> tuple[list[Path], list[int]]:
     files, labels = [], []
     for cls, y in (("real", 1), ("attack", 0)):
-        fs = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+        fs = image_files(folder / cls)
         files += fs
         labels += [y] * len(fs)
     return files, labels
@@ -257,9 +259,8 @@ def score_domains(
     result: dict = {"models": names, "model_sources": [m.source for m in loaded], "ensemble": ensemble_name,
                     "threshold": threshold, "domains": {}}
     for d in selected:
-        start = time.perf_counter()
-        scores, no_face = _score_domain(loaded, d, detector, batch)
-        entry = {"kind": d.kind, "no_face": no_face, "seconds": round(time.perf_counter() - start, 1),
+        (scores, no_face), ms = timed(lambda: _score_domain(loaded, d, detector, batch))
+        entry = {"kind": d.kind, "no_face": no_face, "seconds": round(ms / 1000, 1),
                  ensemble_name: _figures(d.labels, scores.mean(axis=0), threshold)}
         if len(loaded) > 1:
             for name, m, s in zip(names, loaded, scores):
@@ -353,9 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     models = args.models or export_minifasnet_pair(args.export_dir or out.parent / "minifasnet_onnx")
-    start = time.perf_counter()
-    result = score_domains(models, args.data, args.domains, threads=args.threads)
-    result["seconds"] = round(time.perf_counter() - start, 1)
+    result, ms = timed(lambda: score_domains(models, args.data, args.domains, threads=args.threads))
+    result["seconds"] = round(ms / 1000, 1)
     result["command"] = "python -m spoofsdk_train.minifasnet_reference " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
