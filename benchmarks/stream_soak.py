@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    import cv2
+    from spoofsdk.folders import read_image
     import numpy as np
 
     from spoofsdk import LivenessChecker
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         print(f"no NUAA frames under {nuaa}", file=sys.stderr)
         return 2
     files = files[:: max(1, len(files) // a.distinct)][: a.distinct]
-    frames = [cv2.imread(str(f)) for f in files]
+    frames = [read_image(f) for f in files]
     # Broken frames a driver can deliver: wrong dtype, empty, a single pixel (the last is readable: no face).
     broken = [np.zeros((480, 640, 3), np.float32), np.zeros((0, 0, 3), np.uint8), np.zeros((1, 1, 3), np.uint8)]
     unreadable = sum(1 for i in range(a.frames) if i % 50 == 49 and (i // 50) % len(broken) < 2)

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import SourceError
+from .timing import time_calls
 
 __all__ = ["bench_models", "bench_pipeline", "format_table"]
 
@@ -48,17 +49,11 @@ def bench_models(model: str | None = None, threads: int | None = None, providers
         size = loaded.info.input_size
         rng = np.random.default_rng(0)
         crop = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        for _ in range(WARMUP_RUNS):
-            loaded.score_crops([crop])
-        times = []
-        for _ in range(int(runs)):
-            start = time.perf_counter()
-            loaded.score_crops([crop])
-            times.append((time.perf_counter() - start) * 1000.0)
+        stats = time_calls(lambda: loaded.score_crops([crop]), runs=int(runs), warmup=WARMUP_RUNS)
         rows.append({
             "model": loaded.info.name, "precision": loaded.info.precision, "input": size, "source": loaded.source,
-            "median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "per_second": 1000.0 / float(np.median(times)), "runs": int(runs), "threads": threads,
+            "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
+            "per_second": 1000.0 / stats["median_ms"], "runs": int(runs), "threads": threads,
         })
         log.debug("bench %s %s: median %.2f ms", loaded.info.name, loaded.info.precision, rows[-1]["median_ms"])
     return rows
