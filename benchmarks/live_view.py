@@ -16,7 +16,6 @@ time its frame left the source, so latency = arrival time - that time (one machi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -24,6 +23,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
+
+from spoofsdk.clitools import Command, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,13 +101,13 @@ def _summary(results: list[dict]) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--memory-frames", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of 0/1/3 viewers for the model-loop fps")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
+@click.command(cls=Command, help=__doc__.splitlines()[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--seconds", type=float, default=15.0, show_default=True)
+@click.option("--memory-frames", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True, help="Interleaved rounds of 0/1/3 viewers for the model-loop fps.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def cli(seconds, memory_frames, rounds, json_path) -> int:
+    args = SimpleNamespace(seconds=seconds, memory_frames=memory_frames, rounds=rounds, json=json_path)
 
     import psutil
 
@@ -196,6 +200,10 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0
+
+
+def main(argv=None) -> int:
+    return run_main(cli, argv, prog_name="python -m benchmarks.live_view")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ they record their figures in a results JSON that this module renders.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,6 +19,10 @@ import time
 import tomllib
 from pathlib import Path
 from string import Template
+
+import click
+
+from spoofsdk.clitools import Command, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -365,34 +368,34 @@ def render_all(runs: list[tuple[dict, str | None]]) -> str:
     return "\n".join(parts)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke mode (also $SPOOFSDK_BENCH_QUICK=1)")
-    p.add_argument("--out", help="RESULTS.md path (default: benchmarks/RESULTS.md; quick: .benchmarks/work/RESULTS-quick.md)")
-    p.add_argument("--plot", help="PNG path (default: beside --out, latency_vs_auc.png)")
-    p.add_argument("--results", help="results JSON (default: .benchmarks/work/results[-quick].json)")
-    p.add_argument("--render-only", action="store_true", help="do not run the suites; render the results JSON")
-    p.add_argument("--nice", type=int, default=15, help="niceness for the run (default 15; the machine is shared)")
-    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --, e.g. -- -k latency")
-    a = p.parse_args(argv)
-    quick = a.quick or os.environ.get("SPOOFSDK_BENCH_QUICK", "").lower() in ("1", "true", "yes")
+@click.command(cls=Command, help=__doc__.split("\n\n")[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quick", is_flag=True, help="Smoke mode (also $SPOOFSDK_BENCH_QUICK=1).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="RESULTS.md path (default: benchmarks/RESULTS.md; quick: .benchmarks/work/RESULTS-quick.md).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="PNG path (default: beside --out, latency_vs_auc.png).")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), help="Results JSON (default: .benchmarks/work/results[-quick].json).")
+@click.option("--render-only", is_flag=True, help="Do not run the suites; render the results JSON.")
+@click.option("--nice", type=int, default=15, show_default=True, help="Niceness for the run.")
+@click.argument("pytest_args", nargs=-1)
+def cli(quick, out, plot_path, results, render_only, nice, pytest_args) -> int:
+    """Extra pytest arguments go after --, e.g. -- -k latency."""
+    quick = quick or os.environ.get("SPOOFSDK_BENCH_QUICK", "").lower() in ("1", "true", "yes")
     work = _work()
-    results = Path(a.results) if a.results else work / ("results-quick.json" if quick else "results.json")
-    out = Path(a.out) if a.out else (work / "RESULTS-quick.md" if quick else HERE / "RESULTS.md")
-    plot_path = Path(a.plot) if a.plot else out.with_name("latency_vs_auc.png")
+    results = results or work / ("results-quick.json" if quick else "results.json")
+    default_out = out is None
+    out = out or (work / "RESULTS-quick.md" if quick else HERE / "RESULTS.md")
+    plot_path = plot_path or out.with_name("latency_vs_auc.png")
     code = 0
-    if not a.render_only:
-        if a.nice:
+    if not render_only:
+        if nice:
             try:
-                os.nice(max(0, a.nice - os.nice(0)))
+                os.nice(max(0, nice - os.nice(0)))
             except OSError:
                 pass
         t0 = time.time()
-        code = run_suites(results, work / ("bench-quick.json" if quick else "bench.json"), quick, a.pytest_args)
+        code = run_suites(results, work / ("bench-quick.json" if quick else "bench.json"), quick, list(pytest_args))
         print(f"suites finished in {time.time() - t0:.0f} s (exit {code})")
     if not results.exists():
-        print(f"no results at {results}", file=sys.stderr)
-        return code or 1
+        raise click.ClickException(f"no results at {results}")
     res = json.loads(results.read_text())
     plot(res, plot_path)
     try:
@@ -400,7 +403,7 @@ def main(argv=None) -> int:
     except ValueError:
         rel = str(plot_path)
     runs = [(res, rel)]
-    if res["mode"] == "full" and not a.out:
+    if res["mode"] == "full" and default_out:
         # Keep the latest full run of every machine beside RESULTS.md and render them all.
         store = HERE / "results"
         store.mkdir(exist_ok=True)
@@ -413,6 +416,10 @@ def main(argv=None) -> int:
     out.write_text(render_all(runs))
     print(f"wrote {out} and {plot_path}")
     return code
+
+
+def main(argv=None) -> int:
+    return run_main(cli, argv, prog_name="python -m benchmarks.report")
 
 
 if __name__ == "__main__":

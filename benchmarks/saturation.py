@@ -14,12 +14,15 @@ would form, and reports the share that exceeds the int16 range.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
+
+from spoofsdk.clitools import Command, run_main
 
 
 def _pairs_saturating(a_u8: np.ndarray, w_s8: np.ndarray) -> tuple[int, int, int, int]:
@@ -99,17 +102,17 @@ def analyse(qdq_bytes: bytes, tensors: np.ndarray, max_rows: int = 20000) -> dic
             "layers_with_saturation": sum(1 for l in layers if l["saturating_pairs"]), "layers_checked": len(layers)}
 
 
-def main(argv=None) -> int:
+@click.command(cls=Command, help=__doc__.split("\n\n")[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--calib", required=True, type=click.Path(exists=True), help="Face crops: a labelled folder or the trainer's cache/.")
+@click.option("--crops", type=click.IntRange(min=1), default=32, show_default=True, help="Probe crops.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures here.")
+def cli(model, calib, crops, json_path) -> int:
     from spoofsdk.crop import to_tensor
     from spoofsdk_train.convert import INT8_DEFAULTS, load_fp32, quantize_int8
     from spoofsdk_train.quantize import collect_samples
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.saturation", description=__doc__.split("\n\n")[0])
-    p.add_argument("model")
-    p.add_argument("--calib", required=True)
-    p.add_argument("--crops", type=int, default=32)
-    p.add_argument("--json")
-    a = p.parse_args(argv)
+    a = SimpleNamespace(model=model, calib=calib, crops=crops, json=json_path)
     data, info = load_fp32(a.model)
     calib = collect_samples(a.calib, info, limit=128, splits=("train",))
     probe = collect_samples(a.calib, info, limit=a.crops, splits=("test",)) or calib[: a.crops]
@@ -130,6 +133,10 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_main(cli, argv, prog_name="python -m benchmarks.saturation")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ nothing about a real board.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -51,6 +51,10 @@ try:  # the installed package; else this checkout's (the x86 reference side runs
 except ImportError:
     if (REPO / "spoofsdk" / "__init__.py").is_file():
         sys.path.insert(0, str(REPO))
+import click  # noqa: E402  (after the checkout fallback above)
+
+from spoofsdk.clitools import Group, run_main  # noqa: E402
+
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-3, "int8": 0.02}
 BOX_TOLERANCE_PX = 1.0  # detector boxes x86 vs arm, pixels in the full frame
 
@@ -416,24 +420,48 @@ def cmd_check(args) -> int:
     return 0
 
 
+_WORKDIR = click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Work folder shared by both sides.")
+
+
+@click.group(cls=Group, help=__doc__.split("\n\n")[0], context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    pass
+
+
+@cli.command("prepare")
+@_WORKDIR
+@click.option("--data", default=lambda: os.environ.get("SPOOFSDK_DATA", str(REPO.parent / "shared" / "data")), show_default="$SPOOFSDK_DATA or ../shared/data")
+@click.option("--nuaa", type=click.IntRange(min=0), default=3, show_default=True, help="NUAA frames per class.")
+@click.option("--gc535", type=click.IntRange(min=0), default=4, show_default=True, help="gc535 crops per class.")
+@click.argument("models", nargs=-1)
+def prepare_command(**options) -> int:
+    """Collect models and images into WORKDIR (reference side)."""
+    return cmd_prepare(SimpleNamespace(**options))
+
+
+def _side_options(f):
+    f = click.option("--yunet", default=lambda: os.environ.get("SPOOFSDK_YUNET_MODEL"), help="YuNet model [$SPOOFSDK_YUNET_MODEL].")(f)
+    f = click.option("--side", required=True, help="Name of this side, e.g. x86 or arm64-a72.")(f)
+    return _WORKDIR(f)
+
+
+@cli.command("dump")
+@_side_options
+def dump_command(**options) -> int:
+    """Run every model on every image and write WORKDIR/<side>.json."""
+    return cmd_dump(SimpleNamespace(**options))
+
+
+@cli.command("check")
+@_side_options
+@click.option("--ref", default="x86", show_default=True, help="Side name of the reference dump.")
+def check_command(**options) -> int:
+    """Dump this side, compare with the reference dump; exit status 1 beyond tolerance."""
+    return cmd_check(SimpleNamespace(**options))
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="mode", required=True)
-    p = sub.add_parser("prepare", help="collect models and images into WORKDIR (reference side)")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--data", default=os.environ.get("SPOOFSDK_DATA", str(REPO.parent / "shared" / "data")))
-    p.add_argument("--nuaa", type=int, default=3, help="NUAA frames per class")
-    p.add_argument("--gc535", type=int, default=4, help="gc535 crops per class")
-    p.add_argument("models", nargs="*", help="extra model files to compare")
-    for name in ("dump", "check"):
-        q = sub.add_parser(name)
-        q.add_argument("--workdir", required=True)
-        q.add_argument("--side", required=True, help="name of this side, e.g. x86 or arm64-a72")
-        q.add_argument("--yunet", default=os.environ.get("SPOOFSDK_YUNET_MODEL"))
-        if name == "check":
-            q.add_argument("--ref", default="x86", help="side name of the reference dump")
-    args = ap.parse_args(argv)
-    return {"prepare": cmd_prepare, "dump": cmd_dump, "check": cmd_check}[args.mode](args)
+    return run_main(cli, argv, prog_name="compare_outputs.py")
 
 
 if __name__ == "__main__":

@@ -10,18 +10,20 @@ the SHA-256 lines for spoofsdk.model.EMBEDDED_MODELS.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from spoofsdk import metrics  # noqa: E402
+from spoofsdk.clitools import Command, run_main  # noqa: E402
 from spoofsdk.crop import resize_square  # noqa: E402
 from spoofsdk.folders import read_image  # noqa: E402
 from spoofsdk.model import SpoofModel, read_metadata_props, write_metadata_props  # noqa: E402
@@ -36,15 +38,16 @@ def test_split(manifest: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(crops), np.array([it["label"] for it in items])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+", type=Path)
-    ap.add_argument("--data", type=Path, default=REPO / "cache" / "s1.5_128", help="prepared data sets (manifest.json per set)")
-    ap.add_argument("--assets", type=Path, default=REPO / "spoofsdk" / "assets")
-    args = ap.parse_args()
+@click.command(cls=Command, help=__doc__.split("\n\n")[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=REPO / "cache" / "s1.5_128", show_default=True,
+              help="Prepared data sets (manifest.json per set).")
+@click.option("--assets", type=click.Path(file_okay=False, path_type=Path), default=REPO / "spoofsdk" / "assets", show_default=True)
+def cli(models, data, assets) -> None:
+    args = SimpleNamespace(models=models, data=data, assets=assets)
     manifests = sorted(args.data.glob("*/manifest.json"))
     if not manifests:
-        sys.exit(f"no prepared data sets under {args.data}")
+        raise click.ClickException(f"no prepared data sets under {args.data} (run spoofsdk-train prepare first)")
     for path in args.models:
         model = SpoofModel(path)
         info = model.info
@@ -65,5 +68,9 @@ def main() -> None:
         print(f'        "{info.precision}": ("{out.name}", "{hashlib.sha256(data).hexdigest()}"),  # {len(data)/1e6:.2f} MB')
 
 
+def main(argv=None) -> int:
+    return run_main(cli, argv, prog_name="scripts/embed_default.py")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

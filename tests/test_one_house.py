@@ -114,3 +114,23 @@ def test_the_test_command_is_written_once():
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     command = next(line for line in readme.splitlines() if "-m pytest" in line and line.startswith("python3 -m venv"))
     assert command in ci.splitlines() and "slow or not slow" in command
+
+
+# Memory probes run as subprocesses and read the process's RSS before importing anything: argparse is
+# part of the interpreter already, click would be counted.
+MEMORY_PROBES = {"benchmarks/stream_memory.py", "benchmarks/stream_soak.py"}
+
+
+def test_one_cli_stack():
+    """Every command line is click with the shared error handler (spoofsdk.clitools)."""
+    def uses_argparse(tree):
+        return any(isinstance(n, (ast.Import, ast.ImportFrom)) and "argparse" in ((getattr(n, "module", None) or "") + " ".join(a.name for a in n.names))
+                   for n in ast.walk(tree))
+
+    # examples/ are the user's own scripts, written with the standard library on purpose
+    assert {rel for rel in _owners(uses_argparse) if not rel.startswith("examples/")} - MEMORY_PROBES == set()
+    for rel, tree in _trees():
+        groups = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                  and n.func.attr in ("group", "command") and isinstance(n.func.value, ast.Name) and n.func.value.id == "click"]
+        for call in groups:
+            assert any(k.arg == "cls" for k in call.keywords), f"{rel}: click.{call.func.attr}() without the shared cls (clitools.Group/Command)"

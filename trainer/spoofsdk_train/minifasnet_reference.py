@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -23,11 +22,14 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
+import click
 import numpy as np
 import torch
 
+from spoofsdk.clitools import Command
 from spoofsdk.folders import image_files
 from spoofsdk.timing import timed
 
@@ -341,27 +343,36 @@ def report_markdown(result: dict) -> str:
     return "\n".join(head) + "\n" + markdown_table(result)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spoofsdk_train.minifasnet_reference", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="write OUT.json and OUT.md")
-    p.add_argument("--models", nargs="*", help="spoofsdk ONNX files to score (default: the MiniFASNet pair, exported first)")
-    p.add_argument("--export-dir", help="where to export the MiniFASNet pair (default: beside --out)")
-    p.add_argument("--data", help="data root (default: $SPOOFSDK_DATA or ../shared/data)")
-    p.add_argument("--domains", nargs="*", help="only these domains (e.g. webcam/jtboing nuaa gc535/test)")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+@click.command(cls=Command, help=__doc__.split("\n\n")[0], context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", required=True, help="Write OUT.json and OUT.md.")
+@click.option("--models", multiple=True, help="A spoofsdk ONNX file to score (repeatable; default: the MiniFASNet pair, exported first).")
+@click.option("--export-dir", help="Where to export the MiniFASNet pair (default: beside --out).")
+@click.option("--data", help="Data root (default: $SPOOFSDK_DATA or ../shared/data).")
+@click.option("--domains", multiple=True, help="Only this domain (repeatable; e.g. webcam/jtboing, nuaa, gc535/test).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+def cli(out, models, export_dir, data, domains, threads) -> int:
+    args = SimpleNamespace(out=out, models=list(models), export_dir=export_dir, data=data, domains=list(domains) or None, threads=threads)
+    given = [("--out", out), *(("--models", m) for m in models), ("--export-dir", export_dir), ("--data", data),
+             *(("--domains", d) for d in domains), ("--threads", threads)]
+    argv = [f"{k} {v}" for k, v in given if v is not None]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     models = args.models or export_minifasnet_pair(args.export_dir or out.parent / "minifasnet_onnx")
     result, ms = timed(lambda: score_domains(models, args.data, args.domains, threads=args.threads))
     result["seconds"] = round(ms / 1000, 1)
-    result["command"] = "python -m spoofsdk_train.minifasnet_reference " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    result["command"] = "python -m spoofsdk_train.minifasnet_reference " + " ".join(argv or [])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=float))
     out.with_suffix(".md").write_text(report_markdown(result))
     print(markdown_table(result))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from spoofsdk.clitools import run_main
+
+    return run_main(cli, argv, prog_name="python -m spoofsdk_train.minifasnet_reference")
 
 
 if __name__ == "__main__":

@@ -100,8 +100,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import click
 import cv2
 import numpy as np
+
+from spoofsdk.clitools import Command
 
 __all__ = ["REAL", "ATTACK", "SynthConfig", "AttackSynthesizer", "maybe_synthesize", "pick_reference", "fda_mix", "lab_stats_mix", "contact_sheet"]
 
@@ -585,27 +588,33 @@ def contact_sheet(crops: list[np.ndarray], synth: AttackSynthesizer, seed: int =
     return np.concatenate(rows, axis=0)
 
 
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("/tmp/synth_sheet.png"), show_default=True)
+@click.option("--n", type=click.IntRange(min=1), default=8, show_default=True, help="Live crops on the sheet.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=click.IntRange(min=16), default=128, show_default=True)
+def cli(data: Path, out: Path, n: int, seed: int, size: int) -> None:
+    """Contact sheet of synthetic attacks from live crops (for eyes, not for the repository).
 
-    ap = argparse.ArgumentParser(description="Contact sheet of synthetic attacks from live crops (for eyes, not for the repository).")
-    ap.add_argument("data", type=Path, help="a folder with real/ crops somewhere below it (e.g. .../data/webcam)")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/synth_sheet.png"))
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=128)
-    args = ap.parse_args(argv)
-    files = sorted(p for p in args.data.rglob("*.jpg") if p.parent.name == "real")
+    DATA: a folder with live class folders somewhere below it (e.g. .../data/webcam).
+    """
+    from spoofsdk import folders
+
+    files = [p for p in folders.image_files(data) if folders.label_of(p.parent.name) == 1]
     if not files:
-        ap.error(f"no real/*.jpg under {args.data}")
-    pick = np.random.default_rng(args.seed).choice(len(files), size=min(args.n * 2, len(files)), replace=False)
-    from spoofsdk.folders import read_image
+        raise click.ClickException(f"no live images (class folders {', '.join(sorted(folders.REAL_NAMES))}) under {data}")
+    pick = np.random.default_rng(seed).choice(len(files), size=min(n * 2, len(files)), replace=False)
+    images = [folders.read_image(files[i]) for i in pick]
+    sheet = contact_sheet(images[:n], AttackSynthesizer(), seed, size, refs=images[n:] or None)
+    cv2.imwrite(str(out), sheet)
+    click.echo(str(out))
 
-    images = [read_image(files[i]) for i in pick]
-    sheet = contact_sheet(images[: args.n], AttackSynthesizer(), args.seed, args.size, refs=images[args.n :] or None)
-    cv2.imwrite(str(args.out), sheet)
-    print(args.out)
-    return 0
+
+def _main(argv: list[str] | None = None) -> int:
+    from spoofsdk.clitools import run_main
+
+    return run_main(cli, argv, prog_name="python -m spoofsdk_train.synth")
 
 
 if __name__ == "__main__":
