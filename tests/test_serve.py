@@ -5,9 +5,11 @@ The model loop must keep going whatever the viewers do; every test checks it sti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
+import signal
 import os
 import socket
 import subprocess
@@ -378,3 +380,68 @@ def test_three_viewers_share_one_read_and_one_encode_per_frame():
     assert encoded <= frames, "one picture per frame at most, shared by all viewers"
     common = set(seen[0]) & set(seen[1]) & set(seen[2])
     assert len(common) >= 5, "the viewers must be watching the same pictures"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serve_command(args: list[str], timeout: float = 60.0):
+    """Run `spoofsdk serve ARGS` as a user would; yields its URL once it answers, then stops it with Ctrl-C."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "spoofsdk", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                _get(url + "/nothing", timeout=5)
+                break
+            except aiohttp.ClientConnectionError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"{url}/" in out
+
+
+def test_serve_command_live_view_on_an_image_folder(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(build_tiny_model())
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), _frame(i))
+    with _serve_command([str(tmp_path), "--model", str(model), "--loop", "--fps", "20"]) as url:
+        deadline = time.monotonic() + 30
+        while (info := json.loads(_get(url + "/status")[2]))["frames"] < 10:
+            assert time.monotonic() < deadline, info
+            time.sleep(0.2)
+        assert info["model"] == "tiny" and info["source"] == "running"
+        status, headers, body = _get(url + "/frame.jpg")
+        assert status == 200 and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
+
+
+def test_serve_command_demo(tmp_path):
+    import spoofsdk.serve.demo as demo
+
+    try:
+        demo.find_ort_dir()
+    except DemoError as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+    yunet = tmp_path / "yunet.onnx"
+    yunet.write_bytes(b"stand-in")
+    with _serve_command(["--demo", "--yunet-model", str(yunet), "--token", "abc"]) as url:
+        assert _get(url + "/config.json")[0] == 401
+        status, _, body = _get(url + "/config.json?token=abc")
+        assert status == 200 and json.loads(body)["sha256"] == SpoofModel().sha256
+        status, headers, body = _get(url + "/ort-wasm-simd-threaded.wasm?token=abc")
+        assert status == 200 and headers["Content-Type"] == "application/wasm" and body[:4] == b"\0asm"
