@@ -3,7 +3,7 @@
 The contract under junk: a typed error (:class:`~spoofsdk.errors.SpoofSDKError` subclasses) or
 a result; never another exception, never ``real`` on an input without a face, never a hang.
 
-Bounded in time: a fixed number of examples per test (``SPOOFSDK_FUZZ_EXAMPLES``, default 40;
+Bounded in time: a fixed number of examples per test (``SPOOFSDK_FUZZ_EXAMPLES``, default 100;
 ``derandomize`` under CI=true so CI runs the same cases every time), and every example runs under
 an alarm (:data:`EXAMPLE_TIMEOUT_S`) that fails the test if the code under test hangs.
 """
@@ -28,7 +28,7 @@ from spoofsdk.sources import decode_image
 
 from conftest import build_tiny_model
 
-EXAMPLES = int(os.environ.get("SPOOFSDK_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("SPOOFSDK_FUZZ_EXAMPLES", "100"))
 EXAMPLE_TIMEOUT_S = 20
 FUZZ = settings(
     max_examples=EXAMPLES,
