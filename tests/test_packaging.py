@@ -41,6 +41,14 @@ def test_labels_and_reasons_are_str_enums_with_unchanged_json():
 
 @pytest.mark.slow
 def test_wheel_ships_yunet_its_licence_and_py_typed_but_no_trainer(tmp_path):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        setuptools_major = int(version("setuptools").split(".")[0])
+    except PackageNotFoundError:
+        setuptools_major = 0
+    if setuptools_major < 68:  # the build backend pyproject.toml names; building without isolation needs it here
+        pytest.skip("building the wheel without isolation needs setuptools>=68 in this environment")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True, capture_output=True,
