@@ -324,3 +324,18 @@ def test_stream_example_runs_on_a_video_file(tmp_path, nuaa_dir):
     proc = subprocess.run([sys.executable, str(example), str(video)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "face #1" in proc.stdout
+
+
+def test_slow_processing_still_turns_a_live_face_real(tmp_path, nuaa_dir, model):
+    # Issue 12 item 2: --every 10 on 10 fps video processes a frame a second; tracks were forgotten
+    # after 0.5 s, so the face stayed collecting_evidence forever.
+    frames = sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:1] * 80  # a face that stays put
+    video = write_video(tmp_path / "slow.avi", frames, fps=10)
+    result = invoke("run", "--json", "-q", "-m", model, "--threshold", "0.01", "--video", video, "--every", "10")
+    assert result.exit_code == 0, result.output
+    lines = _lines(result)
+    assert [line["t"] for line in lines] == pytest.approx([float(i) for i in range(len(lines))])
+    assert lines[-1]["label"] == "real" and {f["track_id"] for line in lines for f in line["faces"]} == {1}
+    assert "slower than the tracker" in result.stderr
+    fixed = invoke("run", "--json", "-q", "-m", model, "--threshold", "0.01", "--video", video, "--every", "10", "--track-gap", "0.2")
+    assert _lines(fixed)[-1]["label"] == "real"  # the gap still widens to 3 frame intervals
