@@ -143,12 +143,16 @@ def test_missing_inputs_exit_non_zero_after_judging_the_rest(tmp_path, nuaa_dir,
     assert "1 of 2 inputs could not be read" in result.stderr and "not found" in result.stderr
 
 
-def test_info_json_is_not_double_encoded():
-    data = json.loads(invoke("info", "--json").stdout)
-    metadata = data["metadata"]
-    assert isinstance(metadata["metrics"], dict) and "nuaa" in metadata["metrics"]
-    assert isinstance(metadata["quantization"], dict)
-    assert isinstance(metadata["threshold"], str)  # other values stay as the file holds them
+def test_info_json_is_not_double_encoded(tmp_path):
+    metrics = {"nuaa": {"auc": 0.99, "apcer": 0.01}, "how": "test"}
+    quantization = {"format": "QDQ", "per_channel": True}
+    path = tmp_path / "m.onnx"
+    path.write_bytes(build_tiny_model(metadata={"metrics": json.dumps(metrics), "quantization": json.dumps(quantization)}))
+    data = json.loads(invoke("info", "--json", "-m", path).stdout)
+    assert data["metadata"]["metrics"] == metrics and data["metadata"]["quantization"] == quantization
+    assert data["metadata"]["threshold"] == "0.5"  # other values stay as the file holds them
+    default = json.loads(invoke("info", "--json").stdout)["metadata"]
+    assert all(not isinstance(default.get(k), str) for k in ("metrics", "quantization"))
 
 
 def test_verbose_after_the_subcommand_gives_debug_lines(tmp_path, nuaa_dir, model):
