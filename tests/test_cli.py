@@ -286,7 +286,7 @@ def test_crops_on_full_frames_are_refused(nuaa_dir, gc535_dir, model):
     assert all(line["reason"] != "not_a_crop" for line in scored)
 
 
-def test_bench_prints_latency_per_precision_and_pipeline_fps(tmp_path, nuaa_dir):
+def test_bench_prints_latency_per_precision_and_pipeline_fps(tmp_path, nuaa_dir, model):
     from spoofsdk.model import EMBEDDED_MODELS
 
     video = write_video(tmp_path / "clip.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:6])
@@ -298,8 +298,8 @@ def test_bench_prints_latency_per_precision_and_pipeline_fps(tmp_path, nuaa_dir)
     pipeline = data["pipeline"]
     assert pipeline["frames"] == 4 and pipeline["kind"] == "file" and pipeline["processing_fps"] > 0
     assert pipeline["frame_size"] == [640, 480] and "detect" in pipeline["stage_ms"]
-    table = invoke("bench", "--runs", "2", "-m", "hybrid")
-    assert table.exit_code == 0 and "median ms" in table.stdout and "hybrid" in table.stdout
+    table = invoke("bench", "--runs", "2", "-m", model)
+    assert table.exit_code == 0 and "median ms" in table.stdout and "tiny" in table.stdout
     assert "add --camera 0 or --video FILE" in table.stderr
     assert invoke("bench", "--runs", "2", "--camera", tmp_path / "nope.mp4").exit_code == 1
 
