@@ -1,8 +1,9 @@
-"""``spoofsdk-train``: prepare | train | evaluate | export | quantize | models.
+"""``spoofsdk-train``: prepare | train | crossval | evaluate | export | quantize | models.
 
     spoofsdk-train prepare /work/shared/data/nuaa --out cache/s1.5_128 --scale 1.5 --size 128
     spoofsdk-train train --recipe edgenet --out runs/edge
     torchrun --nproc_per_node 2 -m spoofsdk_train.cli train --recipe edgenet --out runs/edge
+    spoofsdk-train crossval --recipe probe --out runs/loso
     spoofsdk-train evaluate runs/edge/best.pt --test cache/s1.5_128/nuaa --test cache/s1.5_128/gc535
     spoofsdk-train export runs/edge/best.pt --out runs/edge/edge.onnx --report runs/edge/report.json
     spoofsdk-train quantize runs/edge/edge.onnx --precision int8 --calib cache/s1.5_128
@@ -106,6 +107,27 @@ def train(recipe, out, data, epochs, overrides, fresh, extend, then_export, test
         ckpt = Path(out) / "best.pt"
         report = evaluate(ckpt, out_dir=Path(out), test=list(test) or None)
         export(ckpt, then_export, report=report)
+
+
+@cli.command()
+@click.option("--recipe", required=True, help="Recipe name in trainer/spoofsdk_train/recipes/ or a TOML file.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the folds, crossval.{json,md,png}.")
+@click.option("--data", multiple=True, help="Prepared dataset folder, one per domain (repeat); replaces the recipe's data.manifests.")
+@click.option("--hold-out", "held_out", multiple=True, help="Only these held-out domains (repeatable; default: every domain with both classes).")
+@click.option("--reference", type=_EXISTING, help="A reference table (minifasnet_reference JSON or another crossval.json) shown beside.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe field (TOML value); repeatable.")
+def crossval(recipe, out, data, held_out, reference, overrides) -> None:
+    """Leave-one-source-out: train without each domain in turn, score it, tabulate."""
+    from .crossval import crossval as run_crossval
+    from .recipe import load_recipe
+
+    extra = list(overrides)
+    if data:
+        extra.append("data.manifests=" + json.dumps([str(d) for d in data]))
+    result = run_crossval(load_recipe(recipe, extra), out, held_out=list(held_out) or None, reference=reference)
+    click.echo((Path(out) / "crossval.md").read_text(), nl=False)
+    s = result["summary"]["auc"]
+    click.echo(f"AUC mean {s['mean']:.4f} worst {s['worst']:.4f}", err=True)
 
 
 @cli.command()

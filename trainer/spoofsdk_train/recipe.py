@@ -87,6 +87,15 @@ class TrainConfig:
     num_workers: int = 0
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     log_every: int = 50
+    # "full": the whole network is trained on augmented images. "probe": a frozen-trunk model
+    # (mnv2probe) whose head is fitted on cached trunk statistics of `probe_views` views of every
+    # crop (spoofsdk_train.probe): view 0 = the crop, views 1.. = synthesis + augmentation.
+    mode: str = "full"
+    probe_views: int = 3
+    probe_cache: str = "cache/probe"
+    # Distillation: the loss mixes the label with the teacher's P(live) at this weight (0 = off).
+    distill_alpha: float = 0.0
+    teacher: str = "minifasnet_pair"
 
 
 @dataclass
@@ -102,7 +111,7 @@ class ExportConfig:
 
 
 # Fields that do not change the weights a run produces: they may differ when a run is resumed.
-_BOOKKEEPING = {"name", "description", "eval", "export", "train.num_workers", "train.threads", "train.log_every"}
+_BOOKKEEPING = {"name", "description", "eval", "export", "train.num_workers", "train.threads", "train.log_every", "train.probe_cache"}
 
 
 @dataclass

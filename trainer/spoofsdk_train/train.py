@@ -225,14 +225,28 @@ def _scores_and_loss(model, crops: CropSet, recipe: Recipe, loss_fn, device, bat
 
 def validate(model, crops: CropSet, recipe: Recipe, loss_fn, device) -> dict[str, Any]:
     """Per-set loss, AUC and EER on the validation crops, and their means over sets."""
-    out: dict[str, Any] = {"sets": {}}
+    scores, losses = np.zeros(len(crops)), {}
     for name, part in crops.by_set().items():
-        scores, loss = _scores_and_loss(model, part, recipe, loss_fn, device)
-        entry = {"loss": loss, "n": len(part)}
-        if 0 < part.labels.sum() < len(part):
-            entry["auc"] = metrics.roc_auc(part.labels, scores)
-            entry["eer"] = metrics.eer(part.labels, scores)[0]
-        entry["acc@0.5"] = float(((scores >= 0.5) == (part.labels == 1)).mean())
+        idx = [i for i, s in enumerate(crops.sets) if s == name]
+        scores[idx], losses[name] = _scores_and_loss(model, part, recipe, loss_fn, device)
+    return set_figures(crops, scores, losses)
+
+
+def set_figures(crops: CropSet, scores: np.ndarray, losses: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per-set AUC, EER, accuracy at 0.5 (and loss, when given) of scored crops, and their means over sets.
+
+    Without losses (a probe fitted on cached statistics), ``val_loss`` is the mean binary cross-entropy of the scores.
+    """
+    out: dict[str, Any] = {"sets": {}}
+    for name in sorted(set(crops.sets)):
+        idx = np.asarray([i for i, s in enumerate(crops.sets) if s == name])
+        labels, s = crops.labels[idx], np.clip(scores[idx], 1e-7, 1 - 1e-7)
+        loss = losses[name] if losses else float(-np.mean(labels * np.log(s) + (1 - labels) * np.log(1 - s)))
+        entry = {"loss": loss, "n": len(idx)}
+        if 0 < labels.sum() < len(idx):
+            entry["auc"] = metrics.roc_auc(labels, s)
+            entry["eer"] = metrics.eer(labels, s)[0]
+        entry["acc@0.5"] = float(((s >= 0.5) == (labels == 1)).mean())
         out["sets"][name] = entry
     sets = out["sets"].values()
     out["val_loss"] = float(np.mean([e["loss"] for e in sets]))
@@ -533,6 +547,36 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     return False
 
 
+def _train_probe(recipe: Recipe, out: Path) -> dict:
+    """``train.mode = "probe"``: fit a frozen-trunk model's head on cached trunk statistics (spoofsdk_train.probe)."""
+    from .probe import train_probe
+
+    t, m = recipe.train, recipe.model
+    _device(t, 0)
+    model = build_model(m.architecture, **m.kwargs)
+    if not hasattr(model, "head_logit"):
+        raise ValueError(f"train.mode 'probe' needs a frozen-trunk architecture (mnv2probe), got {m.architecture!r}")
+    params, macs = count_params(model), count_macs(model, m.input_size)
+    train_crops, val_crops = _load_data(recipe.data)
+    log.info("recipe %s (%s): %s probe at %d px, %s params, %.1f M MACs", recipe.name, recipe.training_hash(), m.architecture,
+             m.input_size, f"{params:,}", macs / 1e6)
+    val, row = train_probe(recipe, out, train_crops, val_crops, model)
+    row.update({"val_loss": val["val_loss"], "val_auc": val["val_auc"], "val_eer": val["val_eer"], "val_sets": val["sets"]})
+    history = [_plain(row)]
+    best = {"epoch": t.epochs, "value": float(val[t.monitor]), "monitor": t.monitor, "val": _plain(val)}
+    common = {"epoch": t.epochs - 1, "recipe": recipe.to_dict(), "recipe_hash": recipe.training_hash(), "params": params, "macs": macs,
+              "history": history}
+    torch.save({"model": model.state_dict(), "val": _plain(val), **common}, out / "best.pt")
+    torch.save({"model": model.state_dict(), "best": best, "bad_epochs": 0, **common}, out / "last.pt")
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    log.info("probe fitted in %.0f s: val auc %.4f eer %.4f [%s]", row["epoch_time_s"], val["val_auc"], val["val_eer"],
+             "  ".join(f"{k}: auc {v.get('auc', float('nan')):.4f}" for k, v in val["sets"].items()))
+    summary = {"out": str(out), "best": best, "epochs_run": t.epochs, "early_stopped": False, "params": params, "macs": macs,
+               "recipe_hash": recipe.training_hash()}
+    (out / "train_summary.json").write_text(json.dumps(_plain(summary), indent=1))
+    return summary
+
+
 def train(recipe: Recipe | dict, out_dir: str | os.PathLike, resume: bool = True, progress: bool | None = None, extend: bool = False) -> dict:
     """Run (or resume) training for a loaded recipe; writes checkpoints and history into ``out_dir``.
 
@@ -548,6 +592,10 @@ def train(recipe: Recipe | dict, out_dir: str | os.PathLike, resume: bool = True
     if world > 1:
         dist.barrier()
     setup_logging(out, rank)
+    if recipe.train.mode == "probe":
+        return _train_probe(recipe, out)
+    if recipe.train.mode != "full":
+        raise ValueError(f"train.mode must be 'full' or 'probe', got {recipe.train.mode!r}")
     run = _build_run(recipe, out, world, rank, local_rank)
     if resume and run.last_path.exists():
         _resume(run, extend)

@@ -57,7 +57,7 @@ def register(name: str, output: str, default_input_size: int, description: str =
 
 
 def _load_all() -> None:
-    from . import edgenet, hybrid, minifasnet, spoofnet  # noqa: F401  (registration side effects)
+    from . import edgenet, hybrid, minifasnet, mnv2probe, spoofnet  # noqa: F401  (registration side effects)
 
 
 def available() -> dict[str, ModelSpec]:

@@ -1,0 +1,115 @@
+"""spoofsdk_train.crossval: leave-one-source-out end to end on tiny synthetic domains."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with torch) is not installed")
+
+from spoofsdk_train.crossval import crossval, fold_plan
+from spoofsdk_train.data import prepare, read_manifest
+from spoofsdk_train.recipe import load_recipe
+from spoofsdk_train.synthetic import make_synthetic
+
+PROBE = ["model.input_size=32", "model.kwargs={pretrained = false, hidden = 0, dropout = 0.0}", "train.epochs=3", "train.batch_size=16",
+         "train.threads=1", "train.probe_views=2", "train.lr=0.01"]
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory) -> list[Path]:
+    base = tmp_path_factory.mktemp("domains")
+    out = []
+    for i, name in enumerate(("camA", "camB", "camC")):
+        root = make_synthetic(base / "raw" / name, "class_flat", n_subjects=4, per_subject=3, size=40, seed=i)
+        out.append(prepare(root, base / "cache", size=32, faces="crop", progress=False).parent)
+    live_only = base / "raw" / "liveonly" / "real"
+    live_only.mkdir(parents=True)
+    for f in sorted((base / "raw" / "camA" / "live").iterdir())[:6]:
+        (live_only / f.name).write_bytes(f.read_bytes())
+    out.append(prepare(base / "raw" / "liveonly", base / "cache", size=32, faces="crop", progress=False).parent)
+    return out
+
+
+def test_fold_plan_holds_out_each_two_class_domain_and_never_trains_on_it(domains):
+    manifests = [read_manifest(d) for d in domains]
+    plan = fold_plan(manifests)
+    assert [f["held_out"] for f in plan] == ["camA", "camB", "camC"]  # liveonly has one class: trains, never held out
+    for fold in plan:
+        trained = [read_manifest(p)["dataset"] for p in fold["train"]]
+        assert fold["held_out"] not in trained and "liveonly" in trained and len(trained) == 3
+    with pytest.raises(ValueError, match="lack one class"):
+        fold_plan(manifests, ["liveonly"])
+    with pytest.raises(ValueError, match="not among"):
+        fold_plan(manifests, ["nowhere"])
+
+
+def test_crossval_end_to_end_probe(domains, tmp_path):
+    recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}",
+                                           "data.manifests=" + json.dumps([str(d) for d in domains])])
+    result = crossval(recipe, tmp_path / "loso", held_out=["camA", "camB"])
+    rows = result["domains"]
+    assert [r["domain"] for r in rows] == ["camA", "camB"]
+    for r in rows:
+        fold = json.loads((tmp_path / "loso" / "folds" / r["domain"] / "fold.json").read_text())
+        assert fold["held_out"] == r["domain"] and r["domain"] not in fold["train_domains"]
+        assert sorted(fold["train_domains"]) == sorted({"camA", "camB", "camC", "liveonly"} - {r["domain"]})
+        assert r["n_real"] == 12 and r["n_attack"] == 12  # every split of the held-out domain is scored
+        assert 0.0 <= r["auc"] <= 1.0 and 0.0 < r["threshold"] < 1.0
+        scores = np.load(tmp_path / "loso" / "folds" / r["domain"] / "held_out_scores.npz")
+        assert len(scores["scores"]) == 24
+    s = result["summary"]["auc"]
+    assert s["mean"] == pytest.approx(np.mean([r["auc"] for r in rows])) and s["worst"] == min(r["auc"] for r in rows)
+    md = (tmp_path / "loso" / "crossval.md").read_text()
+    assert md.count("\n| cam") == 2 and "**mean**" in md and "**worst**" in md
+    assert (tmp_path / "loso" / "crossval.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "loso" / "crossval.json").read_text())["summary"] == json.loads(json.dumps(result["summary"]))
+    # The trunk statistics were computed once and shared: the cache holds one file per crop and view.
+    n_crops = sum(read_manifest(d)["n_items"] for d in domains)
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) <= n_crops * 2
+
+
+def test_probe_scores_equal_the_full_forward_pass(domains, tmp_path):
+    """The cache is a shortcut, not a different model: cached-statistics scores == model(images)."""
+    import torch
+
+    from spoofsdk_train.crossval import _all_splits
+    from spoofsdk_train.train import model_from_checkpoint, predict_scores, train
+
+    recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}",
+                                           "data.manifests=" + json.dumps([str(d) for d in domains[:2]])])
+    train(recipe, tmp_path / "run", progress=False)
+    model, rec, _ = model_from_checkpoint(tmp_path / "run" / "best.pt")
+    from spoofsdk_train.probe import make_cache, probe_scores
+
+    crops = _all_splits(read_manifest(domains[2]))
+    cached = probe_scores(model, make_cache(model, rec).view(crops, 0)["stats"])
+    full = predict_scores(model, crops, rec)
+    assert np.abs(cached - full).max() < 1e-5
+    assert all(not p.requires_grad for p in model.low.parameters())
+
+
+@pytest.mark.slow
+def test_crossval_full_mode_trains_each_fold_without_its_domain(domains, tmp_path):
+    recipe = load_recipe("edgenet", ["model.input_size=32", "data.epoch_size=16", "train.epochs=1", "train.batch_size=8", "train.threads=1",
+                                     "train.warmup_epochs=0", "train.log_every=0", "data.manifests=" + json.dumps([str(d) for d in domains])])
+    result = crossval(recipe, tmp_path / "loso", held_out=["camC"])
+    fold = json.loads((tmp_path / "loso" / "folds" / "camC" / "fold.json").read_text())
+    assert "camC" not in fold["train_domains"] and len(result["domains"]) == 1
+
+
+def test_probe_model_exports_and_runs_in_the_runtime(domains, tmp_path):
+    """mnv2probe (frozen trunk + statistics + head) exports to a plain ONNX graph the runtime scores identically."""
+    from spoofsdk.model import load_model
+    from spoofsdk_train.export import export
+    from spoofsdk_train.train import train
+
+    recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}",
+                                           "data.manifests=" + json.dumps([str(d) for d in domains[:2]])])
+    train(recipe, tmp_path / "run", progress=False)
+    path = export(tmp_path / "run" / "best.pt", tmp_path / "probe.onnx")  # raises on a parity failure (1e-4)
+    model = load_model(path)
+    assert model.info.architecture == "mnv2probe" and model.info.output == "logit1" and model.info.input_size == 32
+    assert model.info.crop_scale == 1.0 and model.info.color_order == "RGB"

@@ -1,0 +1,234 @@
+"""Leave-one-source-out: the honest figure for "a camera the model never saw".
+
+Every prepared manifest in the recipe's ``data.manifests`` is one domain (a webcam source, NUAA,
+gc535). For each held-out domain the recipe is trained on the OTHER domains only (their train
+splits; their val splits choose the threshold, by the recipe's ``eval.threshold`` rule), and the
+held-out domain is scored on ALL its crops (every split: none of it was seen). Reported per
+domain: AUC, EER, APCER/BPCER/ACER at the frozen threshold, BPCER@APCER 5 %; then the mean and
+the worst over domains. Optionally a reference (e.g. the MiniFASNet pair's table) is shown
+beside it.
+
+Written under ``out``: ``folds/<domain>/`` (the fold's run, ``fold.json`` naming exactly which
+domains it trained on, and the held-out scores), ``crossval.json``, ``crossval.md`` and
+``crossval.png``.
+
+    spoofsdk-train crossval --recipe loso-probe --out runs/loso
+
+Affordable on two CPU cores with a probe recipe (``train.mode = "probe"``): the frozen trunk's
+statistics of every crop view are computed once and shared by every fold (:mod:`.probe`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from spoofsdk import metrics
+
+from .data import CropSet, load_crops, read_manifest
+from .evaluate import choose_threshold, score_report
+from .recipe import Recipe, load_recipe
+
+log = logging.getLogger("spoofsdk_train.crossval")
+
+__all__ = ["crossval", "fold_plan", "render_markdown", "plot_table"]
+
+SPLITS = ("train", "val", "test")
+
+
+def fold_plan(manifests: Sequence[dict], held_out: Sequence[str] | None = None) -> list[dict]:
+    """One fold per held-out domain: ``{"held_out": name, "train": [manifest dirs of the other domains]}``.
+
+    Domains with a single class (e.g. live faces only) cannot be scored on their own; they are
+    never held out but always train.
+    """
+    names = [m["dataset"] for m in manifests]
+    if len(set(names)) != len(names):
+        raise ValueError(f"every manifest must be its own domain; repeated names in {names}")
+    both = [m["dataset"] for m in manifests if all(sum(m["counts"][sp][c] for sp in SPLITS) > 0 for c in ("real", "attack"))]
+    chosen = list(held_out) if held_out else both
+    unknown = [h for h in chosen if h not in names]
+    if unknown:
+        raise ValueError(f"held-out domain(s) {unknown} are not among the recipe's manifests ({names})")
+    single = [h for h in chosen if h not in both]
+    if single:
+        raise ValueError(f"held-out domain(s) {single} lack one class; they can only train")
+    return [{"held_out": h, "train": [m["_dir"] for m in manifests if m["dataset"] != h]} for h in chosen]
+
+
+def _scorer(model, recipe: Recipe):
+    """P(real) for crops: from the probe cache (same numbers, no repeated trunk passes) or the full forward pass."""
+    if recipe.train.mode == "probe":
+        from .probe import make_cache, probe_scores
+
+        cache = make_cache(model, recipe)
+        return lambda crops: probe_scores(model, cache.view(crops, 0)["stats"])
+    from .train import predict_scores
+
+    return lambda crops: predict_scores(model, crops, recipe)
+
+
+def _all_splits(man: dict) -> CropSet:
+    parts = [load_crops([man], sp) for sp in SPLITS]
+    parts = [p for p in parts if len(p)]
+    return CropSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+                   sum((p.sets for p in parts), []), sum((p.files for p in parts), []))
+
+
+def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
+    """Train on the fold's domains, choose the threshold on their val crops, score the held-out domain."""
+    from .train import model_from_checkpoint, train
+
+    out.mkdir(parents=True, exist_ok=True)
+    fold_recipe = recipe.with_overrides([f"data.manifests={json.dumps(fold['train'])}"])
+    train_names = [read_manifest(p)["dataset"] for p in fold["train"]]
+    assert held["dataset"] not in train_names  # the point of the whole exercise
+    t0 = time.time()
+    train(fold_recipe, out, resume=False, progress=False)
+    model, _, _ = model_from_checkpoint(out / "best.pt")
+    score = _scorer(model, fold_recipe)
+    val = load_crops([read_manifest(p) for p in fold["train"]], "val")
+    thr, how = choose_threshold(val.labels, score(val), recipe.eval.threshold)
+    test = _all_splits(held)
+    scores = score(test)
+    figures = score_report(test.labels, scores, thr)
+    np.savez_compressed(out / "held_out_scores.npz", labels=test.labels, scores=scores)
+    fold_info = {"held_out": held["dataset"], "train_domains": train_names, "train_manifests": fold["train"],
+                 "threshold": thr, "threshold_rule": how, "n_val": len(val), "n_held_out": len(test), "seconds": round(time.time() - t0, 1)}
+    (out / "fold.json").write_text(json.dumps(fold_info, indent=1))
+    log.info("fold %-20s AUC %.4f  EER %.4f  APCER %.4f  BPCER %.4f  BPCER@APCER5 %.4f  (thr %.4f, %.0f s)", held["dataset"],
+             figures.get("auc", float("nan")), figures.get("eer", float("nan")), figures["apcer"], figures["bpcer"],
+             figures.get("bpcer_at_apcer_5", float("nan")), thr, fold_info["seconds"])
+    return {"domain": held["dataset"], "n_real": int(test.labels.sum()), "n_attack": int(len(test) - test.labels.sum()),
+            "threshold": thr, **{k: figures.get(k) for k in ("auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5")},
+            "train_domains": train_names, "seconds": fold_info["seconds"]}
+
+
+def _summary(rows: list[dict], keys=("auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5")) -> dict:
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in rows if r.get(k) is not None and not np.isnan(r[k])]
+        if vals:
+            worst = min(vals) if k == "auc" else max(vals)
+            out[k] = {"mean": float(np.mean(vals)), "worst": float(worst)}
+    return out
+
+
+def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequence[str] | None = None,
+             reference: str | Path | None = None) -> dict:
+    """Leave-one-source-out over the recipe's manifests; writes crossval.{json,md,png} under ``out_dir``."""
+    from .train import setup_logging
+
+    recipe = load_recipe(recipe)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out)
+    manifests = [read_manifest(p) for p in recipe.data.manifests]
+    plan = fold_plan(manifests, held_out)
+    by_name = {m["dataset"]: m for m in manifests}
+    t0 = time.time()
+    rows = [run_fold(recipe, fold, by_name[fold["held_out"]], out / "folds" / fold["held_out"]) for fold in plan]
+    result = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recipe": recipe.name,
+        "recipe_hash": recipe.training_hash(),
+        "architecture": recipe.model.architecture,
+        "threshold_rule": str(recipe.eval.threshold),
+        "domains": rows,
+        "summary": _summary(rows),
+        "seconds": round(time.time() - t0, 1),
+    }
+    if reference:
+        result["reference"] = _load_reference(Path(reference), [r["domain"] for r in rows])
+    (out / "crossval.json").write_text(json.dumps(result, indent=1, default=float))
+    (out / "crossval.md").write_text(render_markdown(result))
+    plot_table(result, out / "crossval.png")
+    log.info("leave-one-source-out over %d domains in %.0f s: AUC mean %.4f worst %.4f -> %s", len(rows), result["seconds"],
+             result["summary"]["auc"]["mean"], result["summary"]["auc"]["worst"], out / "crossval.md")
+    return result
+
+
+def _load_reference(path: Path, domains: list[str]) -> dict:
+    """``{"name": ..., "auc": {domain: auc}}`` from a reference table JSON (minifasnet_reference's, or a crossval.json)."""
+    data = json.loads(path.read_text())
+    if "domains" in data and isinstance(data["domains"], list):  # another crossval.json
+        return {"name": data.get("recipe", path.stem), "auc": {r["domain"]: r["auc"] for r in data["domains"]}}
+    # minifasnet_reference: {"rows": [{"domain": "webcam/x", "pair": {"auc": ..}}, ...]} or {"domain": {"auc": ..}}
+    table: dict[str, float] = {}
+    rows = data.get("rows", data.get("domains", data))
+    items = rows.items() if isinstance(rows, dict) else ((r.get("domain"), r) for r in rows)
+    for name, entry in items:
+        if not isinstance(entry, dict) or name is None:
+            continue
+        short = str(name).split("/")[-1]
+        if short == "test" and str(name).startswith("gc535"):
+            short = "gc535"
+        auc = entry.get("pair", entry).get("auc") if isinstance(entry.get("pair", entry), dict) else None
+        if short in domains and auc is not None and short not in table:
+            table[short] = float(auc)
+    name = data.get("name") or ("MiniFASNet pair" if "minifasnet" in str(data.get("models", "")).lower() else path.stem)
+    return {"name": name, "auc": table}
+
+
+def _fmt(v, pct=False) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+
+def render_markdown(result: dict) -> str:
+    ref = result.get("reference")
+    head = "| held-out domain | real / attack | AUC | EER | APCER | BPCER | BPCER@APCER5 |" + (f" {ref['name']} AUC |" if ref else "")
+    lines = [f"# Leave-one-source-out: {result['recipe']} ({result['architecture']})", "",
+             f"Each row: trained on every other domain, threshold by `{result['threshold_rule']}` on their validation crops, "
+             f"then frozen; the held-out domain scored on all its crops. {len(result['domains'])} folds in {result['seconds'] / 60:.1f} min.", "",
+             head, "|" + "---|" * (head.count("|") - 1)]
+    for r in result["domains"]:
+        line = (f"| {r['domain']} | {r['n_real']} / {r['n_attack']} | {_fmt(r['auc'])} | {_fmt(r['eer'], True)} | {_fmt(r['apcer'], True)} | "
+                f"{_fmt(r['bpcer'], True)} | {_fmt(r['bpcer_at_apcer_5'], True)} |")
+        if ref:
+            line += f" {_fmt(ref['auc'].get(r['domain']))} |"
+        lines.append(line)
+    s = result["summary"]
+    for which in ("mean", "worst"):
+        line = (f"| **{which}** | | **{_fmt(s['auc'][which])}** | {_fmt(s['eer'][which], True)} | {_fmt(s['apcer'][which], True)} | "
+                f"{_fmt(s['bpcer'][which], True)} | {_fmt(s.get('bpcer_at_apcer_5', {}).get(which), True)} |")
+        if ref:
+            vals = [ref["auc"][r["domain"]] for r in result["domains"] if r["domain"] in ref["auc"]]
+            line += f" {_fmt((np.mean(vals) if which == 'mean' else min(vals)) if vals else None)} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def plot_table(result: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = result["domains"]
+    names = [r["domain"] for r in rows]
+    x = np.arange(len(rows))
+    ref = result.get("reference")
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(rows) + 2), 4))
+    width = 0.4 if ref else 0.7
+    ax.bar(x - (width / 2 if ref else 0), [r["auc"] or 0 for r in rows], width, label=result["recipe"])
+    if ref:
+        ax.bar(x + width / 2, [ref["auc"].get(n, 0) for n in names], width, label=ref["name"], color="0.7")
+    ax.axhline(0.5, color="r", lw=0.8, ls="--", label="chance")
+    ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("AUC on the held-out domain")
+    ax.set_title(f"Leave-one-source-out: mean {result['summary']['auc']['mean']:.3f}, worst {result['summary']['auc']['worst']:.3f}")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
