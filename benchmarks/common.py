@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spoofsdk.timing import call_ms
+from spoofsdk.timing import call_ms, machine_facts
 
 from .models import REPO, ModelEntry, data_root, discover, ensure_variants, work_dir
 
@@ -28,35 +28,6 @@ def quick_mode(config=None) -> bool:
 
 def results_path() -> Path:
     return Path(os.environ.get(RESULTS_ENV, work_dir() / "results.json"))
-
-
-def cpu_facts() -> dict:
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
-    try:
-        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        mem_gb = float("nan")
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "isa": isa,
-        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
-        "memory_gb": round(mem_gb, 1),
-        "machine": platform.machine(),
-        "os": platform.platform(),
-    }
 
 
 def versions() -> dict:
@@ -93,7 +64,7 @@ class Bench:
         self.results: dict[str, Any] = {
             "mode": "quick" if quick else "full",
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "machine": cpu_facts(),
+            "machine": machine_facts(),
             "versions": versions(),
             "load_start": load_average(),
             "nice": os.nice(0),

@@ -283,9 +283,6 @@ class _Graph:
         b = self.rng.normal(0, 0.01, cout)
         return self.node("Conv", [x, self.const(w), self.const(b, "b")], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=groups)
 
-    def prelu(self, x: str, c: int) -> str:
-        return self.node("PRelu", [x, self.const(np.full((c, 1, 1), 0.25), "a")])
-
     def linear(self, x: str, cin: int, cout: int, gain: float = 1.0) -> str:
         w = self.rng.normal(0, gain * np.sqrt(1.0 / cin), (cin, cout))
         return self.node("Gemm", [x, self.const(w), self.const(np.zeros(cout), "b")])

@@ -6,13 +6,16 @@ shared board) hits them alike and their ratio stays meaningful when the absolute
 """
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["call_ms", "timed", "summary", "time_calls", "interleaved"]
+__all__ = ["call_ms", "timed", "summary", "time_calls", "interleaved", "machine_facts"]
 
 
 def call_ms(fn: Callable[[], Any], inner: int = 1) -> float:
@@ -65,3 +68,33 @@ def interleaved(runners: Mapping[str, Callable[[], Any]], rounds: int = 30, warm
         ratios = [a / b for a, b in zip(times[n], times[ref]) if b > 0]
         out[n] = {**summary(times[n]), f"ratio_to_{ref}": float(statistics.median(ratios)) if ratios else float("nan")}
     return out
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the figures were measured on: CPU model, cores, relevant ISA flags, memory, OS."""
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem_gb = float("nan")
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "isa": isa,
+        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
+        "memory_gb": round(mem_gb, 1),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+    }

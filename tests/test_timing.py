@@ -48,3 +48,8 @@ def test_interleaved_ratio_and_rotation(clock):
 
 def test_call_ms_averages_inner_calls(clock):
     assert timing.call_ms(clock(6), inner=3) == pytest.approx(6)
+
+
+def test_machine_facts_name_the_machine():
+    facts = timing.machine_facts()
+    assert facts["cores"] >= 1 and facts["cpu"] and facts["machine"] and isinstance(facts["isa"], list)

@@ -57,7 +57,7 @@ def cli() -> None:
 @click.option("--size", type=click.IntRange(min=8), default=128, show_default=True, help="Crop side in pixels (the model input size).")
 @click.option("--faces", type=click.Choice(("auto", "detect", "crop")), default="auto", show_default=True, help="Detect faces in full frames, or take images as face crops.")
 @click.option("--detector", type=click.Choice(("yunet", "haar")), default="yunet", show_default=True)
-@click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path), help="YuNet ONNX file (default: shared/models/yunet/ or $SPOOFSDK_YUNET_MODEL).")
+@click.option("--detector-model", type=click.Path(dir_okay=False, path_type=Path), help="YuNet ONNX file (default: $SPOOFSDK_YUNET_MODEL, else the runtime's bundled one).")
 @click.option("--split", "fractions", default="0.7,0.15,0.15", show_default=True, callback=_fractions, help="train,val,test fractions where the dataset has no splits.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1), default=0.15, show_default=True, help="Val carved from train where the dataset has train/test only.")
 @click.option("--seed", type=int, default=42, show_default=True)

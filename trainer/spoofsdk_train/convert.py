@@ -69,15 +69,6 @@ class _CropReader:
         b = next(self._iter, None)
         return None if b is None else {self.input_name: b}
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
-
 
 def load_fp32(model_path: str | os.PathLike) -> tuple[bytes, ModelInfo]:
     path = Path(model_path)

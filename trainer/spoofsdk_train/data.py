@@ -48,13 +48,6 @@ def data_root() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def default_yunet_path() -> Path:
-    env = os.environ.get("SPOOFSDK_YUNET_MODEL")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "models" / "yunet" / "face_detection_yunet_2023mar.onnx"
-
-
 def _largest_remainder(n: int, fractions: Sequence[float]) -> list[int]:
     """Split ``n`` items into integer counts proportional to ``fractions`` (ties favour later entries: test over val over train)."""
     total = float(sum(fractions))
@@ -213,7 +206,7 @@ def prepare(
     if mode == "detect":
         from spoofsdk.detect import make_detector
 
-        det = make_detector(detector, detector_model or (default_yunet_path() if detector == "yunet" else None))
+        det = make_detector(detector, detector_model)  # YuNet: $SPOOFSDK_YUNET_MODEL, else the runtime's bundled file
     elif mode != "crop":
         raise ValueError(f"faces must be 'auto', 'detect' or 'crop', got {faces!r}")
     items, skipped = [], []

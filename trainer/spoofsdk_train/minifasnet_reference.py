@@ -249,7 +249,6 @@ def score_domains(
     from spoofsdk.detect import YuNetDetector
     from spoofsdk.model import SpoofModel
 
-    from .data import default_yunet_path
 
     loaded = [m if isinstance(m, SpoofModel) else SpoofModel(m, threads=threads) for m in models]
     names = [m.info.name for m in loaded]
@@ -257,7 +256,7 @@ def score_domains(
     selected = [d for d in list_domains(data_root) if domains is None or d.name in domains]
     detector = None
     if any(d.kind == "frames" for d in selected):
-        detector = YuNetDetector(yunet_model or default_yunet_path())
+        detector = YuNetDetector(yunet_model)  # None: $SPOOFSDK_YUNET_MODEL, else the runtime's bundled file
     result: dict = {"models": names, "model_sources": [m.source for m in loaded], "ensemble": ensemble_name,
                     "threshold": threshold, "domains": {}}
     for d in selected:

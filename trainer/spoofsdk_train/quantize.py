@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from spoofsdk import folders
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square, to_tensor
 from spoofsdk.errors import ImageError
 from spoofsdk.model import ModelInfo, SpoofModel, read_metadata_props
-from spoofsdk.timing import interleaved, timed
+from spoofsdk.timing import interleaved, machine_facts, timed
 
 from .convert import INT8_DEFAULTS, QuantizeError, convert, finish, load_fp32, quantize_int8
 
@@ -339,7 +338,7 @@ def quantize(
         "size_ratio": len(qbytes) / len(data),
         "threads": threads,
         "seconds": {"data": round(data_ms / 1000, 2), "convert": round(convert_ms / 1000, 2)},
-        "cpu": _cpu_name(),
+        "cpu": machine_facts()["cpu"],
     }
     report_path = None
     # The quantized model must load in the runtime's own loader and keep float32 IO.
@@ -368,16 +367,6 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(type(o).__name__)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _fmt(v: Any, digits: int | str = 4) -> str:
