@@ -26,7 +26,7 @@ _BENCH: Bench | None = None
 
 def pytest_addoption(parser):
     parser.addoption("--quick", action="store_true", default=False,
-                     help="smoke mode: tiny models, few rounds, small data (also $SPOOFSDK_BENCH_QUICK=1)")
+                     help="smoke mode: one untrained model, few rounds, small data (also $SPOOFSDK_BENCH_QUICK=1)")
 
 
 def _bench(config) -> Bench:

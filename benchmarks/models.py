@@ -10,7 +10,6 @@
   with the reason otherwise. Its accuracy on every domain is the reference table made by
   ``python -m spoofsdk_train.minifasnet_reference`` (its crops differ per model, so it is not in
   ``test_accuracy``).
-- ``tiny``: a 3-layer conv net, for the quick smoke mode.
 
 FP16 and INT8 variants are made with :mod:`spoofsdk_train.quantize` (INT8 calibrated on real face
 crops) and cached under the work folder by the FP32 file's hash.
@@ -22,8 +21,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from spoofsdk_train.macs import onnx_params_macs  # the one MAC counter on a graph
 
@@ -80,7 +77,7 @@ class ModelEntry:
     """One model to measure; ``paths`` maps precision -> ONNX file (filled by :func:`ensure_variants`)."""
 
     key: str  # short unique id used in test ids and tables
-    kind: str  # asset | trained | untrained | reference | tiny
+    kind: str  # asset | trained | untrained | reference | checkpoint
     architecture: str
     fp32: Path | None = None  # None until built (untrained/reference are built lazily)
     note: str = ""
@@ -127,10 +124,7 @@ def torch_available() -> bool:
 def discover(quick: bool = False) -> list[ModelEntry]:
     """Every model to measure (cheap: nothing is built here)."""
     if quick:
-        entries = [ModelEntry("tiny", "tiny", "tiny-conv")]
-        if torch_available():
-            entries.append(ModelEntry("edgenet-untrained", "untrained", "edgenet"))
-        return entries
+        return [ModelEntry("edgenet-untrained", "untrained", "edgenet")]  # the trainer's export: torch comes with the trainer
     entries: list[ModelEntry] = []
     seen: set[str] = set()
     graphs: dict[str, ModelEntry] = {}
@@ -188,7 +182,7 @@ def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
             if e.kind == "asset":
                 return e
     for pred in (lambda e: e.kind == "trained" and "edge" in e.architecture, lambda e: e.kind == "trained",
-                 lambda e: e.kind == "untrained" and "edge" in e.architecture, lambda e: e.kind == "tiny"):
+                 lambda e: e.kind == "untrained" and "edge" in e.architecture):
         for e in entries:
             if pred(e):
                 return e
@@ -198,28 +192,6 @@ def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
 # ------------------------------------------------------------------------------------------
 # Building FP32 models
 # ------------------------------------------------------------------------------------------
-def _metadata(name: str, arch: str, size: int, output: str, **extra) -> dict[str, str]:
-    """The runtime's metadata (:class:`spoofsdk.model.ModelInfo`) for a model built here with random weights."""
-    from spoofsdk.model import ModelInfo
-
-    info = ModelInfo(name=name, architecture=arch, precision="fp32", input_size=size, color_order="RGB",
-                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_scale=1.5, output=output,
-                     class_order=("spoof", "real") if output == "logits2" else ("real",), threshold=0.5,
-                     extra={"training_data": "none: untrained weights, for latency measurement only",
-                            "license": "benchmark artefact, not for use", **{k: str(v) for k, v in extra.items()}})
-    return info.to_props()
-
-
-def _save(model, path: Path, props: dict[str, str]) -> Path:
-    import onnx
-
-    onnx.helper.set_model_props(model, props)
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
 def export_untrained(arch: str, out_dir: Path | None = None) -> Path:
     """Export ``spoofsdk_train.models`` architecture ``arch`` with its initial weights, through the trainer's
     own export (BatchNorm folded, the runtime's metadata) without the parity check (no data needed)."""
@@ -252,42 +224,6 @@ def export_checkpoint(ckpt: Path, key: str) -> Path:
     return path
 
 
-class _Graph:
-    """A tiny ONNX graph builder for the torch-free reference models (BatchNorm folded into conv bias)."""
-
-    def __init__(self, seed: int = 0):
-        self.nodes, self.inits, self.n = [], [], 0
-        self.rng = np.random.default_rng(seed)
-
-    def _name(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def const(self, array: np.ndarray, prefix: str = "w") -> str:
-        from onnx import numpy_helper
-
-        name = self._name(prefix)
-        self.inits.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs) -> str:
-        from onnx import helper
-
-        out = self._name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def conv(self, x: str, cin: int, cout: int, k: int = 1, s: int = 1, p: int = 0, groups: int = 1, gain: float = 1.0) -> str:
-        fan_in = cin // groups * k * k
-        w = self.rng.normal(0, gain * np.sqrt(2.0 / fan_in), (cout, cin // groups, k, k))
-        b = self.rng.normal(0, 0.01, cout)
-        return self.node("Conv", [x, self.const(w), self.const(b, "b")], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=groups)
-
-    def linear(self, x: str, cin: int, cout: int, gain: float = 1.0) -> str:
-        w = self.rng.normal(0, gain * np.sqrt(1.0 / cin), (cin, cout))
-        return self.node("Gemm", [x, self.const(w), self.const(np.zeros(cout), "b")])
-
-
 def export_minifasnet(key: str) -> Path:
     """One model of the real MiniFASNet pair as a spoofsdk ONNX file (cached by checkpoint hash)."""
     from spoofsdk_train.minifasnet_reference import export_minifasnet as export
@@ -298,31 +234,6 @@ def export_minifasnet(key: str) -> Path:
     if not path.exists():
         export(arch, path)
     return path
-
-
-def build_tiny(path: Path | None = None) -> Path:
-    """A 3-conv network at 64x64 for the smoke mode."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    path = path or work_dir() / "models" / "tiny.onnx"
-    if path.exists():
-        return path
-    g = _Graph(seed=2)
-    y = g.node("Relu", [g.conv("input", 3, 16, 3, 2, 1)])
-    y = g.node("Relu", [g.conv(y, 16, 32, 3, 2, 1)])
-    y = g.node("Relu", [g.conv(y, 32, 32, 3, 1, 1)])
-    y = g.node("Flatten", [g.node("GlobalAveragePool", [y])])
-    g.linear(y, 32, 2)
-    g.nodes[-1].output[0] = "output"
-    graph = helper.make_graph(
-        g.nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 64, 64])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 2])], g.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    params, macs = onnx_params_macs(model)
-    return _save(model, path, _metadata("tiny", "tiny-conv", 64, "logits2", params=params, macs=macs))
 
 
 # ------------------------------------------------------------------------------------------
@@ -338,8 +249,6 @@ def build_fp32(entry: ModelEntry) -> Path:
             entry.fp32 = export_untrained(entry.architecture)
         elif entry.kind == "reference":
             entry.fp32 = export_minifasnet(entry.key)
-        elif entry.kind == "tiny":
-            entry.fp32 = build_tiny()
         elif entry.kind == "checkpoint":
             entry.fp32 = export_checkpoint(REPO / entry.note.split(",")[0], entry.key)
             entry.architecture = _props(entry.fp32).get("architecture", "?")

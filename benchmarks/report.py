@@ -1,7 +1,7 @@
 """Run the benchmark suites and write RESULTS.md and the latency-vs-AUC plot.
 
     python -m benchmarks.report            # full run (~15 min, niced), writes benchmarks/RESULTS.md + latency_vs_auc.png
-    python -m benchmarks.report --quick    # smoke mode (< 2 min): tiny models, few rounds; writes under .benchmarks/work/
+    python -m benchmarks.report --quick    # smoke mode (< 2 min): one untrained model, few rounds; writes under .benchmarks/work/
     python -m benchmarks.report --render-only [--results FILE]   # re-render from an existing results file
 
 The suites run in a pytest subprocess (``pytest benchmarks --benchmark-json ...``) at nice 15;
@@ -205,7 +205,7 @@ def _accuracy(res, models, **_):
         return None
     notes = []
     if res["mode"] == "quick":
-        notes.append("Quick mode scores untrained/tiny models only to exercise the code: the figures mean nothing.")
+        notes.append("Quick mode scores an untrained model only to exercise the code: the figures mean nothing.")
     cross = [k for k, d in models.items() if d["kind"] == "checkpoint"]
     if cross:
         notes.append("Rows of " + ", ".join(f"`{k}`" for k in cross) + " come from spoofsdk_train checkpoints trained on one data set "

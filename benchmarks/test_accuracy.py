@@ -4,11 +4,10 @@ Sets: the held-out NUAA subjects and gc535 test. From the trainer's manifests in
 present (their ``test`` split, so the subjects are those the trainer held out); otherwise
 gc535/test crops and the NUAA test subjects of the trainer's default split (spoofsdk_train.data,
 seed 42), cut with the runtime's detector and crop. Only trained models are scored (untrained
-weights give meaningless figures); the quick mode scores its tiny models only to exercise the code.
+weights give meaningless figures); the quick mode scores its untrained model only to exercise the code.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
