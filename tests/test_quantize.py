@@ -196,3 +196,16 @@ def test_trainer_cli_quantize_subcommand(fp32_path, crops_dir, tmp_path, capsys)
     before = out.read_bytes()
     assert main(["quantize", str(fp32_path), "--out", str(out)]) == 2  # no --precision: nothing written
     assert "--precision" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_sweep_honours_the_sizes_and_small_differences_are_visible(fp32_path, crops_dir, monkeypatch, capsys):
+    from spoofsdk_train.cli import main
+
+    seen = {}
+    monkeypatch.setattr(q, "sweep_int8", lambda *a, **k: seen.update(k) or [])
+    assert main(["quantize", str(fp32_path), "--sweep", "--calib", str(crops_dir), "--calib-size", "7", "--eval-size", "9"]) == 0
+    assert seen["calib_size"] == 7 and seen["eval_size"] == 9
+    rep = {"precision": "int8", "name": "m", "architecture": "a", "how": {"tool": "t"}, "size_bytes": {"fp32": 4e6, "int8": 1e6},
+           "size_ratio": 0.25, "n_samples": 9, "max_abs_dscore": 3.2e-5, "mean_abs_dscore": 4e-6, "decision_agreement": 5 / 9}
+    text = q.format_report(rep)
+    assert "max |d| 3.2e-05" in text and "mean |d| 4e-06" in text and "55.56%" in text and "0.0000" not in text
