@@ -40,22 +40,34 @@ def _model_variants(model: str | None) -> list[tuple[str | None, str | None]]:
 
 def bench_models(model: str | None = None, threads: int | None = None, providers: Sequence[str] | None = None,
                  runs: int = 50) -> list[dict[str, Any]]:
-    """Latency of one face crop (batch 1) for each precision of ``model``, in milliseconds."""
-    from .model import load_model
+    """Latency of one face crop (batch 1) for each precision of ``model``, in milliseconds.
 
-    rows = []
+    The precisions are timed side by side (:func:`spoofsdk.timing.interleaved`: every round runs
+    each once, in a rotated order), so a background load hits them alike and ``ratio`` (time / the
+    first precision's) holds even when the absolute times wander.
+    """
+    from .model import load_model
+    from .timing import interleaved
+
+    loaded = {}
+    runners = {}
     for name, precision in _model_variants(model):
-        loaded = load_model(name, precision=precision, threads=threads, providers=providers)
-        size = loaded.info.input_size
-        rng = np.random.default_rng(0)
-        crop = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        stats = time_calls(lambda: loaded.score_crops([crop]), runs=int(runs), warmup=WARMUP_RUNS)
+        m = load_model(name, precision=precision, threads=threads, providers=providers)
+        key = f"{m.info.name} {m.info.precision}"
+        crop = np.random.default_rng(0).integers(0, 256, (m.info.input_size, m.info.input_size, 3), dtype=np.uint8)
+        loaded[key] = m
+        runners[key] = (lambda m=m, crop=crop: m.score_crops([crop]))
+    timed = interleaved(runners, rounds=int(runs), warmup=WARMUP_RUNS)
+    first = next(iter(runners))
+    rows = []
+    for key, m in loaded.items():
+        t = timed[key]
         rows.append({
-            "model": loaded.info.name, "precision": loaded.info.precision, "input": size, "source": loaded.source,
-            "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
-            "per_second": 1000.0 / stats["median_ms"], "runs": int(runs), "threads": threads,
+            "model": m.info.name, "precision": m.info.precision, "input": m.info.input_size, "source": m.source,
+            "median_ms": t["median_ms"], "p90_ms": t["p90_ms"], "per_second": 1000.0 / t["median_ms"],
+            "ratio": t[f"ratio_to_{first}"], "ratio_to": first, "runs": int(runs), "threads": threads,
         })
-        log.debug("bench %s %s: median %.2f ms", loaded.info.name, loaded.info.precision, rows[-1]["median_ms"])
+        log.debug("bench %s: median %.2f ms", key, t["median_ms"])
     return rows
 
 
@@ -104,9 +116,12 @@ def bench_pipeline(model: str | None = None, camera: Any = None, video: Any = No
 
 def format_table(rows: list[dict[str, Any]], pipeline: dict[str, Any] | None = None) -> str:
     """The measurements as a plain-text table."""
-    lines = [f"{'model':<10} {'precision':<9} {'input':>5} {'median ms':>10} {'p90 ms':>8} {'crops/s':>8}"]
+    lines = [f"{'model':<10} {'precision':<9} {'input':>5} {'median ms':>10} {'p90 ms':>8} {'crops/s':>8} {'ratio':>6}"]
     for r in rows:
-        lines.append(f"{r['model']:<10} {r['precision']:<9} {r['input']:>5} {r['median_ms']:>10.2f} {r['p90_ms']:>8.2f} {r['per_second']:>8.1f}")
+        lines.append(f"{r['model']:<10} {r['precision']:<9} {r['input']:>5} {r['median_ms']:>10.2f} {r['p90_ms']:>8.2f} "
+                     f"{r['per_second']:>8.1f} {r['ratio']:>6.2f}")
+    if len(rows) > 1:
+        lines.append(f"(ratio: time per crop / {rows[0]['ratio_to']}'s, measured side by side)")
     if pipeline:
         p = pipeline
         size = "x".join(map(str, p["frame_size"])) if p["frame_size"] else "?"
