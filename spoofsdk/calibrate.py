@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -41,6 +42,8 @@ from .metrics import error_rates, threshold_at_apcer, threshold_at_bpcer
 from .model import parse_metadata, read_metadata_props, write_metadata_props
 from .results import Reason
 from .sources import list_images
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CalibrationResult", "collect_scores", "calibrate", "choose_threshold", "write_calibrated_model",
            "THRESHOLD_DEPENDENT"]
@@ -83,23 +86,32 @@ class CalibrationResult:
         return _clean({**asdict(self), "direction": self.direction})
 
 
-def collect_scores(checker, folder: str | os.PathLike, crops: bool = False) -> tuple[np.ndarray, np.ndarray, Counter]:
-    """Score every image under ``folder/real`` and ``folder/attack``: ``(labels, scores, skipped per reason)``."""
+def collect_scores(
+    checker, folder: str | os.PathLike, crops: bool = False, on_result: Callable[[Any], None] | None = None
+) -> tuple[np.ndarray, np.ndarray, Counter]:
+    """Score every image under the class folders of ``folder``: ``(labels, scores, skipped per reason)``.
+
+    ``on_result`` is called with each image's :class:`~spoofsdk.results.FrameResult` (progress reports).
+    """
+    from .results import FrameResult
+
+    jobs = [(path, label) for sub, label in class_folders(folder) for path in list_images([sub])]
     labels: list[int] = []
     scores: list[float] = []
     skipped: Counter = Counter()
-    for sub, label in class_folders(folder):
-        for path in list_images([sub]):
-            try:
-                result = checker.check_crop_file(path) if crops else checker.check(path)
-            except ImageError:
-                skipped[Reason.BAD_IMAGE] += 1
-                continue
-            if result.score is None:
-                skipped[result.reason or Reason.ERROR] += 1
-                continue
-            labels.append(label)
-            scores.append(result.score)
+    for path, label in jobs:
+        try:
+            result = checker.check_crop_file(path) if crops else checker.check(path)
+        except ImageError as e:
+            result = FrameResult.failed(Reason.BAD_IMAGE, str(e), path=str(path))
+        if on_result is not None:
+            on_result(result)
+        if result.score is None:
+            skipped[result.reason or Reason.ERROR] += 1
+            continue
+        labels.append(label)
+        scores.append(result.score)
+    log.debug("calibration: %d images scored, skipped %s", len(scores), dict(skipped))
     return np.asarray(labels, dtype=np.int64), np.asarray(scores, dtype=np.float64), skipped
 
 
@@ -198,6 +210,7 @@ def calibrate(
     crops: bool = False,
     target_bpcer: float | None = None,
     allow_higher_apcer: bool = False,
+    on_result: Callable[[Any], None] | None = None,
     **checker_kwargs: Any,
 ) -> CalibrationResult:
     """Choose the threshold for ``folder`` (see the module docstring); write the calibrated model to ``out`` if given."""
@@ -212,7 +225,7 @@ def calibrate(
     source = checker.model.source
     if out is not None and source != "<bytes>" and Path(out).resolve() == Path(source).resolve():
         raise ValueError("--out must differ from the model file: calibration writes a new file")
-    labels, scores, skipped = collect_scores(checker, folder, crops=crops)
+    labels, scores, skipped = collect_scores(checker, folder, crops=crops, on_result=on_result)
     n_real, n_attack = int(labels.sum()), int((1 - labels).sum())
     if n_real == 0 or n_attack == 0:
         raise SourceError(

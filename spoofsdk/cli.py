@@ -452,14 +452,16 @@ def calibrate(folder, target_apcer, target_bpcer, allow_higher_apcer, model, pre
     """
     from .calibrate import calibrate as run_calibration
 
+    report = RunReport(None, "images")
     try:
         result = run_calibration(
             folder, model=model, target_apcer=target_apcer, target_bpcer=target_bpcer,
-            allow_higher_apcer=allow_higher_apcer, out=out, crops=crops,
+            allow_higher_apcer=allow_higher_apcer, out=out, crops=crops, on_result=report.add,
             precision=precision, threads=threads, providers=_providers(providers), detector=detector, yunet_model=yunet_model,
         )
     except (SpoofSDKError, ValueError) as e:
         raise _fail(str(e)) from e
+    report.close()
     for warning in result.warnings:
         log.warning(warning)
     if as_json:

@@ -76,6 +76,7 @@ def test_nuaa_subject_0009_with_the_default_model_is_not_made_less_secure(tmp_pa
     result = CliRunner().invoke(main, ["calibrate", str(tmp_path / "calib"), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
+    assert "summary: 165 images" in result.stderr  # 43 real + 122 attack frames, with a rate
     assert data["threshold"] >= data["previous_threshold"] and data["apcer"] <= data["previous_apcer"]
     assert data["bpcer"] <= data["previous_bpcer"] + 1e-9 and data["direction"] in ("more secure", "unchanged")
     written = load_model(out)
