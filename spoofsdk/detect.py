@@ -5,7 +5,7 @@
   (``spoofsdk/assets/face_detection_yunet_2023mar.onnx``, 232 kB, Apache-2.0, licence file
   beside it); another file can be given, or set with ``$SPOOFSDK_YUNET_MODEL``.
 - :class:`HaarDetector` uses the frontal-face Haar cascade that ships inside
-  opencv-python-headless: less accurate (it misses 61 of the 2,563 NUAA frames that YuNet finds)
+  opencv-python-headless: less accurate (no face on 18 of the 2,563 NUAA frames where YuNet finds all)
   and slower; kept as an option.
 
 Both detect on a copy of the frame downscaled so that its longer side is at most
