@@ -107,9 +107,10 @@ class ModelInfo:
     @property
     def metrics(self) -> dict[str, Any]:
         try:
-            return json.loads(self.extra.get("metrics", "{}"))
+            value = json.loads(self.extra.get("metrics", "{}"))
         except json.JSONDecodeError:
             return {}
+        return value if isinstance(value, dict) else {}  # figures per set, or nothing: never a bare list or number
 
     def to_props(self) -> dict[str, str]:
         """The metadata as ONNX ``metadata_props`` strings (inverse of :func:`parse_metadata`)."""

@@ -127,3 +127,9 @@ def test_non_finite_input_never_scores_live():
     batch[1, 0, 5, 5] = np.inf
     scores = model.predict(batch)
     assert scores[0] == 0.0 and scores[1] == 0.0 and 0.0 < scores[2] < 1.0
+
+
+@pytest.mark.parametrize("text, expected", [('{"nuaa": {"auc": 0.99}}', {"nuaa": {"auc": 0.99}}), ("[1, 2]", {}), ("0.5", {}), ("not json", {})])
+def test_metrics_are_a_mapping_or_nothing(text, expected):
+    info = parse_metadata(read_metadata_props(build_tiny_model(metadata={"metrics": text})))
+    assert info.metrics == expected

@@ -181,7 +181,7 @@ def models(size) -> None:
 @click.option("--calib-size", type=click.IntRange(min=1), default=256, show_default=True, help="Calibration crops.")
 @click.option("--eval-size", type=click.IntRange(min=0), default=400, show_default=True, help="Crops for the report's accuracy comparison.")
 @click.option("--kind", type=click.Choice(("auto", "frames", "crops")), default="auto", show_default=True, help="What folder images are (auto: <=256 px = crop).")
-@click.option("--detector", type=click.Choice(("haar", "yunet")), help="Detector for frames (default: yunet if $SPOOFSDK_YUNET_MODEL is set, else haar).")
+@click.option("--detector", type=click.Choice(("haar", "yunet")), help="Detector for frames (default: the runtime's, YuNet).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Threads for the latency comparison.")
 @click.option("--rounds", type=click.IntRange(min=0), default=30, show_default=True, help="Interleaved latency rounds.")
 @click.option("--no-report", is_flag=True, help="Skip the accuracy/latency report.")

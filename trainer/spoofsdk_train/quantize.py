@@ -88,9 +88,9 @@ class _FrameCropper:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         if self._detector is None or isinstance(self._detector, str):
-            from spoofsdk.detect import YUNET_ENV, make_detector
+            from spoofsdk.detect import DEFAULT_DETECTOR, make_detector
 
-            self._detector = make_detector(self._detector or ("yunet" if os.environ.get(YUNET_ENV) else "haar"))
+            self._detector = make_detector(self._detector or DEFAULT_DETECTOR)  # the runtime's default (bundled YuNet)
         faces = self._detector.detect(frame)
         return crop_face(frame, faces[0].box, self.info.crop_scale, self.info.input_size).image if faces else None
 
