@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
-
 import numpy as np
 
 from .errors import SourceError
@@ -131,9 +129,3 @@ def scan(root: str | Path) -> tuple[str, list[LabelledImage]]:
 def is_face_crop(image: np.ndarray) -> bool:
     """An image no larger than :data:`CROP_MAX_SIDE` on its longer side is taken as a face crop, not a frame."""
     return max(image.shape[:2]) <= CROP_MAX_SIDE
-
-
-def labelled_images(folder: str | Path, files: Iterable[Path] | None = None) -> list[tuple[Path, int | None]]:
-    """Every image under ``folder`` with the label its class folder gives (None when unlabelled)."""
-    folder = Path(folder)
-    return [(p, label_from_path(p, folder)) for p in (files if files is not None else image_files(folder))]
