@@ -185,8 +185,9 @@ def _reference(res, models, **_):
     refs = res.get("reference", [])
     if not refs:
         return None
+    note = "; ".join(f"`{k}` ({d['note']})" if d.get("note") else f"`{k}`" for k, d in models.items() if d["kind"] == "reference")
     rows = [[r["model"], r["precision"], r["threads"], _f(r["median_ms"], 3), _f(r["reference_median_ms"], 3), _x(r["ratio_to_reference"], 3)] for r in refs]
-    return {"table": _table(["default model", "precision", "threads", "ms/face", "pair FP32 ms/face", "ratio (same run)"], rows)}
+    return {"note": note or "none", "table": _table(["default model", "precision", "threads", "ms/face", "pair FP32 ms/face", "ratio (same run)"], rows)}
 
 
 def _pipeline(res, **_):
