@@ -7,6 +7,7 @@ build their own inputs on purpose).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,13 @@ def _rel(path: Path) -> str:
     return path.relative_to(REPO).as_posix()
 
 
+@functools.cache
+def _parsed() -> tuple[tuple[str, ast.AST], ...]:
+    return tuple((_rel(path), ast.parse(path.read_text(encoding="utf-8"), filename=str(path))) for path in FILES)
+
+
 def _trees():
-    for path in FILES:
-        yield _rel(path), ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return _parsed()
 
 
 def _literal_strings(node) -> set[str]:
