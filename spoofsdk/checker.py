@@ -23,11 +23,11 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from .crop import as_bgr_uint8, crop_face
+from .crop import as_bgr_uint8
 from .detect import DEFAULT_DETECTOR, Detection, FaceDetector, make_detector
 from .errors import DetectorError, ImageError, SpoofSDKError
 from .model import ModelInfo, SpoofModel, load_model
-from .quality import QualityConfig, assess, capped_scale, face_inside, measure, quality_config
+from .quality import QualityConfig, assess, face_inside, measure, quality_config
 from .results import REAL, SPOOF, UNKNOWN, FaceResult, FrameResult, Reason
 from .sources import DEFAULT_MAX_IMAGE_PIXELS, Frame, read_image
 from .track import IoUTracker, SmoothingConfig, follow_box
@@ -193,25 +193,19 @@ class LivenessChecker:
             )
             results.append(face)
             figures = measure(frame, box, 0.0, marks)
-            scale = min(m.info.crop_scale for m in self.models)
             try:
-                face_crops = []
-                max_padded = self.quality.max_padded if self.quality.max_padded is not None else QualityConfig.max_padded
-                for m in self.models:
-                    crop = m.crop_face(frame, box)
-                    if crop.padded_fraction > max_padded and face_inside(figures, self.quality):
-                        # The face is inside the frame but fills it (held close, or a tight crop): narrow
-                        # the context to the largest square inside the frame instead of padding with black.
-                        narrowed = capped_scale(frame.shape, box, m.info.crop_scale)
-                        crop = crop_face(frame, box, narrowed, m.info.input_size, m.info.crop_policy)
-                        scale = min(scale, narrowed)
-                        log.debug("face %s fills the frame: context scale %.2f instead of %.2f", face.box, narrowed, m.info.crop_scale)
-                    face_crops.append(crop)
+                # Each model crops by the policy it was trained with (pad: black where its context
+                # square passes the frame edge; shift_cap: shifted and capped, never padded).
+                face_crops = [m.crop_face(frame, box) for m in self.models]
             except ImageError as e:
                 face.reason, face.message = Reason.CUT_BY_BORDER, str(e)
                 continue
             figures["padded"] = max(c.padded_fraction for c in face_crops)
-            figures["context_scale"] = scale
+            # A face inside the frame that fills it (held close, a tight crop) is judged on that crop,
+            # however much of its context is padding; only a face that is cut is refused.
+            figures["face_inside"] = float(face_inside(figures, self.quality))
+            if figures["padded"] > 0 and figures["face_inside"]:
+                log.debug("face %s fills the frame: %.0f%% of its crop is padding", face.box, 100 * figures["padded"])
             face.timings["crop"] = _ms(start)
             start = time.perf_counter()
             report = assess(figures, self.quality)

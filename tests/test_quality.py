@@ -87,7 +87,7 @@ def _tight(frame, box, margin):
     return np.ascontiguousarray(frame[y0 : int(y + h + margin * h), x0 : int(x + w + margin * w)])
 
 
-def test_a_face_filling_the_frame_is_scored_with_a_narrower_context(face):
+def test_a_face_filling_the_frame_is_scored_on_its_models_own_crop(face):
     from spoofsdk.detect import YuNetDetector
 
     frame, _ = face
@@ -97,8 +97,10 @@ def test_a_face_filling_the_frame_is_scored_with_a_narrower_context(face):
     result = checker.check(close)
     (top,) = result.faces
     assert top.score is not None and top.reason is None, top.message
-    assert top.quality["padded"] == 0.0 and top.quality["landmarks_outside"] == 0
-    assert top.quality["context_scale"] < checker.info.crop_scale
+    assert top.quality["padded"] > QualityConfig().max_padded  # padded as the model was trained (policy pad)
+    assert top.quality["landmarks_outside"] == 0 and top.quality["face_inside"] == 1.0
+    (model_crop,) = [checker.model.crop_face(close, top.box)]
+    assert model_crop.padded_fraction == pytest.approx(top.quality["padded"], abs=0.02)
 
 
 def test_a_face_cut_by_the_border_is_still_refused(face):
