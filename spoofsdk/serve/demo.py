@@ -92,7 +92,8 @@ def demo_config(model: SpoofModel) -> dict[str, Any]:
     return {
         "model": {**{k: v for k, v in props.items() if k not in ("metrics", "training_data", "quantization")}, "crop_policy": policy},
         "sha256": model.sha256,
-        "quality": {"min_face_px": gates.min_face_px, "max_padded": gates.max_padded},
+        # The gates a visitor can act on, as the runtime applies them (see pipeline.js judge()).
+        "quality": {"min_face_px": gates.min_face_px, "max_border_cut": getattr(gates, "max_border_cut", None), "max_padded": gates.max_padded},
         "detector": DETECTOR,
     }
 

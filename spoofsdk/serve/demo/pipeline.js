@@ -372,19 +372,27 @@ export class Pipeline {
     return probability(out[this.model.outputNames[0]].data, this.cfg);
   }
 
-  // One face: crop, size and padding gates, score, label (as the runtime's image mode does).
+  // One face: the runtime's border and size gates, crop, score, label (as its image mode does).
+  // Landmark and sharpness/exposure gates are not ported: the demo asks only what a visitor can fix.
   async judge(image, box) {
     const q = this.config.quality;
-    const facePx = Math.min(box[2], box[3]);
+    const [x, y, w, h] = box;
     const face = { box: box.map(Math.round), label: "unknown", score: null, reason: null, message: "" };
+    const inside = Math.max(0, Math.min(x + w, image.width) - Math.max(x, 0)) * Math.max(0, Math.min(y + h, image.height) - Math.max(y, 0));
+    const borderCut = 1 - inside / (w * h);
+    if (q.max_border_cut !== null && borderCut > q.max_border_cut) {
+      const share = Math.round(borderCut * 100);
+      return Object.assign(face, { reason: "cut_by_border", message: `face cut by the frame border (${share}% of it outside): centre the face` });
+    }
+    const facePx = Math.min(w, h);
     if (q.min_face_px !== null && facePx < q.min_face_px) {
-      Object.assign(face, { reason: "face_too_small", message: `face too small: ${Math.round(facePx)} px < ${q.min_face_px} px (move closer)` });
-      return face;
+      return Object.assign(face, { reason: "face_too_small", message: `face too small: ${Math.round(facePx)} px < ${q.min_face_px} px (move closer)` });
     }
     const crop = cropFace(image, box, this.cfg.cropScale, this.cfg.size, this.cfg.cropPolicy);
-    if (q.max_padded !== null && crop.padded > q.max_padded) {
-      Object.assign(face, { reason: "cut_by_border", message: "face too close to the frame border (centre your face)" });
-      return face;
+    // As the runtime: padding refuses only a face not known to be inside the frame.
+    const faceInside = borderCut <= (q.max_border_cut === null ? 0.1 : q.max_border_cut);
+    if (q.max_padded !== null && crop.padded > q.max_padded && !faceInside) {
+      return Object.assign(face, { reason: "cut_by_border", message: "face too close to the frame border: centre the face or step back" });
     }
     face.score = await this.scoreCrop(crop.rgb);
     face.label = face.score >= this.cfg.threshold ? "real" : "spoof";
