@@ -43,8 +43,16 @@ def test_split(manifest: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=REPO / "cache" / "s1.5_128", show_default=True,
               help="Prepared data sets (manifest.json per set).")
 @click.option("--assets", type=click.Path(file_okay=False, path_type=Path), default=REPO / "spoofsdk" / "assets", show_default=True)
-def cli(models, data, assets) -> None:
+@click.option("--crossval", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="crossval.json of the model's recipe: its leave-one-source-out table goes into the metadata as metrics['loso'].")
+def cli(models, data, assets, crossval) -> None:
     args = SimpleNamespace(models=models, data=data, assets=assets)
+    loso = None
+    if crossval:
+        table = json.loads(crossval.read_text())
+        loso = {"recipe": table["recipe"], "recipe_hash": table["recipe_hash"], "summary": table["summary"],
+                "domains": {r["domain"]: {k: r[k] for k in ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")} for r in table["domains"]},
+                "how": "leave-one-source-out: trained without the domain (FP32), threshold on the other domains' val, all its crops scored"}
     manifests = sorted(args.data.glob("*/manifest.json"))
     if not manifests:
         raise click.ClickException(f"no prepared data sets under {args.data} (run spoofsdk-train prepare first)")
@@ -61,7 +69,10 @@ def cli(models, data, assets) -> None:
         props = read_metadata_props(path.read_bytes())
         previous = json.loads(props.get("metrics", "{}"))
         note = f"test splits scored by the spoofsdk runtime with this {info.precision} file at its threshold"
-        data = write_metadata_props(path.read_bytes(), {"metrics": json.dumps({**previous, **figures, "how": note})})
+        new = {**previous, **figures, "how": note}
+        if loso is not None:
+            new["loso"] = loso
+        data = write_metadata_props(path.read_bytes(), {"metrics": json.dumps(new)})
         out = args.assets / f"{info.name}-{info.precision}.onnx"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)

@@ -40,6 +40,10 @@ def test_fold_plan_holds_out_each_two_class_domain_and_never_trains_on_it(domain
     for fold in plan:
         trained = [read_manifest(p)["dataset"] for p in fold["train"]]
         assert fold["held_out"] not in trained and "liveonly" in trained and len(trained) == 3
+    # A test-only domain is held out in its own fold and never trains in any fold.
+    plan = fold_plan(manifests[1:], None, test_only=manifests[:1])
+    assert [f["held_out"] for f in plan] == ["camB", "camC", "camA"]
+    assert all("camA" not in [read_manifest(p)["dataset"] for p in f["train"]] for f in plan)
     with pytest.raises(ValueError, match="lack one class"):
         fold_plan(manifests, ["liveonly"])
     with pytest.raises(ValueError, match="not among"):

@@ -114,9 +114,10 @@ def train(recipe, out, data, epochs, overrides, fresh, extend, then_export, test
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the folds, crossval.{json,md,png}.")
 @click.option("--data", multiple=True, help="Prepared dataset folder, one per domain (repeat); replaces the recipe's data.manifests.")
 @click.option("--hold-out", "held_out", multiple=True, help="Only these held-out domains (repeatable; default: every domain with both classes).")
+@click.option("--test-only", multiple=True, help="Prepared domain to hold out and score but never train on (repeatable).")
 @click.option("--reference", type=_EXISTING, help="A reference table (minifasnet_reference JSON or another crossval.json) shown beside.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe field (TOML value); repeatable.")
-def crossval(recipe, out, data, held_out, reference, overrides) -> None:
+def crossval(recipe, out, data, held_out, test_only, reference, overrides) -> None:
     """Leave-one-source-out: train without each domain in turn, score it, tabulate."""
     from .crossval import crossval as run_crossval
     from .recipe import load_recipe
@@ -124,7 +125,7 @@ def crossval(recipe, out, data, held_out, reference, overrides) -> None:
     extra = list(overrides)
     if data:
         extra.append("data.manifests=" + json.dumps([str(d) for d in data]))
-    result = run_crossval(load_recipe(recipe, extra), out, held_out=list(held_out) or None, reference=reference)
+    result = run_crossval(load_recipe(recipe, extra), out, held_out=list(held_out) or None, reference=reference, test_only=list(test_only))
     click.echo((Path(out) / "crossval.md").read_text(), nl=False)
     s = result["summary"]["auc"]
     click.echo(f"AUC mean {s['mean']:.4f} worst {s['worst']:.4f}", err=True)

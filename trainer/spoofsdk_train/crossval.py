@@ -41,12 +41,15 @@ __all__ = ["crossval", "fold_plan", "render_markdown", "plot_table"]
 SPLITS = ("train", "val", "test")
 
 
-def fold_plan(manifests: Sequence[dict], held_out: Sequence[str] | None = None) -> list[dict]:
+def fold_plan(manifests: Sequence[dict], held_out: Sequence[str] | None = None, test_only: Sequence[dict] = ()) -> list[dict]:
     """One fold per held-out domain: ``{"held_out": name, "train": [manifest dirs of the other domains]}``.
 
     Domains with a single class (e.g. live faces only) cannot be scored on their own; they are
-    never held out but always train.
+    never held out but always train. ``test_only`` domains are held out in turn but never train
+    (a domain kept out of the recipe's data, e.g. one whose shortcut hurts every other domain).
     """
+    manifests = list(manifests) + list(test_only)
+    never_train = {m["dataset"] for m in test_only}
     names = [m["dataset"] for m in manifests]
     if len(set(names)) != len(names):
         raise ValueError(f"every manifest must be its own domain; repeated names in {names}")
@@ -58,7 +61,7 @@ def fold_plan(manifests: Sequence[dict], held_out: Sequence[str] | None = None) 
     single = [h for h in chosen if h not in both]
     if single:
         raise ValueError(f"held-out domain(s) {single} lack one class; they can only train")
-    return [{"held_out": h, "train": [m["_dir"] for m in manifests if m["dataset"] != h]} for h in chosen]
+    return [{"held_out": h, "train": [m["_dir"] for m in manifests if m["dataset"] != h and m["dataset"] not in never_train]} for h in chosen]
 
 
 def _scorer(model, recipe: Recipe):
@@ -120,8 +123,9 @@ def _summary(rows: list[dict], keys=("auc", "eer", "apcer", "bpcer", "acer", "bp
 
 
 def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequence[str] | None = None,
-             reference: str | Path | None = None) -> dict:
-    """Leave-one-source-out over the recipe's manifests; writes crossval.{json,md,png} under ``out_dir``."""
+             reference: str | Path | None = None, test_only: Sequence[str | Path] = ()) -> dict:
+    """Leave-one-source-out over the recipe's manifests (plus ``test_only`` ones, scored but never trained on);
+    writes crossval.{json,md,png} under ``out_dir``."""
     from .train import setup_logging
 
     recipe = load_recipe(recipe)
@@ -129,8 +133,9 @@ def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequenc
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out)
     manifests = [read_manifest(p) for p in recipe.data.manifests]
-    plan = fold_plan(manifests, held_out)
-    by_name = {m["dataset"]: m for m in manifests}
+    extra = [read_manifest(p) for p in test_only]
+    plan = fold_plan(manifests, held_out, extra)
+    by_name = {m["dataset"]: m for m in manifests + extra}
     t0 = time.time()
     rows = [run_fold(recipe, fold, by_name[fold["held_out"]], out / "folds" / fold["held_out"]) for fold in plan]
     result = {
@@ -139,6 +144,7 @@ def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequenc
         "recipe_hash": recipe.training_hash(),
         "architecture": recipe.model.architecture,
         "threshold_rule": str(recipe.eval.threshold),
+        "test_only": [m["dataset"] for m in extra],
         "domains": rows,
         "summary": _summary(rows),
         "seconds": round(time.time() - t0, 1),
@@ -186,7 +192,8 @@ def render_markdown(result: dict) -> str:
     head = "| held-out domain | real / attack | AUC | EER | APCER | BPCER | BPCER@APCER5 |" + (f" {ref['name']} AUC |" if ref else "")
     lines = [f"# Leave-one-source-out: {result['recipe']} ({result['architecture']})", "",
              f"Each row: trained on every other domain, threshold by `{result['threshold_rule']}` on their validation crops, "
-             f"then frozen; the held-out domain scored on all its crops. {len(result['domains'])} folds in {result['seconds'] / 60:.1f} min.", "",
+             f"then frozen; the held-out domain scored on all its crops. {len(result['domains'])} folds in {result['seconds'] / 60:.1f} min."
+             + (f" Scored but never trained on: {', '.join(result['test_only'])}." if result.get("test_only") else ""), "",
              head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["domains"]:
         line = (f"| {r['domain']} | {r['n_real']} / {r['n_attack']} | {_fmt(r['auc'])} | {_fmt(r['eer'], True)} | {_fmt(r['apcer'], True)} | "
