@@ -64,8 +64,9 @@ def cli(models, data, assets, crossval) -> None:
             crops, labels = test_split(manifest, info.input_size)
             scores = np.concatenate([model.score_crops(crops[i : i + 64]) for i in range(0, len(crops), 64)])
             s = metrics.summary(labels, scores, info.threshold)
-            figures[manifest.parent.name] = {k: s[k] for k in FIELDS}
-            print(f"{path.name:24s} {manifest.parent.name:6s} " + "  ".join(f"{k} {s[k]:.4f}" for k in FIELDS[1:]))
+            # A one-class test split (live faces only) has error rates but no AUC/EER.
+            figures[manifest.parent.name] = {k: float(s[k]) for k in FIELDS if k in s and np.isfinite(s[k])}
+            print(f"{path.name:24s} {manifest.parent.name:6s} " + "  ".join(f"{k} {s[k]:.4f}" for k in FIELDS[1:] if k in s))
         props = read_metadata_props(path.read_bytes())
         previous = json.loads(props.get("metrics", "{}"))
         note = f"test splits scored by the spoofsdk runtime with this {info.precision} file at its threshold"

@@ -190,6 +190,8 @@ def models(size) -> None:
 @click.option("--weight-type", type=click.Choice(("QInt8", "QUInt8")), default=None, help="INT8 weights [QInt8].")
 @click.option("--calibrate-method", type=click.Choice(("MinMax", "Entropy", "Percentile")), default=None, help="INT8 calibration [MinMax].")
 @click.option("--reduce-range/--no-reduce-range", default=None, help="7-bit INT8 weights [on].")
+@click.option("--op-types", type=click.Choice(("all", "matmul")), default=None,
+              help="INT8 operators: all, or Conv/Gemm/MatMul only with the math between them in FP32 [all].")
 @click.option("--sweep", is_flag=True, help="Measure every INT8 combination side by side instead of writing one model.")
 def quantize(model, precision, calib, eval_data, out, calib_size, eval_size, kind, detector, threads, rounds, no_report, sweep, **int8) -> None:
     """FP16 / INT8 versions of an ONNX model, with a report against FP32 (no torch needed).

@@ -44,6 +44,11 @@ INT8_DEFAULTS: dict[str, Any] = {
     "reduce_range": True,
     "per_channel": True,
     "fp32_input_convs": True,
+    # "all": every operator onnxruntime can quantize. "matmul": Conv/Gemm/MatMul only, everything
+    # between them in FP32 -- for graphs with precision-critical elementwise math, e.g. mnv2probe's
+    # channel standard deviations, sqrt(E[x^2] - E[x]^2), which 8-bit activations destroy
+    # (measured: AUC -0.014 with "all", see docs/QUANTIZATION.md).
+    "op_types": "all",
 }
 
 
@@ -173,6 +178,7 @@ def quantize_int8(
     reduce_range: bool = INT8_DEFAULTS["reduce_range"],
     per_channel: bool = INT8_DEFAULTS["per_channel"],
     fp32_input_convs: bool = INT8_DEFAULTS["fp32_input_convs"],
+    op_types: str = INT8_DEFAULTS["op_types"],
     percentile: float = 99.999,
     workdir: str | os.PathLike | None = None,
     calibration_cache: str | os.PathLike | None = None,
@@ -180,6 +186,8 @@ def quantize_int8(
     """Static QDQ quantization of ``model_bytes`` calibrated on ``calib_tensors`` (normalised NCHW float32)."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
+    if op_types not in ("all", "matmul"):
+        raise QuantizeError(f"op_types must be 'all' or 'matmul', got {op_types!r}")
     if calib_tensors is None or len(calib_tensors) == 0:
         raise QuantizeError("INT8 needs calibration data: pass face crops (a folder or the trainer's manifest)")
     with tempfile.TemporaryDirectory(prefix="spoofsdk-q-") as tmp:
@@ -213,6 +221,7 @@ def quantize_int8(
             calibrate_method=_calib_method(calibrate_method),
             calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             nodes_to_exclude=exclude,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"] if op_types == "matmul" else None,
             extra_options=extra,
         )
         return out.read_bytes()

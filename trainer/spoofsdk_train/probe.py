@@ -155,7 +155,7 @@ def fit_head(model: nn.Module, stats: np.ndarray, labels: np.ndarray, weights: n
     model.train()
     for epoch in range(t.epochs):
         order = torch.randperm(n, generator=gen)
-        total = 0.0
+        total, correct = 0.0, 0
         for s in range(0, n, bs):
             b = order[s : s + bs]
             z = model.head_logit(x[b])[:, 0]
@@ -170,7 +170,8 @@ def fit_head(model: nn.Module, stats: np.ndarray, labels: np.ndarray, weights: n
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(b)
-        history.append({"epoch": epoch + 1, "train_loss": total / n, "lr": opt.param_groups[0]["lr"]})
+            correct += int(((z.detach() >= 0) == (y[b] >= 0.5)).sum())
+        history.append({"epoch": epoch + 1, "train_loss": total / n, "train_acc": correct / n, "lr": opt.param_groups[0]["lr"]})
     model.eval()
     return history
 
@@ -223,6 +224,7 @@ def train_probe(recipe: Recipe, out: Path, train_crops: CropSet, val_crops: Crop
     val_view = cache.view(val_crops, 0)
     scores = probe_scores(model, val_view["stats"])
     val = set_figures(val_crops, scores)
-    row = {"epoch": recipe.train.epochs, "lr": history[-1]["lr"] if history else 0.0, "train_loss": history[-1]["train_loss"] if history else float("nan"),
+    last = history[-1] if history else {"lr": 0.0, "train_loss": float("nan"), "train_acc": float("nan")}
+    row = {"epoch": recipe.train.epochs, "lr": last["lr"], "train_loss": last["train_loss"], "train_acc": last["train_acc"],
            "epoch_time_s": time.time() - t0}
     return val, row
