@@ -227,9 +227,9 @@ class LiveHub:
                     self._publish(frame, result, self._captured)
                     if self._stop.is_set():
                         return
-                with self._lock:
-                    self.source_state = "ended"
-                if not self.loop:
+                if not self.loop:  # "ended" is final; a looping source is reopened at once and stays "running"
+                    with self._lock:
+                        self.source_state = "ended"
                     log.info("source ended; the server keeps serving the last frame")
                     return
             except Exception as e:  # a failing source (or anything else) must not end the live view
