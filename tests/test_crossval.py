@@ -104,6 +104,7 @@ def test_crossval_full_mode_trains_each_fold_without_its_domain(domains, tmp_pat
     assert "camC" not in fold["train_domains"] and len(result["domains"]) == 1
 
 
+@pytest.mark.slow
 def test_probe_model_exports_and_runs_in_the_runtime(domains, tmp_path):
     """mnv2probe (frozen trunk + statistics + head) exports to a plain ONNX graph the runtime scores identically."""
     from spoofsdk.model import load_model

@@ -331,7 +331,8 @@ def test_demo_build_writes_a_servable_folder_with_the_default_model(tmp_path):
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
     assert {"index.html", "app.js", "pipeline.js", "model.onnx", "yunet.onnx", "config.json", *demo.ORT_FILES} == names
-    default = SpoofModel()
+    default = demo.demo_model()  # the default's FP32 sibling: wasm INT8 kernels round unlike native ones
+    assert default.info.precision == "fp32" and default.info.name == SpoofModel().info.name
     config = json.loads((out / "config.json").read_text())
     assert config["sha256"] == default.sha256 == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     assert config["model"]["threshold"] == repr(default.info.threshold) and config["quality"]["min_face_px"] == 64
@@ -442,6 +443,6 @@ def test_serve_command_demo(tmp_path):
     with _serve_command(["--demo", "--yunet-model", str(yunet), "--token", "abc"]) as url:
         assert _get(url + "/config.json")[0] == 401
         status, _, body = _get(url + "/config.json?token=abc")
-        assert status == 200 and json.loads(body)["sha256"] == SpoofModel().sha256
+        assert status == 200 and json.loads(body)["sha256"] == demo.demo_model().sha256
         status, headers, body = _get(url + "/ort-wasm-simd-threaded.wasm?token=abc")
         assert status == 200 and headers["Content-Type"] == "application/wasm" and body[:4] == b"\0asm"

@@ -29,6 +29,7 @@ from spoofsdk.detect import YuNetDetector  # noqa: E402
 from spoofsdk.model import SpoofModel  # noqa: E402
 from spoofsdk.quality import QualityConfig, assess, face_inside, measure  # noqa: E402
 from spoofsdk.serve.app import ServerThread, make_demo_app, make_live_app  # noqa: E402
+from spoofsdk.serve.demo import demo_model  # noqa: E402
 from spoofsdk.serve.live import LiveHub  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -186,7 +187,7 @@ def _browser(driver, call: str, *args):
 
 def test_demo_scores_match_python(demo, yunet_path):
     driver, images = demo
-    model = SpoofModel()  # whatever the default is at test time: the demo serves the same file
+    model = demo_model()  # whatever the default is at test time: the demo serves the same file
     info = model.info
     # The model's crop policy, once the runtime knows policies other than its default 'pad'.
     policy = {"policy": info.crop_policy} if getattr(info, "crop_policy", "pad") != "pad" else {}
