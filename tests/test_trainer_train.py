@@ -125,6 +125,26 @@ def test_augmented_items_are_reproducible(tiny_data):
     assert not torch.equal(a, ds[3][0])
 
 
+def test_synthesis_relabels_live_crops_as_the_recipe_says(tiny_data):
+    """[synth] p_synth=1, apply_to=real_only: every live crop comes out a (synthesized) attack, attacks untouched."""
+    from spoofsdk_train.augment import Augmenter
+    from spoofsdk_train.synth import AttackSynthesizer
+
+    crops = load_crops([tiny_data], "train")
+    m = tiny_recipe(tiny_data).model
+    plain = TrainDataset(crops, Augmenter({}), 32, m.color_order, m.mean, m.std, seed=5)
+    off = TrainDataset(crops, Augmenter({}), 32, m.color_order, m.mean, m.std, seed=5, synth=AttackSynthesizer({"p_synth": 0.0}))
+    on = TrainDataset(crops, Augmenter({}), 32, m.color_order, m.mean, m.std, seed=5,
+                      synth=AttackSynthesizer({"p_synth": 1.0, "apply_to": "real_only"}))
+    for i in range(len(crops)):
+        x0, l0 = plain[i]
+        x1, l1 = off[i]
+        x2, l2 = on[i]
+        assert l0 == int(crops.labels[i]) and torch.equal(x0, x1) and l1 == l0  # off: bit-identical to no synthesis
+        assert l2 == 0
+        assert torch.equal(x2, x0) == (l0 == 0)  # attacks untouched, live crops changed
+
+
 def _free_port() -> int:
     import socket
 

@@ -37,7 +37,7 @@ from spoofsdk.crop import resize_square, to_tensor
 from .augment import Augmenter
 from .data import CropSet
 from .recipe import Recipe
-from .synth import AttackSynthesizer, maybe_synthesize
+from .synth import AttackSynthesizer, maybe_synthesize, pick_reference
 
 log = logging.getLogger("spoofsdk_train.probe")
 
@@ -52,7 +52,9 @@ def view_images(crops: CropSet, view: int, recipe: Recipe) -> tuple[np.ndarray, 
     """(images, labels, synthesized) of one view of ``crops``; view 0 is the crops as they are.
 
     Each crop's draws depend only on (seed, view, its file name), never on which other crops are in
-    the set, so every fold sees the same view of a crop.
+    the set, so every fold sees the same view of a crop. Style mixing (``synth.p_style_mix``) is the
+    exception: its reference is a crop of another domain among those computed together, so a cached
+    view keeps the reference of its first computation.
     """
     m = recipe.model
     if view == 0:
@@ -61,9 +63,10 @@ def view_images(crops: CropSet, view: int, recipe: Recipe) -> tuple[np.ndarray, 
     augment = Augmenter(recipe.augment)
     synth = AttackSynthesizer(recipe.synth)
     out, labels, synthesized = [], [], []
-    for img, label, file in zip(crops.images, crops.labels.tolist(), crops.files):
+    for i, (img, label, file) in enumerate(zip(crops.images, crops.labels.tolist(), crops.files)):
         rng = np.random.default_rng([recipe.train.seed, view, _crop_seed(file)])
-        new, new_label = maybe_synthesize(img, int(label), rng, synth)
+        j = pick_reference(crops.sets, i, rng) if synth.cfg.p_style_mix > 0 else None
+        new, new_label = maybe_synthesize(img, int(label), rng, synth, ref=None if j is None else crops.images[j])
         out.append(resize_square(augment(new, rng), m.input_size))
         labels.append(new_label)
         synthesized.append(new_label != label)

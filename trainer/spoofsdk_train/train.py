@@ -41,6 +41,7 @@ from spoofsdk import metrics
 from spoofsdk.errors import SpoofSDKError
 
 from .augment import Augmenter
+from .synth import AttackSynthesizer, maybe_synthesize, pick_reference
 from .data import CropSet, load_crops, read_manifest
 from .models import build_model, count_macs, count_params, get_spec
 from .recipe import DataConfig, Recipe, TrainConfig, load_recipe
@@ -78,9 +79,13 @@ class TrainDataset(Dataset):
     crop drawn twice in an epoch gets two different augmentations, still reproducibly.
     """
 
-    def __init__(self, crops: CropSet, augment: Augmenter | None, input_size: int, color_order: str, mean, std, seed: int):
+    def __init__(self, crops: CropSet, augment: Augmenter | None, input_size: int, color_order: str, mean, std, seed: int,
+                 synth: AttackSynthesizer | None = None):
         self.crops = crops
         self.augment = augment
+        # Attack synthesis ([synth]): a live crop may become a synthesized attack (label 0) before the
+        # ordinary augmentations, so capture noise/blur/JPEG then hit both classes alike.
+        self.synth = synth if synth is not None and (synth.cfg.p_synth > 0 or synth.cfg.p_style_mix > 0) else None
         self.size = int(input_size)
         self.color_order, self.mean, self.std = color_order, tuple(mean), tuple(std)
         self.seed = int(seed)
@@ -96,14 +101,19 @@ class TrainDataset(Dataset):
         n = len(self.crops)
         idx = int(i) % n
         img = self.crops.images[idx]
+        label = int(self.crops.labels[idx])
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        if self.synth is not None:
+            # Style mixing borrows the look of a crop from another domain (set), never the label.
+            j = pick_reference(self.crops.sets, idx, rng) if self.synth.cfg.p_style_mix > 0 else None
+            img, label = maybe_synthesize(img, label, rng, self.synth, ref=None if j is None else self.crops.images[j])
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
             img = self.augment(img, rng)
         img = resize_square(img, self.size)
         x = to_tensor(img[None], self.color_order, self.mean, self.std)[0]
         if self.augment is not None:
             x = self.augment.erase(x, rng)
-        return torch.from_numpy(np.ascontiguousarray(x)), int(self.crops.labels[idx])
+        return torch.from_numpy(np.ascontiguousarray(x)), label
 
 
 class BalancedSampler(DistributedSampler):
@@ -426,7 +436,8 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
     train_crops, val_crops = _load_data(d)
     log.info("recipe %s (%s): %s at %d px, %s params, %.1f M MACs, device %s, world %d",
              recipe.name, recipe.training_hash(), m.architecture, m.input_size, f"{params:,}", macs / 1e6, device, world)
-    ds = TrainDataset(train_crops, Augmenter(recipe.augment), m.input_size, m.color_order, m.mean, m.std, t.seed)
+    ds = TrainDataset(train_crops, Augmenter(recipe.augment), m.input_size, m.color_order, m.mean, m.std, t.seed,
+                      synth=AttackSynthesizer(recipe.synth))
     sampler = BalancedSampler(train_crops, d.sampling, d.epoch_size, world, rank, t.seed)
     per_rank_batch = max(1, t.batch_size // world)
     loader = DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=t.num_workers,
