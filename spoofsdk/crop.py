@@ -93,6 +93,16 @@ def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _checked_box(box: Sequence[float], scale: float) -> tuple[float, float, float, float]:
+    """``box`` as floats; a box without positive finite size is an ImageError, a bad scale a ValueError."""
+    x, y, w, h = (float(v) for v in box)
+    if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h]).all():
+        raise ImageError(f"face box must have positive finite size, got {tuple(box)}")
+    if not scale > 0:
+        raise ValueError(f"crop scale must be positive, got {scale}")
+    return x, y, w, h
+
+
 def crop_region(
     frame_shape: Sequence[int], box: Sequence[float], scale: float
 ) -> tuple[tuple[int, int, int, int], bool]:
@@ -101,11 +111,7 @@ def crop_region(
     Returns ``((x0, y0, x1, y1), shifted)``. The square may extend past the frame only
     along an axis where it is larger than the frame.
     """
-    x, y, w, h = (float(v) for v in box)
-    if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h]).all():
-        raise ImageError(f"face box must have positive finite size, got {tuple(box)}")
-    if not scale > 0:
-        raise ValueError(f"crop scale must be positive, got {scale}")
+    x, y, w, h = _checked_box(box, scale)
     frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
     side = max(1, int(round(max(w, h) * scale)))
     cx, cy = x + w / 2.0, y + h / 2.0
@@ -129,11 +135,7 @@ def shift_cap_region(
     the frame (its far edge at most at pixel ``W-1``/``H-1``), corners are truncated to
     integers and the cut includes its far corner pixel.
     """
-    x, y, w, h = (float(v) for v in box)
-    if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h]).all():
-        raise ImageError(f"face box must have positive finite size, got {tuple(box)}")
-    if not scale > 0:
-        raise ValueError(f"crop scale must be positive, got {scale}")
+    x, y, w, h = _checked_box(box, scale)
     frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
     # A box wholly outside the frame is a detector error: shifting it in would score a random patch.
     if x >= frame_w or y >= frame_h or x + w <= 0 or y + h <= 0:
