@@ -211,7 +211,7 @@ def train_probe(recipe: Recipe, out: Path, train_crops: CropSet, val_crops: Crop
 
     t0 = time.time()
     cache = make_cache(model, recipe)
-    stats, labels, sets, teacher = [], [], [], []
+    stats, labels, sets, teacher, n_synth = [], [], [], [], 0
     for view in range(max(1, recipe.train.probe_views)):
         v = cache.view(train_crops, view)
         stats.append(v["stats"])
@@ -219,10 +219,11 @@ def train_probe(recipe: Recipe, out: Path, train_crops: CropSet, val_crops: Crop
         sets += train_crops.sets
         # A synthesized attack's teacher target is "attack", whatever the teacher said of its live source.
         teacher.append(np.where(v["synthesized"], 0.0, v["teacher"]))
+        n_synth += int(v["synthesized"].sum())
     stats_all, labels_all, teacher_all = np.concatenate(stats), np.concatenate(labels), np.concatenate(teacher)
     weights = group_weights(sets, labels_all, recipe.data.sampling)
     log.info("probe: %d samples (%d views x %d crops; %d synthesized attacks), %d features", len(labels_all), len(stats),
-             len(train_crops), int(sum((l != c).sum() for l, c in zip(labels, [train_crops.labels] * len(labels)))), stats_all.shape[1])
+             len(train_crops), n_synth, stats_all.shape[1])
     history = fit_head(model, stats_all, labels_all, weights, teacher_all, recipe)
     val_view = cache.view(val_crops, 0)
     scores = probe_scores(model, val_view["stats"])
