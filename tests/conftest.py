@@ -28,14 +28,18 @@ def yunet_file() -> Path:
     return Path(os.environ.get("SPOOFSDK_YUNET_MODEL", _shared() / "models" / "yunet" / YUNET_FILE))
 
 
+def missing(message: str) -> None:
+    """Something a test needs is absent: skip with the reason, or fail under CI=true (CI installs everything)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require(path: Path, what: str) -> Path:
     """Return ``path`` if it exists; otherwise skip (or fail under CI=true) saying what is missing."""
     if path.exists():
         return path
-    message = f"{what} not found at {path} (set ${DATA_ENV} or put ../shared beside the repository)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(f"{what} not found at {path} (set ${DATA_ENV} or put ../shared beside the repository)")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import signal
-import os
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from spoofsdk.serve.demo import DemoError, demo_config  # noqa: E402
 from spoofsdk.serve.live import LiveHub  # noqa: E402
 from spoofsdk.model import SpoofModel  # noqa: E402
 
-from conftest import build_tiny_model  # noqa: E402
+from conftest import build_tiny_model, missing  # noqa: E402
 
 TOKEN = "s3cret-token"
 
@@ -315,15 +314,17 @@ def test_demo_build_without_onnxruntime_web_says_how_to_get_it(tmp_path, monkeyp
     assert result.exit_code == 1 and "npm ci --prefix web" in result.output
 
 
-def test_demo_build_writes_a_servable_folder_with_the_default_model(tmp_path):
-    import spoofsdk.serve.demo as demo
-
+def _require_ort_web(demo) -> None:
     try:
         demo.find_ort_dir()
     except DemoError as e:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+        missing(str(e))
+
+
+def test_demo_build_writes_a_servable_folder_with_the_default_model(tmp_path):
+    import spoofsdk.serve.demo as demo
+
+    _require_ort_web(demo)
     yunet = tmp_path / "yunet.onnx"
     yunet.write_bytes(b"stand-in: the page loads it, this test does not")
     result = CliRunner().invoke(main, ["demo", "build", str(tmp_path / "out"), "--yunet-model", str(yunet)])
@@ -432,12 +433,7 @@ def test_serve_command_live_view_on_an_image_folder(tmp_path):
 def test_serve_command_demo(tmp_path):
     import spoofsdk.serve.demo as demo
 
-    try:
-        demo.find_ort_dir()
-    except DemoError as e:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(e))
-        pytest.skip(str(e))
+    _require_ort_web(demo)
     yunet = tmp_path / "yunet.onnx"
     yunet.write_bytes(b"stand-in")
     with _serve_command(["--demo", "--yunet-model", str(yunet), "--token", "abc"]) as url:

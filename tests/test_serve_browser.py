@@ -10,7 +10,6 @@ Screenshots go to test-artifacts/ (gitignored). Without Chromium, or onnxruntime
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,12 +20,11 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="spoofsdk[serve] is not installed")
 
-from conftest import REPO, sample_files  # noqa: E402
+from conftest import REPO, missing, sample_files  # noqa: E402
 
 from spoofsdk import LivenessChecker  # noqa: E402
 from spoofsdk.crop import crop_face  # noqa: E402
 from spoofsdk.detect import YuNetDetector  # noqa: E402
-from spoofsdk.model import SpoofModel  # noqa: E402
 from spoofsdk.quality import QualityConfig, assess, face_inside, measure  # noqa: E402
 from spoofsdk.serve.app import ServerThread, make_demo_app, make_live_app  # noqa: E402
 from spoofsdk.serve.demo import demo_model  # noqa: E402
@@ -37,21 +35,15 @@ ARTIFACTS = REPO / "test-artifacts"
 PARITY_TOLERANCE = 1e-3
 
 
-def _missing(message: str):
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def _chromium() -> tuple[str, str]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not browser or not driver:
-        _missing("headless Chromium not found: apt-get install chromium chromium-driver (.ci/run does)")
+        missing("headless Chromium not found: apt-get install chromium chromium-driver (.ci/run does)")
     try:
         import selenium  # noqa: F401
     except ImportError:
-        _missing("selenium is not installed (pip install -e '.[dev]')")
+        missing("selenium is not installed (pip install -e '.[dev]')")
     return browser, driver
 
 
@@ -148,7 +140,7 @@ def demo(tmp_path_factory, nuaa_dir, yunet_path):
     try:
         files = demo_files(yunet_model=yunet_path)
     except DemoError as e:
-        _missing(str(e))
+        missing(str(e))
     tmp = tmp_path_factory.mktemp("demo")
     frames = _nuaa_frames(nuaa_dir, 4, "real") + _nuaa_frames(nuaa_dir, 4, "attack")
     images = {}
