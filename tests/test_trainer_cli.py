@@ -41,3 +41,16 @@ def test_cli_models_lists_sizes(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "spoofnet" in out and "4,881,442" in out and "edgenet" in out and "hybrid" in out
+
+
+def test_cli_resplit_writes_a_random_split_per_dataset(tmp_path):
+    for name in ("a", "b"):
+        root = make_synthetic(tmp_path / name, "class_subject", n_subjects=4, per_subject=5, size=40)
+        assert main(["prepare", str(root), "--out", str(tmp_path / "cache"), "--size", "32", "--faces", "crop", "--quiet"]) == 0
+    out = tmp_path / "random"
+    assert main(["resplit", str(tmp_path / "cache" / "a"), str(tmp_path / "cache" / "b"), "--out", str(out), "--split", "0.6,0.2,0.2"]) == 0
+    for name in ("a", "b"):
+        m = json.loads((out / name / "manifest.json").read_text())
+        assert m["split"]["fractions"] == [0.6, 0.2, 0.2] and m["counts"]["test"] == {"real": 4, "attack": 4}
+    assert main(["resplit", str(tmp_path / "cache" / "a"), "--out", str(out), "--split", "0.6,0.2"]) == 2
+    assert main(["resplit", str(tmp_path / "nothing"), "--out", str(out)]) != 0

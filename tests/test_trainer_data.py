@@ -12,7 +12,7 @@ from conftest import sample_files
 
 pytest.importorskip("spoofsdk_train", reason="the trainer (pip install -e ./trainer) is not installed")
 
-from spoofsdk_train.data import assign_splits, load_crops, prepare, read_manifest, scan, split_random, split_subjects
+from spoofsdk_train.data import assign_splits, load_crops, prepare, read_manifest, resplit_random, scan, split_random, split_subjects
 from spoofsdk_train.synthetic import make_synthetic
 
 
@@ -132,6 +132,35 @@ def test_prepare_crops_and_manifest_synthetic(tmp_path):
     crops = load_crops([path], "train")
     assert crops.images.shape[1:] == (32, 32, 3) and crops.images.dtype == np.uint8
     assert len(crops) == sum(1 for it in m["items"] if it["split"] == "train")
+
+
+def test_resplit_random_ignores_subjects_and_reuses_the_crops(tmp_path):
+    """The random 70/15/15 split (for comparison with random-split figures): stratified by class, subjects
+    straddle splits, the same crops are read back, nothing is copied, and the seed fixes it."""
+    root = make_synthetic(tmp_path / "syn", "class_subject", n_subjects=10, per_subject=10, size=40)
+    src = prepare(root, tmp_path / "cache", size=32, faces="crop", progress=False)
+    path = resplit_random(src.parent, tmp_path / "random", seed=3)
+    m, orig = read_manifest(path), read_manifest(src)
+    assert m["dataset"] == orig["dataset"] and m["n_items"] == orig["n_items"] == 200
+    assert "random" in m["split"]["method"] and m["split"]["seed"] == 3
+    assert not list((tmp_path / "random").rglob("*.png"))
+    for cls, label in (("real", 1), ("attack", 0)):  # 100 per class -> 70 / 15 / 15 each
+        assert [m["counts"][sp][cls] for sp in ("train", "val", "test")] == [70, 15, 15]
+        assert sum(1 for it in m["items"] if it["label"] == label) == 100
+    subjects = {sp: {it["subject"] for it in m["items"] if it["split"] == sp} for sp in ("train", "test")}
+    assert subjects["train"] & subjects["test"]  # what the subject-disjoint split never allows
+    by_source = {it["source"]: it for it in orig["items"]}
+    for split in ("train", "test"):
+        crops = load_crops([path], split)
+        assert len(crops) == sum(1 for it in m["items"] if it["split"] == split)
+        items = [it for it in m["items"] if it["split"] == split]
+        for img, it, label in zip(crops.images, items, crops.labels):
+            ref = load_crops([{**orig, "items": [by_source[it["source"]]]}], by_source[it["source"]]["split"]).images[0]
+            assert np.array_equal(img, ref) and label == it["label"] == by_source[it["source"]]["label"]
+    again = read_manifest(resplit_random(src.parent, tmp_path / "again", seed=3))
+    assert [it["split"] for it in again["items"]] == [it["split"] for it in m["items"]]
+    other = read_manifest(resplit_random(src.parent, tmp_path / "other", seed=4))
+    assert [it["split"] for it in other["items"]] != [it["split"] for it in m["items"]]
 
 
 @pytest.mark.data

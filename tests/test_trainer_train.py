@@ -66,9 +66,14 @@ def test_two_runs_of_one_recipe_give_identical_weights(tiny_data, tmp_path):
     assert not _same(wa, _weights(tmp_path / "c" / "last.pt"))
 
 
+# The CPU speed switches (bf16 autocast, channels-last) must keep resume exact, like fp32.
+CPU_FAST = ["train.cpu_bf16=true", "train.channels_last=true"]
+
+
 @pytest.mark.slow
-def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
-    recipe = tiny_recipe(tiny_data, "train.epochs=2")
+@pytest.mark.parametrize("switches", [[], CPU_FAST], ids=["fp32", "bf16-channels-last"])
+def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, monkeypatch, switches):
+    recipe = tiny_recipe(tiny_data, "train.epochs=2", *switches)
     train(recipe, tmp_path / "full", progress=False)
     # interrupt after the first epoch: the checkpoint is written, then the process dies
     import spoofsdk_train.train as tt
@@ -89,6 +94,28 @@ def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, 
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 0
     train(recipe, tmp_path / "cut", progress=False)  # resumes at epoch 2
     assert _same(_weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "cut" / "last.pt"))
+
+
+@pytest.mark.slow
+def test_bf16_autocast_trains_on_cpu_and_resumes(tiny_data, tmp_path):
+    """cpu_bf16: the forward pass runs in bf16 (the weights differ from fp32's), the loss stays finite,
+    no GradScaler state is written (CUDA fp16 only), and the checkpoint resumes into a longer run."""
+    fast = tiny_recipe(tiny_data, *CPU_FAST)
+    train(fast, tmp_path / "bf16", progress=False)
+    assert "autocast bfloat16, channels_last True" in (tmp_path / "bf16" / "train.log").read_text()
+    ck = load_checkpoint(tmp_path / "bf16" / "last.pt")
+    row = ck["history"][0]
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    assert ck["scaler"] == {}
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    train(tiny_recipe(tiny_data), tmp_path / "fp32", progress=False)
+    assert not _same(ck["model"], _weights(tmp_path / "fp32" / "last.pt"))
+    # the bf16 checkpoint resumes: one more epoch under the extended recipe
+    longer = tiny_recipe(tiny_data, *CPU_FAST, "train.epochs=2")
+    summary = train(longer, tmp_path / "bf16", progress=False, extend=True)
+    ck2 = load_checkpoint(tmp_path / "bf16" / "last.pt")
+    assert ck2["epoch"] == 1 and summary["epochs_run"] == 2 and np.isfinite(ck2["history"][1]["train_loss"])
+    assert not _same(ck["model"], ck2["model"])
 
 
 def test_checkpoints_load_weights_only(tiny_data, tmp_path):

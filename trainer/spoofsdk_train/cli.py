@@ -1,6 +1,7 @@
-"""``spoofsdk-train``: prepare | train | crossval | evaluate | export | quantize | models.
+"""``spoofsdk-train``: prepare | resplit | train | crossval | evaluate | export | quantize | models.
 
     spoofsdk-train prepare /work/shared/data/nuaa --out cache/s1.5_128 --scale 1.5 --size 128
+    spoofsdk-train resplit cache/s1.0_224/* --out cache/random/s1.0_224
     spoofsdk-train train --recipe edgenet --out runs/edge
     torchrun --nproc_per_node 2 -m spoofsdk_train.cli train --recipe edgenet --out runs/edge
     spoofsdk-train crossval --recipe probe --out runs/loso
@@ -73,6 +74,24 @@ def prepare(dataset, out, name, scale, size, faces, detector, detector_model, fr
     for root in dataset:
         run_prepare(root, out, name=name, crop_scale=scale, size=size, faces=faces, detector=detector, detector_model=detector_model,
                     fractions=fractions, val_fraction=val_fraction, seed=seed, limit=limit, progress=not quiet)
+
+
+@cli.command()
+@click.argument("prepared", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder; manifests go to OUT/<dataset name>/.")
+@click.option("--split", "fractions", default="0.7,0.15,0.15", show_default=True, callback=_fractions, help="train,val,test fractions.")
+@click.option("--seed", type=int, default=42, show_default=True)
+def resplit(prepared, out, fractions, seed) -> None:
+    """Random (class-stratified) train/val/test split of prepared datasets, ignoring subjects.
+
+    For comparison with figures reported on random splits only: near-duplicate frames and the
+    same people end up on both sides, which flatters any model. The crops are not copied.
+    """
+    from .data import resplit_random
+
+    _setup_logging()
+    for src in prepared:
+        resplit_random(src, out, fractions=fractions, seed=seed)
 
 
 @cli.command()

@@ -256,6 +256,49 @@ def prepare(
     return path
 
 
+def resplit_random(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    fractions: Sequence[float] = (0.70, 0.15, 0.15),
+    seed: int = 42,
+) -> Path:
+    """A copy of a prepared dataset's manifest whose splits are random (stratified by class), in ``out/<name>/``.
+
+    Subjects and the dataset's own train/test folders are ignored, as in a plain random 70/15/15
+    split of every image (the split SEEDS reports SpoofNet's 99.94 % test accuracy on). No crop is
+    copied: the items point at the source crops by relative path. Such a split flatters a model:
+    near-duplicate frames of one video and the same people land on both sides, so test accuracy
+    measures recall of seen faces and cameras, not generalisation (use the subject-disjoint
+    manifests and ``crossval`` for that). Returns the new manifest path.
+    """
+    man = read_manifest(src)
+    src_dir = Path(man["_dir"]).resolve()
+    dest = Path(out) / man["dataset"]
+    dest.mkdir(parents=True, exist_ok=True)
+    items = [dict(it) for it in man["items"]]
+    splits = split_random([int(it["label"]) for it in items], fractions, seed)
+    for it, split in zip(items, splits):
+        it["split"] = split
+        it["file"] = Path(os.path.relpath(src_dir / it["file"], dest.resolve())).as_posix()
+    counts = {sp: {"real": sum(1 for i in items if i["split"] == sp and i["label"] == 1),
+                   "attack": sum(1 for i in items if i["split"] == sp and i["label"] == 0)} for sp in SPLITS}
+    new = {k: v for k, v in man.items() if k != "_dir"}
+    new.update(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        split={"method": "random stratified by class over all crops (subjects and the dataset's own splits ignored)",
+               "fractions": list(fractions), "seed": seed, "from": str(src_dir / "manifest.json"),
+               "note": "flatters: near-duplicate frames and the same people on both sides"},
+        counts=counts,
+        items=items,
+    )
+    path = dest / "manifest.json"
+    path.write_text(json.dumps(new, indent=1))
+    log.info("%s: random split of %d crops -> %s  %s", man["dataset"], len(items), path,
+             "  ".join(f"{sp} {c['real']}/{c['attack']}" for sp, c in counts.items()))
+    return path
+
+
 # --- reading prepared data back ------------------------------------------------------------
 class DataError(SpoofSDKError):
     """Prepared data is missing or unreadable."""
