@@ -59,7 +59,7 @@ def cli(models, data, assets, crossval) -> None:
     for path in args.models:
         model = SpoofModel(path)
         info = model.info
-        figures = {}
+        figures, pooled = {}, ([], [])
         for manifest in manifests:
             crops, labels = test_split(manifest, info.input_size)
             scores = np.concatenate([model.score_crops(crops[i : i + 64]) for i in range(0, len(crops), 64)])
@@ -67,6 +67,12 @@ def cli(models, data, assets, crossval) -> None:
             # A one-class test split (live faces only) has error rates but no AUC/EER.
             figures[manifest.parent.name] = {k: float(s[k]) for k in FIELDS if k in s and np.isfinite(s[k])}
             print(f"{path.name:24s} {manifest.parent.name:6s} " + "  ".join(f"{k} {s[k]:.4f}" for k in FIELDS[1:] if k in s))
+            pooled[0].append(labels)
+            pooled[1].append(scores)
+        if len(manifests) > 1:  # every test split pooled (the figure a random split of everything reports)
+            s = metrics.summary(np.concatenate(pooled[0]), np.concatenate(pooled[1]), info.threshold)
+            figures["all_test_sets"] = {k: float(s[k]) for k in FIELDS if k in s and np.isfinite(s[k])}
+            print(f"{path.name:24s} {'pooled':6s} " + "  ".join(f"{k} {s[k]:.4f}" for k in FIELDS[1:] if k in s))
         props = read_metadata_props(path.read_bytes())
         previous = json.loads(props.get("metrics", "{}"))
         note = f"test splits scored by the spoofsdk runtime with this {info.precision} file at its threshold"

@@ -123,6 +123,37 @@ def test_calibration_from_trainer_manifest(fp32_path, crops_dir, tmp_path):
     assert res.report["n_samples"] == 12  # the test rows
 
 
+def test_report_has_auc_per_domain_for_several_prepared_sets(fp32_path, crops_dir, tmp_path):
+    """Two prepared sets: the report gives FP32 and INT8 AUC per set (the ΔAUC target is per domain)."""
+    from spoofsdk import metrics
+
+    cache = tmp_path / "cache"
+    files = sorted(crops_dir.rglob("*.png"))
+    for name, part in (("cam_a", files[0::2]), ("cam_b", files[1::2])):
+        items = []
+        for i, p in enumerate(part):
+            rel = Path("crops") / p.parent.name / p.name
+            (cache / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(cache / name / rel), cv2.resize(cv2.imread(str(p)), (64, 64)))
+            items.append({"file": rel.as_posix(), "label": int(p.parent.name == "real"), "split": "test" if i % 2 else "train"})
+        manifest = {"version": 1, "dataset": name, "crop": {"faces": "crop", "crop_scale": None, "size": 64}, "items": items}
+        (cache / name / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "m.int8.onnx"
+    rep = q.quantize(fp32_path, "int8", calib=cache, out=out, rounds=0, verbose=False).report
+    assert set(rep["per_domain"]) == {"cam_a", "cam_b"}
+    m32, m8 = SpoofModel(fp32_path), SpoofModel(out, precision="int8")
+    for name, row in rep["per_domain"].items():
+        test = [s for s in q.collect_samples(cache / name, m32.info, splits=("test",))]
+        labels = [s.label for s in test]
+        assert row["n"] == len(test) == 12 and {s.domain for s in test} == {name}
+        assert row["fp32_auc"] == pytest.approx(metrics.roc_auc(labels, m32.score_crops([s.crop for s in test])), abs=1e-6)
+        assert row["quantized_auc"] == pytest.approx(metrics.roc_auc(labels, m8.score_crops([s.crop for s in test])), abs=1e-6)
+        assert row["delta_auc"] == pytest.approx(row["quantized_auc"] - row["fp32_auc"])
+    assert rep["max_abs_delta_auc_per_domain"] == pytest.approx(max(abs(r["delta_auc"]) for r in rep["per_domain"].values()))
+    text = q.format_report(rep)
+    assert "cam_a" in text and "cam_b" in text and "worst |delta AUC|" in text
+
+
 def test_refuses_bad_inputs(fp32_path, crops_dir, tmp_path):
     with pytest.raises(q.QuantizeError, match="calibration"):
         q.quantize(fp32_path, "int8", out=tmp_path / "a.onnx", verbose=False)

@@ -104,3 +104,32 @@ def test_evaluate_with_apcer_rule(tiny_run, tmp_path):
     report = evaluate(tiny_run / "best.pt", out_dir=tmp_path, threshold="apcer:0.05", plots=False)
     assert report["val"]["all"]["apcer"] <= 0.05 + 1e-12
     assert "plots" not in report
+
+
+@pytest.mark.slow
+def test_pooled_random_split_figures_reach_the_report_and_the_export(tiny_run, tmp_path):
+    """Several test sets: the report adds every set pooled (the figure a random split of everything gives,
+    as the seed reported); the export carries it with the split method, and names the random split."""
+    from spoofsdk.model import SpoofModel
+    from spoofsdk_train.data import load_crops, prepare, resplit_random
+    from spoofsdk_train.export import export, training_data_text
+    from spoofsdk_train.recipe import load_recipe
+    from spoofsdk_train.synthetic import make_synthetic
+    from spoofsdk_train.train import model_from_checkpoint, predict_scores
+
+    other = prepare(make_synthetic(tmp_path / "other", "class_flat", n_subjects=1, per_subject=24, size=40, seed=3),
+                    tmp_path / "cache", size=32, faces="crop", progress=False).parent
+    model, recipe, _ = model_from_checkpoint(tiny_run / "best.pt")
+    random_sets = [str(resplit_random(p, tmp_path / "random").parent) for p in (recipe.data.manifests[0], other)]
+    report = evaluate(tiny_run / "best.pt", out_dir=tmp_path / "ev", test=random_sets, plots=False)
+    assert set(report["test"]) == {"syn", "other"}
+    crops = load_crops(random_sets, "test")
+    pooled = score_report(crops.labels, predict_scores(model, crops, recipe), report["threshold"]["value"])
+    assert report["test_all"]["n"] == len(crops) == sum(report["test"][k]["n"] for k in ("syn", "other"))
+    for key in ("auc", "accuracy", "apcer", "bpcer"):
+        assert report["test_all"][key] == pytest.approx(pooled[key])
+    figures = SpoofModel(export(tiny_run / "best.pt", tmp_path / "m.onnx", report=report)).info.metrics
+    assert figures["all_test_sets"]["accuracy"] == pytest.approx(pooled["accuracy"])
+    assert figures["split"].startswith("random stratified by class")
+    text = training_data_text(load_recipe(recipe, ["data.manifests=" + json.dumps(random_sets)]))
+    assert "syn random 70/15/15 split, train part" in text and "other random 70/15/15 split" in text

@@ -71,7 +71,10 @@ def training_data_text(recipe: Recipe) -> str:
         name = m["dataset"]
         split = m.get("split", {})
         c = m.get("counts", {}).get("train", {})
-        if split.get("method") == "subject-disjoint":
+        if str(split.get("method", "")).startswith("random stratified by class over all crops"):
+            share = "/".join(f"{100 * f:g}" for f in split.get("fractions", []))
+            parts.append(f"{name} random {share} split, train part ({c.get('real', 0)} real, {c.get('attack', 0)} attack crops)")
+        elif split.get("method") == "subject-disjoint":
             parts.append(f"{name} train subjects {','.join(split['subjects']['train'])} ({c.get('real', 0)} real, {c.get('attack', 0)} attack crops)")
         else:
             parts.append(f"{name} train split ({c.get('real', 0)} real, {c.get('attack', 0)} attack crops)")
@@ -246,6 +249,11 @@ def export(
         report = evaluate(checkpoint, plots=False)
     keys = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")
     metrics_json = {k: {f: v.get(f) for f in keys} for k, v in report.get("test", {}).items()}
+    if "test_all" in report:
+        metrics_json["all_test_sets"] = {f: report["test_all"].get(f) for f in keys}
+    methods = {v.get("method") for v in report.get("splits", {}).values()}
+    if len(methods) == 1 and None not in methods:
+        metrics_json["split"] = methods.pop()
     how = report["threshold"].get("how", report["threshold"].get("rule"))
     extra = {
         "training_data": training_data_text(recipe),

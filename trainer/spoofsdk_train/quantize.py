@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spoofsdk import folders
+from spoofsdk import folders, metrics
 from spoofsdk.crop import crop_face, fit_face_crop, resize_square, to_tensor
 from spoofsdk.errors import ImageError
 from spoofsdk.model import ModelInfo, SpoofModel, read_metadata_props
@@ -58,6 +58,7 @@ class Sample:
     label: int | None
     source: str
     split: str | None = None
+    domain: str | None = None  # the prepared data set (manifest) it came from; None for image folders
 
 
 def _spread(items: Sequence, n: int | None) -> list:
@@ -170,7 +171,8 @@ def collect_samples(
         for item, m in _spread(rows, limit):
             crop = _manifest_crop(item, m, info)
             if crop is not None:
-                samples.append(Sample(np.ascontiguousarray(crop), int(item["label"]), str(Path(m["_dir"]) / item["file"]), item.get("split")))
+                samples.append(Sample(np.ascontiguousarray(crop), int(item["label"]), str(Path(m["_dir"]) / item["file"]), item.get("split"),
+                                      m.get("dataset")))
         return samples
     if not path.is_dir():
         raise QuantizeError(f"{path} is neither an image folder nor the trainer's prepared data (manifest.json)")
@@ -246,6 +248,21 @@ def evaluate_pair(
                 for k in ("auc", "eer", "acer", "bpcer_at_apcer_5")
                 if k in out["fp32"] and k in out["quantized"]
             }
+        domains = [s.domain for s in samples]
+        if len(set(domains)) > 1 and None not in domains:
+            # Several prepared data sets: quantization may cost one camera what it does not cost the pool.
+            out["per_domain"] = {}
+            for name in sorted(set(domains)):
+                idx = np.array([i for i, d in enumerate(domains) if d == name and labels[i] >= 0])
+                row: dict[str, Any] = {"n": int(len(idx)), "decision_agreement": float(((s32[idx] >= thr) == (sq[idx] >= thr)).mean())}
+                if len(set(labels[idx].tolist())) == 2:
+                    row["fp32_auc"] = metrics.roc_auc(labels[idx], s32[idx])
+                    row["quantized_auc"] = metrics.roc_auc(labels[idx], sq[idx])
+                    row["delta_auc"] = row["quantized_auc"] - row["fp32_auc"]
+                out["per_domain"][name] = row
+            deltas = [abs(r["delta_auc"]) for r in out["per_domain"].values() if "delta_auc" in r]
+            if deltas:
+                out["max_abs_delta_auc_per_domain"] = float(max(deltas))
         x = tensors[:latency_batch]
     else:
         x = np.zeros((latency_batch, 3, fp32.info.input_size, fp32.info.input_size), np.float32)
@@ -402,6 +419,14 @@ def format_report(rep: dict) -> str:
             if k in a:
                 lines.append(f"  {k:<16}{_fmt(a[k]):>9}{_fmt(b[k]):>9}{_fmt(b[k] - a[k], 'g'):>9}")
         lines.append(f"  (n={a['n']}: {a['n_real']} real, {a['n_attack']} attack; threshold from metadata)")
+    if "per_domain" in rep:
+        lines.append(f"  {'domain':<20}{'n':>6}{'FP32 AUC':>10}{p.upper() + ' AUC':>10}{'delta':>9}{'agree':>8}")
+        for name, r in rep["per_domain"].items():
+            auc = (f"{_fmt(r['fp32_auc']):>10}{_fmt(r['quantized_auc']):>10}{_fmt(r['delta_auc'], 'g'):>9}" if "delta_auc" in r
+                   else f"{'-':>10}{'-':>10}{'-':>9}")
+            lines.append(f"  {name:<20}{r['n']:>6}{auc}{r['decision_agreement'] * 100:>7.1f}%")
+        if "max_abs_delta_auc_per_domain" in rep:
+            lines.append(f"  worst |delta AUC| over domains: {rep['max_abs_delta_auc_per_domain']:.4f}")
     return "\n".join(lines)
 
 
