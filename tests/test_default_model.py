@@ -33,7 +33,8 @@ def test_embedded_files_match_their_hashes_and_metadata(name, precision):
     filename, sha = EMBEDDED_MODELS[name][precision]
     data = (ASSETS_DIR / filename).read_bytes()
     assert _sha256(data) == sha
-    assert len(data) < 4_000_000  # the package stays small
+    # the package stays small; SpoofNet INT8 (4.95 MB, 4.9 M parameters) is the one large model issue 11 accepts
+    assert len(data) < (5_200_000 if name == "spoofnet" else 4_000_000)
     model = SpoofModel(name, precision=precision)
     same_files = [n for n, v in EMBEDDED_MODELS.items() if n != "default" and v == EMBEDDED_MODELS["default"]]
     assert model.info.precision == precision and model.info.name == (same_files[0] if name == "default" else name)
@@ -46,6 +47,10 @@ def test_embedded_files_match_their_hashes_and_metadata(name, precision):
         webcam = [domains[d]["auc"] for d in WEBCAM_SOURCES]
         assert np.mean(webcam) > MINIFASNET_PAIR_WEBCAM_MEAN_AUC  # the reference to beat, on cameras never seen
         assert figures["nuaa"]["auc"] >= 0.93
+    elif str(figures.get("split", "")).startswith("random"):  # SpoofNet: every domain, one random split
+        domains = {k for k, v in figures.items() if isinstance(v, dict) and k != "all_test_sets"}
+        assert domains == set(WEBCAM_SOURCES) | {"nuaa", "gc535", "viguardieiro"}
+        assert figures["all_test_sets"]["n"] == sum(figures[d]["n"] for d in domains)
     else:
         assert figures["nuaa"]["auc"] >= 0.99 and figures["gc535"]["auc"] >= 0.97
 
@@ -114,3 +119,37 @@ def test_cli_info_shows_the_default(capsys):
     assert "mnv2probe" in result.output and "int8" in result.output
     shown = json.loads(result.output.split("metrics: ", 1)[1].splitlines()[0])
     assert shown["nuaa"]["n"] > 0 and "loso" in shown
+
+
+def test_spoofnet_int8_loads_by_name_with_its_figures():
+    """The seed's SpoofNet as a named model: INT8, 224 px, its parameter count, and the random-split
+    figures it is compared on (pooled and per domain), said to be a random split."""
+    model = SpoofModel("spoofnet")
+    info = model.info
+    assert (info.name, info.architecture, info.precision, info.input_size, info.output) == ("spoofnet", "spoofnet", "int8", 224, "logits2")
+    assert info.extra["params"] == "4881442" and info.crop_scale == 1.0
+    assert "random 70/15/15 split" in info.extra["training_data"]
+    figures = info.metrics
+    assert figures["split"].startswith("random stratified") and "INT8" in figures["how"].upper()
+    pooled = figures["all_test_sets"]
+    assert pooled["n"] > 2000 and 0.0 <= pooled["accuracy"] <= 1.0 and pooled["auc"] > 0.85  # measured 0.902
+    # one camera can fail where the pool does not: every two-class domain carries its own AUC
+    for domain in WEBCAM_SOURCES + ("nuaa", "gc535"):
+        assert 0.0 <= figures[domain]["auc"] <= 1.0 and figures[domain]["n"] > 0
+    assert "auc" not in figures["viguardieiro"]  # live faces only: error rates, no AUC
+    crops = np.zeros((2, 224, 224, 3), np.uint8)
+    scores = model.score_crops(list(crops))
+    assert scores.shape == (2,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_spoofnet_file_is_sha256_checked(tmp_path, monkeypatch):
+    import spoofsdk.model as model_mod
+    from spoofsdk.errors import ModelError
+
+    filename, _ = EMBEDDED_MODELS["spoofnet"]["int8"]
+    data = bytearray((ASSETS_DIR / filename).read_bytes())
+    data[-1] ^= 0x01  # one bit of the last initializer
+    (tmp_path / filename).write_bytes(bytes(data))
+    monkeypatch.setattr(model_mod, "ASSETS_DIR", tmp_path)
+    with pytest.raises(ModelError, match="SHA-256"):
+        SpoofModel("spoofnet")
