@@ -77,3 +77,50 @@ def test_mac_count_matches_hand_computation():
 def test_model_stats_are_reported(name, size):
     st = model_stats(name, size)
     assert st["params"] > 0 and st["macs"] > 0 and st["input_size"] == size
+
+
+def test_mobilenetv2_hybrid_has_the_seed_head_on_the_imagenet_trunk_and_fits_the_edge_budget():
+    """hybrid_mnv2 (issue 11): the SPOOF texture branch on MobileNetV2's stride-8 level, the SPOOF head, <= 1 M params / 100 M MACs."""
+    model = build_model("hybrid_mnv2", pretrained=False).eval()
+    x = torch.zeros(1, 3, 128, 128)
+    with torch.no_grad():
+        s8 = model.low(x)
+        out = model(x)
+    assert s8.shape[1:] == (32, 16, 16)  # stride 8
+    assert out.shape == (1, 1) and get_spec("hybrid_mnv2").output == "logit1"
+    assert model.head[0].in_features == 96 + 64 and model.head[0].out_features == 128
+    assert isinstance(model.head[2], nn.Dropout) and model.head[2].p == 0.3
+    assert [type(m) for m in model.texture] == [type(m) for m in build_model("hybrid").texture]
+    assert count_params(model) <= 1_000_000 and count_macs(model, 128) <= 100_000_000
+    with pytest.raises(ValueError, match="depth"):
+        build_model("hybrid_mnv2", depth=7, pretrained=False)
+
+
+def test_mobilenetv2_hybrid_frozen_stages_do_not_move_in_training():
+    """The frozen ImageNet stages keep their weights AND their BatchNorm statistics through training steps."""
+    torch.manual_seed(0)
+    model = build_model("hybrid_mnv2", pretrained=False, freeze=7)
+    frozen = {k: v.clone() for k, v in model.low.state_dict().items()}
+    free = {k: v.clone() for k, v in model.high.state_dict().items()}
+    assert all(not p.requires_grad for p in model.low.parameters()) and all(p.requires_grad for p in model.high.parameters())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    for _ in range(2):
+        loss = nn.functional.binary_cross_entropy_with_logits(model(torch.randn(4, 3, 64, 64))[:, 0], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(frozen[k], v) for k, v in model.low.state_dict().items())
+    assert any(not torch.equal(free[k], v) for k, v in model.high.state_dict().items())
+
+
+def test_mobilenetv2_hybrid_loads_the_imagenet_trunk():
+    from conftest import missing
+    from spoofsdk_train.models.mobilenetv2 import imagenet_weights_path, load_imagenet_trunk
+
+    if not imagenet_weights_path().is_file():
+        missing(f"ImageNet MobileNetV2 weights not found at {imagenet_weights_path()} (../shared/models/imagenet)")
+    model = build_model("hybrid_mnv2")
+    trunk = load_imagenet_trunk(14)
+    assert all(torch.equal(a, b) for a, b in zip(list(model.low.state_dict().values()) + list(model.high.state_dict().values()),
+                                                 trunk.state_dict().values()))

@@ -1,10 +1,18 @@
-"""SPOOF hybrid: MobileNetV3-small (width 1.0) + a texture branch on the stride-8 features.
+"""The SPOOF hybrid: a mobile backbone + a texture branch on its stride-8 features, fused, one logit.
 
-MobileNetV3-small is written out here (no torchvision). Feature levels at strides 2, 4, 8,
-16, 32 carry 16, 16, 24, 48, 576 channels. The texture branch reads the stride-8 level
-(24 ch): Conv3x3 24->64 + BN + ReLU, Conv3x3 64->64 + BN + ReLU, global average pool (64).
-The last level is pooled (576), concatenated with the texture vector (640), then
-Linear 640->128, ReLU, Dropout(0.3), Linear 128->1: one logit, sigmoid = P(real).
+``hybrid`` is the seed's model (shared/SEEDS.md): MobileNetV3-small (width 1.0), written out
+here (no torchvision). Feature levels at strides 2, 4, 8, 16, 32 carry 16, 16, 24, 48, 576
+channels. The texture branch reads the stride-8 level (24 ch): Conv3x3 24->64 + BN + ReLU,
+Conv3x3 64->64 + BN + ReLU, global average pool (64). The last level is pooled (576),
+concatenated with the texture vector (640), then Linear 640->128, ReLU, Dropout(0.3),
+Linear 128->1: one logit, sigmoid = P(real).
+
+``hybrid_mnv2`` is the same design on a backbone we CAN initialise offline: no MobileNetV3
+weights exist here, torchvision's ImageNet MobileNetV2 does (``../shared/models/imagenet``).
+Same texture branch on its stride-8 level (32 ch), same head on the pooled last level of
+``features[:depth]`` (depth 14: 96 ch at stride 16, inside the edge budget at 128 px; 19: the
+whole trunk, 1280 ch). ``freeze`` keeps the first stages exactly as ImageNet left them
+(BatchNorm statistics included): cheaper to train and, on our few cameras, less to overfit.
 """
 from __future__ import annotations
 
@@ -12,8 +20,9 @@ import torch
 from torch import nn
 
 from . import register
+from .mobilenetv2 import TRUNK_CHANNELS, load_imagenet_trunk
 
-__all__ = ["MobileNetV3Small", "HybridNet"]
+__all__ = ["MobileNetV3Small", "HybridNet", "MobileNetV2Hybrid"]
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -105,27 +114,76 @@ class MobileNetV3Small(nn.Module):
         return [f2, f4, f8, f16, f32]
 
 
+def texture_branch(channels: int) -> nn.Sequential:
+    """The hybrid's texture branch: two 3x3 conv + BN + ReLU to 64 channels, global average pool."""
+    return nn.Sequential(
+        nn.Conv2d(channels, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(64, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def fusion_head(channels: int, dropout: float) -> nn.Sequential:
+    """The hybrid's head on [pooled last level, texture vector]: Linear -> 128, ReLU, Dropout, Linear -> 1."""
+    return nn.Sequential(nn.Linear(channels, 128), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(128, 1))
+
+
 class HybridNet(nn.Module):
     def __init__(self, dropout: float = 0.3):
         super().__init__()
         self.backbone = MobileNetV3Small()
-        self.texture = nn.Sequential(
-            nn.Conv2d(24, 64, 3, padding=1, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(64, 64, 3, padding=1, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
+        self.texture = texture_branch(24)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Linear(576 + 64, 128), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(128, 1))
+        self.head = fusion_head(576 + 64, dropout)
 
     def forward(self, x):
         levels = self.backbone(x)
         feats = torch.cat([self.pool(levels[-1]).flatten(1), self.texture(levels[2])], dim=1)
         return self.head(feats)
+
+
+class MobileNetV2Hybrid(nn.Module):
+    """ImageNet MobileNetV2 ``features[:depth]`` + the texture branch on its stride-8 level + the hybrid head."""
+
+    STRIDE8 = 7  # features[:7] ends at stride 8 (32 channels)
+
+    def __init__(self, depth: int = 14, freeze: int = 7, dropout: float = 0.3, pretrained: bool = True):
+        super().__init__()
+        if not self.STRIDE8 < depth <= 19:
+            raise ValueError(f"depth must be in {self.STRIDE8 + 1}..19 (the texture branch reads stage {self.STRIDE8}), got {depth}")
+        if not 0 <= freeze <= depth:
+            raise ValueError(f"freeze must be in 0..depth ({depth}), got {freeze}")
+        trunk = load_imagenet_trunk(depth, pretrained=pretrained)
+        self.low, self.high = trunk[: self.STRIDE8], trunk[self.STRIDE8:]
+        self.freeze = int(freeze)
+        self._frozen = [m for i, m in enumerate(trunk) if i < self.freeze]
+        for m in self._frozen:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self.texture = texture_branch(TRUNK_CHANNELS[self.STRIDE8])
+        self.head = fusion_head(TRUNK_CHANNELS[depth] + 64, dropout)
+
+    def train(self, mode: bool = True) -> "MobileNetV2Hybrid":
+        super().train(mode)
+        for m in self._frozen:  # frozen stages run as ImageNet left them, BatchNorm statistics included
+            m.eval()
+        return self
+
+    def forward(self, x):
+        s8 = self.low(x)
+        top = self.high(s8)
+        return self.head(torch.cat([top.mean((2, 3)), self.texture(s8)], dim=1))
+
+
+@register("hybrid_mnv2", output="logit1", default_input_size=128,
+          description="ImageNet MobileNetV2 trunk[:14] + stride-8 texture branch + hybrid head, 1 logit (issue 11)")
+def build_hybrid_mnv2(**kwargs) -> MobileNetV2Hybrid:
+    return MobileNetV2Hybrid(**kwargs)
 
 
 @register("hybrid", output="logit1", default_input_size=224, description="MobileNetV3-small + stride-8 texture branch (SEEDS)")
