@@ -231,7 +231,7 @@ def prepare(
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(dest / rel), crop)
         items.append({"file": rel.as_posix(), "source": s.source, "label": s.label, "class": "real" if s.label else "attack", "split": split, "subject": s.subject, **entry})
-    counts = {sp: {"real": sum(1 for i in items if i["split"] == sp and i["label"] == 1), "attack": sum(1 for i in items if i["split"] == sp and i["label"] == 0)} for sp in SPLITS}
+    counts = _split_counts(items)
     manifest = {
         "version": MANIFEST_VERSION,
         "dataset": name,
@@ -254,6 +254,12 @@ def prepare(
         log.info("  %-5s real %5d  attack %5d%s", sp, counts[sp]["real"], counts[sp]["attack"],
                  f"  subjects {split_info['subjects'][sp]}" if "subjects" in split_info else "")
     return path
+
+
+def _split_counts(items: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """Live and attack crops per split, as a manifest's ``counts``."""
+    return {sp: {"real": sum(1 for i in items if i["split"] == sp and i["label"] == 1),
+                 "attack": sum(1 for i in items if i["split"] == sp and i["label"] == 0)} for sp in SPLITS}
 
 
 def resplit_random(
@@ -281,8 +287,7 @@ def resplit_random(
     for it, split in zip(items, splits):
         it["split"] = split
         it["file"] = Path(os.path.relpath(src_dir / it["file"], dest.resolve())).as_posix()
-    counts = {sp: {"real": sum(1 for i in items if i["split"] == sp and i["label"] == 1),
-                   "attack": sum(1 for i in items if i["split"] == sp and i["label"] == 0)} for sp in SPLITS}
+    counts = _split_counts(items)
     new = {k: v for k, v in man.items() if k != "_dir"}
     new.update(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

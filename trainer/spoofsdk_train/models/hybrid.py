@@ -160,8 +160,7 @@ class MobileNetV2Hybrid(nn.Module):
             raise ValueError(f"freeze must be in 0..depth ({depth}), got {freeze}")
         trunk = load_imagenet_trunk(depth, pretrained=pretrained)
         self.low, self.high = trunk[: self.STRIDE8], trunk[self.STRIDE8:]
-        self.freeze = int(freeze)
-        self._frozen = [m for i, m in enumerate(trunk) if i < self.freeze]
+        self._frozen = list(trunk[:freeze])
         for m in self._frozen:
             for p in m.parameters():
                 p.requires_grad_(False)
