@@ -74,6 +74,29 @@ def test_crossval_end_to_end_probe(domains, tmp_path):
     n_crops = sum(read_manifest(d)["n_items"] for d in domains)
     assert len(list((tmp_path / "cache").rglob("*.npz"))) <= n_crops * 2
 
+    # Run again: finished folds (same training hash, same threshold rule) are read back, not retrained.
+    first_hash = json.loads((tmp_path / "loso" / "folds" / "camA" / "fold.json").read_text())["recipe_hash"]
+    stamps = {r["domain"]: (tmp_path / "loso" / "folds" / r["domain"] / "best.pt").stat().st_mtime_ns for r in rows}
+    again = crossval(recipe, tmp_path / "loso", held_out=["camA", "camB"])
+    assert [(r["domain"], r["auc"], r["threshold"]) for r in again["domains"]] == [(r["domain"], r["auc"], r["threshold"]) for r in rows]
+    assert stamps == {r["domain"]: (tmp_path / "loso" / "folds" / r["domain"] / "best.pt").stat().st_mtime_ns for r in rows}
+    # A changed recipe retrains that fold.
+    crossval(recipe.with_overrides(["train.lr=0.02"]), tmp_path / "loso", held_out=["camA"])
+    assert (tmp_path / "loso" / "folds" / "camA" / "best.pt").stat().st_mtime_ns != stamps["camA"]
+    assert json.loads((tmp_path / "loso" / "folds" / "camA" / "fold.json").read_text())["recipe_hash"] != first_hash
+
+
+def test_crossval_parallel_folds_equal_serial_ones(domains, tmp_path):
+    """--jobs 2 runs folds in two processes and tabulates the same figures as one process."""
+    recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}",
+                                           "data.manifests=" + json.dumps([str(d) for d in domains])])
+    serial = crossval(recipe, tmp_path / "one", held_out=["camA", "camB"])
+    parallel = crossval(recipe, tmp_path / "two", held_out=["camA", "camB"], jobs=2)
+    assert [r["domain"] for r in parallel["domains"]] == ["camA", "camB"] and parallel["jobs"] == 2
+    for a, b in zip(serial["domains"], parallel["domains"]):
+        assert a["auc"] == pytest.approx(b["auc"], abs=1e-9) and a["threshold"] == pytest.approx(b["threshold"], abs=1e-6)
+        assert "camA" not in json.loads((tmp_path / "two" / "folds" / "camA" / "fold.json").read_text())["train_domains"]
+
 
 def test_probe_scores_equal_the_full_forward_pass(domains, tmp_path):
     """The cache is a shortcut, not a different model: cached-statistics scores == model(images)."""

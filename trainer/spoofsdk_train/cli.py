@@ -136,7 +136,8 @@ def train(recipe, out, data, epochs, overrides, fresh, extend, then_export, test
 @click.option("--test-only", multiple=True, help="Prepared domain to hold out and score but never train on (repeatable).")
 @click.option("--reference", type=_EXISTING, help="A reference table (minifasnet_reference JSON or another crossval.json) shown beside.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe field (TOML value); repeatable.")
-def crossval(recipe, out, data, held_out, test_only, reference, overrides) -> None:
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1), help="Folds run at once, each in its own process.")
+def crossval(recipe, out, data, held_out, test_only, reference, overrides, jobs) -> None:
     """Leave-one-source-out: train without each domain in turn, score it, tabulate."""
     from .crossval import crossval as run_crossval
     from .recipe import load_recipe
@@ -144,7 +145,7 @@ def crossval(recipe, out, data, held_out, test_only, reference, overrides) -> No
     extra = list(overrides)
     if data:
         extra.append("data.manifests=" + json.dumps([str(d) for d in data]))
-    result = run_crossval(load_recipe(recipe, extra), out, held_out=list(held_out) or None, reference=reference, test_only=list(test_only))
+    result = run_crossval(load_recipe(recipe, extra), out, held_out=list(held_out) or None, reference=reference, test_only=list(test_only), jobs=jobs)
     click.echo((Path(out) / "crossval.md").read_text(), nl=False)
     s = result["summary"]["auc"]
     click.echo(f"AUC mean {s['mean']:.4f} worst {s['worst']:.4f}", err=True)

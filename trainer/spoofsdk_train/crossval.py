@@ -12,10 +12,15 @@ Written under ``out``: ``folds/<domain>/`` (the fold's run, ``fold.json`` naming
 domains it trained on, and the held-out scores), ``crossval.json``, ``crossval.md`` and
 ``crossval.png``.
 
-    spoofsdk-train crossval --recipe loso-probe --out runs/loso
+    spoofsdk-train crossval --recipe probe --out runs/loso
+    spoofsdk-train crossval --recipe hybrid_mnv2 --out runs/loso_hm --jobs 2   # two folds at a time
 
 Affordable on two CPU cores with a probe recipe (``train.mode = "probe"``): the frozen trunk's
 statistics of every crop view are computed once and shared by every fold (:mod:`.probe`).
+Recipes that train a network take minutes per fold, so a run can be interrupted and started
+again: a fold whose ``fold.json`` carries the same training hash (same recipe, same training
+domains) and threshold rule is read back, not retrained. ``jobs`` runs that many folds at once
+in separate processes (each with the recipe's ``train.threads``).
 """
 from __future__ import annotations
 
@@ -83,6 +88,27 @@ def _all_splits(man: dict) -> CropSet:
                    sum((p.sets for p in parts), []), sum((p.files for p in parts), []))
 
 
+def _row(held: str, labels: np.ndarray, scores: np.ndarray, thr: float, train_names: list[str], seconds: float) -> dict:
+    figures = score_report(labels, scores, thr)
+    return {"domain": held, "n_real": int(labels.sum()), "n_attack": int(len(labels) - labels.sum()),
+            "threshold": thr, **{k: figures.get(k) for k in ("auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5")},
+            "train_domains": train_names, "seconds": seconds}
+
+
+def _finished_fold(out: Path, fold_recipe: Recipe, held: str) -> dict | None:
+    """The row of a fold already run with the same training hash and threshold rule, else None."""
+    info_path, scores_path = out / "fold.json", out / "held_out_scores.npz"
+    if not (info_path.is_file() and scores_path.is_file()):
+        return None
+    info = json.loads(info_path.read_text())
+    if (info.get("held_out") != held or info.get("recipe_hash") != fold_recipe.training_hash()
+            or info.get("threshold_rule_requested") != str(fold_recipe.eval.threshold)):
+        return None
+    saved = np.load(scores_path)
+    log.info("fold %-20s already run with this recipe (%s): read back, not retrained", held, info["recipe_hash"])
+    return _row(held, saved["labels"], saved["scores"], float(info["threshold"]), info["train_domains"], info["seconds"])
+
+
 def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     """Train on the fold's domains, choose the threshold on their val crops, score the held-out domain."""
     from .train import model_from_checkpoint, train
@@ -91,6 +117,9 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     fold_recipe = recipe.with_overrides([f"data.manifests={json.dumps(fold['train'])}"])
     train_names = [read_manifest(p)["dataset"] for p in fold["train"]]
     assert held["dataset"] not in train_names  # the point of the whole exercise
+    done = _finished_fold(out, fold_recipe, held["dataset"])
+    if done is not None:
+        return done
     t0 = time.time()
     train(fold_recipe, out, resume=False, progress=False)
     model, _, _ = model_from_checkpoint(out / "best.pt")
@@ -99,17 +128,28 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     thr, how = choose_threshold(val.labels, score(val), recipe.eval.threshold)
     test = _all_splits(held)
     scores = score(test)
-    figures = score_report(test.labels, scores, thr)
+    row = _row(held["dataset"], test.labels, scores, thr, train_names, round(time.time() - t0, 1))
     np.savez_compressed(out / "held_out_scores.npz", labels=test.labels, scores=scores)
     fold_info = {"held_out": held["dataset"], "train_domains": train_names, "train_manifests": fold["train"],
-                 "threshold": thr, "threshold_rule": how, "n_val": len(val), "n_held_out": len(test), "seconds": round(time.time() - t0, 1)}
-    (out / "fold.json").write_text(json.dumps(fold_info, indent=1))
+                 "recipe_hash": fold_recipe.training_hash(), "threshold": thr, "threshold_rule": how,
+                 "threshold_rule_requested": str(fold_recipe.eval.threshold), "n_val": len(val), "n_held_out": len(test),
+                 "seconds": row["seconds"]}
+    (out / "fold.json").write_text(json.dumps(fold_info, indent=1))  # written last: its presence marks the fold done
     log.info("fold %-20s AUC %.4f  EER %.4f  APCER %.4f  BPCER %.4f  BPCER@APCER5 %.4f  (thr %.4f, %.0f s)", held["dataset"],
-             figures.get("auc", float("nan")), figures.get("eer", float("nan")), figures["apcer"], figures["bpcer"],
-             figures.get("bpcer_at_apcer_5", float("nan")), thr, fold_info["seconds"])
-    return {"domain": held["dataset"], "n_real": int(test.labels.sum()), "n_attack": int(len(test) - test.labels.sum()),
-            "threshold": thr, **{k: figures.get(k) for k in ("auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5")},
-            "train_domains": train_names, "seconds": fold_info["seconds"]}
+             _nan(row["auc"]), _nan(row["eer"]), row["apcer"], row["bpcer"], _nan(row["bpcer_at_apcer_5"]), thr, row["seconds"])
+    return row
+
+
+def _nan(v) -> float:
+    return float("nan") if v is None else v
+
+
+def _run_fold_in_process(recipe_dict: dict, fold: dict, held: dict, out: str) -> dict:
+    """One fold in a worker process (spawned: torch and its threads start fresh)."""
+    from .train import setup_logging
+
+    setup_logging(Path(out).parent.parent)
+    return run_fold(load_recipe(recipe_dict), fold, held, Path(out))
 
 
 def _summary(rows: list[dict], keys=("auc", "eer", "apcer", "bpcer", "acer", "bpcer_at_apcer_5")) -> dict:
@@ -123,9 +163,9 @@ def _summary(rows: list[dict], keys=("auc", "eer", "apcer", "bpcer", "acer", "bp
 
 
 def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequence[str] | None = None,
-             reference: str | Path | None = None, test_only: Sequence[str | Path] = ()) -> dict:
+             reference: str | Path | None = None, test_only: Sequence[str | Path] = (), jobs: int = 1) -> dict:
     """Leave-one-source-out over the recipe's manifests (plus ``test_only`` ones, scored but never trained on);
-    writes crossval.{json,md,png} under ``out_dir``."""
+    writes crossval.{json,md,png} under ``out_dir``. ``jobs`` > 1 runs folds in that many processes."""
     from .train import setup_logging
 
     recipe = load_recipe(recipe)
@@ -137,7 +177,16 @@ def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequenc
     plan = fold_plan(manifests, held_out, extra)
     by_name = {m["dataset"]: m for m in manifests + extra}
     t0 = time.time()
-    rows = [run_fold(recipe, fold, by_name[fold["held_out"]], out / "folds" / fold["held_out"]) for fold in plan]
+    if jobs <= 1 or len(plan) <= 1:
+        rows = [run_fold(recipe, fold, by_name[fold["held_out"]], out / "folds" / fold["held_out"]) for fold in plan]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(plan)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_fold_in_process, recipe.to_dict(), fold, by_name[fold["held_out"]],
+                                   str(out / "folds" / fold["held_out"])) for fold in plan]
+            rows = [f.result() for f in futures]  # plan order, whatever order they finish in
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "recipe": recipe.name,
@@ -148,6 +197,8 @@ def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequenc
         "domains": rows,
         "summary": _summary(rows),
         "seconds": round(time.time() - t0, 1),
+        "fold_seconds": round(sum(r["seconds"] for r in rows), 1),
+        "jobs": jobs,
     }
     if reference:
         result["reference"] = _load_reference(Path(reference), [r["domain"] for r in rows])

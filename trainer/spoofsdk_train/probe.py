@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -113,7 +114,11 @@ class ProbeCache:
             teach = self.teacher(imgs) if self.teacher is not None else np.full(len(part), np.nan)
             for j, i in enumerate(missing):
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
-                np.savez(paths[i], stats=stats[j], label=labels[j], synthesized=synth[j], teacher=teach[j])
+                # written whole then renamed: folds running in parallel processes may read it meanwhile
+                tmp = paths[i].with_name(f"{paths[i].stem}.{os.getpid()}.tmp")
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, stats=stats[j], label=labels[j], synthesized=synth[j], teacher=teach[j])
+                os.replace(tmp, paths[i])
             log.info("view %d: trunk statistics of %d crops in %.0f s (cached under %s)", view, len(missing), time.time() - t0, self.root / self.key)
         rows = [np.load(p) for p in paths]
         return {
