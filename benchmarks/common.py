@@ -79,10 +79,15 @@ class Bench:
             "matmul": {},
             "notes": [],
         }
-        from .models import default_entry
+        from .models import default_entry, entry_loso, reference_loso
 
         d = default_entry(list(self.entries.values()))
         self.results["default_model"] = d.key if d else None
+        # Leave-one-source-out figures travel in the models' metadata; the MiniFASNet pair's are the
+        # committed reference table, averaged over exactly the domains of the models' LOSO tables.
+        self.loso = {k: entry_loso(e) for k, e in self.entries.items() if e.kind == "asset"}
+        domains = list(dict.fromkeys(dom for lo in self.loso.values() if lo for dom, auc in lo["domains"].items() if auc is not None))
+        self.results["loso_reference"] = reference_loso(domains) if domains else None
         self._sessions: dict[tuple, Any] = {}
         self._crops: np.ndarray | None = None
         self.built: set[str] = set()
@@ -91,7 +96,7 @@ class Bench:
     def variants(self, key: str) -> dict[str, Path]:
         entry = self.entries[key]
         if key not in self.built:
-            from .models import model_facts
+            from .models import ASSETS, model_facts
 
             ensure_variants(entry, quick=self.quick, log=lambda m: self.results["notes"].append(m))
             self.built.add(key)
@@ -100,6 +105,10 @@ class Bench:
                 "architecture": entry.architecture,
                 "note": entry.note,
                 "scored": entry.scored,
+                "shipped": [p for p, path in entry.paths.items() if path.parent == ASSETS],  # files of the embedded zoo
+                "loso": self.loso.get(key),
+                # what it was trained on: a model trained on a random split has seen part of the test crops
+                "training_data": _training_data(entry),
                 "files": {p: str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path) for p, path in entry.paths.items()},
                 **{p: model_facts(path) for p, path in entry.paths.items()},
             }
@@ -161,6 +170,19 @@ class Bench:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.results, indent=1, default=str) + "\n")
         return path
+
+
+def _training_data(entry: ModelEntry) -> str | None:
+    from spoofsdk.model import read_metadata_props
+
+    for path in entry.files():
+        try:
+            text = read_metadata_props(path.read_bytes()).get("training_data")
+        except Exception:
+            continue
+        if text:
+            return text[:400]
+    return None
 
 
 def estimate_call_ms(fn: Callable[[], Any], n: int = 3) -> float:

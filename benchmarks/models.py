@@ -1,9 +1,14 @@
 """The models the benchmarks measure: found, exported or built, and their FP16/INT8 variants.
 
-- ``asset``: ONNX files in ``spoofsdk/assets`` (the embedded models).
-- ``trained``: FP32 ONNX files in ``runs/*/`` (the trainer's exports).
-- ``untrained``: every architecture of ``spoofsdk_train.models`` exported with its initial weights
-  (latency does not depend on the weights; their accuracy is not reported). Needs torch.
+- ``asset``: the shipped models, ONNX files in ``spoofsdk/assets`` (the embedded zoo). A model
+  shipped quantized only (e.g. ``hybrid_mnv2-int8.onnx``) is paired with the trainer's FP32 export
+  of the same metadata ``name`` and ``architecture`` found in ``runs/*/`` (same run, so its INT8
+  speed-up is same-run); the shipped INT8 file itself is the one timed and scored. Without such
+  an FP32 file the shipped precision is measured alone.
+- ``trained``: FP32 ONNX files in ``runs/*/`` (the trainer's exports) that are not a shipped model's.
+- ``untrained``: architectures of ``spoofsdk_train.models`` with no trained or shipped model here,
+  exported with their initial weights (latency only: it does not depend on the weights; never
+  scored). Needs torch.
 - ``reference``: the real MiniFASNet pair (Minivision, Apache-2.0): V2 and V1SE exported here from
   the published checkpoints in ``../shared/models/minifasnet`` (``spoofsdk_train.minifasnet_reference``),
   each a spoofsdk model preprocessing as its authors do. Needs torch and the checkpoints; skipped
@@ -77,11 +82,19 @@ class ModelEntry:
     """One model to measure; ``paths`` maps precision -> ONNX file (filled by :func:`ensure_variants`)."""
 
     key: str  # short unique id used in test ids and tables
-    kind: str  # asset | trained | untrained | reference | checkpoint
+    kind: str  # asset (shipped) | trained | untrained | reference | checkpoint
     architecture: str
-    fp32: Path | None = None  # None until built (untrained/reference are built lazily)
+    fp32: Path | None = None  # None until built (untrained/reference are built lazily), or none at all
     note: str = ""
-    paths: dict[str, Path] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)  # a shipped quantized file is set by discover()
+
+    @property
+    def shipped(self) -> bool:
+        """One of the embedded models (spoofsdk/assets)."""
+        return self.kind == "asset"
+
+    def files(self) -> list[Path]:
+        return [p for p in [self.fp32, *self.paths.values()] if p is not None]
 
     @property
     def scored(self) -> bool:
@@ -121,34 +134,50 @@ def torch_available() -> bool:
     return True
 
 
-def discover(quick: bool = False) -> list[ModelEntry]:
-    """Every model to measure (cheap: nothing is built here)."""
+ASSETS = REPO / "spoofsdk" / "assets"
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def discover(quick: bool = False, assets: Path | None = None, runs: Path | None = None) -> list[ModelEntry]:
+    """Every model to measure (cheap: nothing is built here). ``assets``/``runs``: other folders than
+    spoofsdk/assets and runs/ (tests)."""
     if quick:
         return [ModelEntry("edgenet-untrained", "untrained", "edgenet")]  # the trainer's export: torch comes with the trainer
     entries: list[ModelEntry] = []
     seen: set[str] = set()
     graphs: dict[str, ModelEntry] = {}
-    candidates = [("asset", p) for p in sorted((REPO / "spoofsdk" / "assets").glob("*.onnx"))]
-    candidates += [("trained", p) for p in sorted((REPO / "runs").glob("*/*.onnx"))]
+    assets, runs = assets or ASSETS, runs or REPO / "runs"
+    candidates = [("asset", p) for p in sorted(assets.glob("*.onnx"))]
+    candidates += [("trained", p) for p in sorted(runs.glob("*/*.onnx"))]
+    quantized_assets: list[tuple[Path, dict]] = []
     for kind, p in candidates:
         props = _props(p)
-        if props.get("precision", "fp32") != "fp32" or "architecture" not in props:
-            continue  # quantized siblings are found by ensure_variants; files without metadata are not spoofsdk models
+        if "architecture" not in props:
+            continue  # files without metadata (the detector) are not spoofsdk models
+        if props.get("precision", "fp32") != "fp32":
+            if kind == "asset":
+                quantized_assets.append((p, props))
+            continue  # other quantized files are found by ensure_variants beside their FP32
         fingerprint = _graph_fingerprint(p)
         if fingerprint in graphs:  # e.g. the trained run that was embedded as the default: measure it once
-            graphs[fingerprint].note += f"; same weights as {p.relative_to(REPO)}"
+            graphs[fingerprint].note += f"; same weights as {_rel(p)}"
             continue
         key = f"{props.get('name') or p.stem}"
         if key in seen:
             key = f"{key}-{p.parent.name}"
         seen.add(key)
-        entries.append(ModelEntry(key, kind, props["architecture"], p, note=str(p.relative_to(REPO))))
+        entries.append(ModelEntry(key, kind, props["architecture"], p, note=_rel(p)))
         graphs[fingerprint] = entries[-1]
+    for p, props in quantized_assets:
+        _add_shipped_quantized(entries, seen, p, props)
     if torch_available():
         # Trained checkpoints that were evaluated but never exported (e.g. the cross-dataset runs in
         # runs/cross/*): exported here for the accuracy table only (same architectures as above:
         # their latency would repeat the exported model's).
-        for ck in sorted((REPO / "runs").glob("**/best.pt")):
+        for ck in sorted(runs.glob("**/best.pt")):
             if (ck.parent / "report.json").is_file() and not list(ck.parent.glob("*.onnx")):
                 key = ck.parent.name
                 if key in seen:
@@ -158,10 +187,14 @@ def discover(quick: bool = False) -> list[ModelEntry]:
         try:
             from spoofsdk_train.models import available
 
+            trained = {e.architecture for e in entries if e.kind in ("asset", "trained")}
             for arch in sorted(available()):
                 if arch in MINIFASNET_PAIR.values():
                     continue  # measured with its real weights below
-                entries.append(ModelEntry(f"{arch}-untrained", "untrained", arch))
+                if arch in trained:
+                    continue  # its trained weights are measured: an untrained row would only repeat their latency
+                entries.append(ModelEntry(f"{arch}-untrained", "untrained", arch,
+                                          note="no trained weights: initial weights exported here, latency only"))
         except Exception as e:  # a broken registry must not stop the benchmarks
             print(f"benchmarks: spoofsdk_train.models unavailable ({e}); untrained exports skipped")
     why = minifasnet_unavailable()
@@ -173,20 +206,117 @@ def discover(quick: bool = False) -> list[ModelEntry]:
     return entries
 
 
+def _add_shipped_quantized(entries: list[ModelEntry], seen: set[str], path: Path, props: dict) -> None:
+    """A quantized asset: the quantized file of an asset FP32 entry already (beside it, found by
+    ensure_variants), else a model shipped quantized only. That one is paired with a trained FP32
+    entry of the same name and architecture, which becomes the shipped entry, its quantized path
+    this very file; with no such FP32 it is measured alone."""
+    name, arch, precision = props.get("name"), props["architecture"], props["precision"]
+    same = [e for e in entries if e.kind in ("asset", "trained") and e.fp32 is not None
+            and (_props(e.fp32).get("name"), e.architecture) == (name, arch)]
+    if any(e.kind == "asset" and e.fp32.parent == path.parent for e in same):
+        return  # e.g. mnv2probe-int8.onnx beside mnv2probe-fp32.onnx
+    where = _rel(path)
+    if same:
+        e = same[0]
+        e.kind, e.paths[precision] = "asset", path
+        e.note = (f"shipped {precision.upper()} {where}; FP32 from the trainer's export {_rel(e.fp32)} "
+                  f"(same name and architecture, not shipped)" + e.note.split(_rel(e.fp32), 1)[1])
+        return
+    key = name or path.stem
+    if key in seen:
+        key = f"{key}-{precision}"
+    seen.add(key)
+    entries.append(ModelEntry(key, "asset", arch, None, paths={precision: path},
+                              note=f"shipped {precision.upper()} {where}; no FP32 of it found here (runs/*/*.onnx), FP32 not measured"))
+
+
 def default_entry(entries: list[ModelEntry]) -> ModelEntry | None:
-    """The model the SDK uses by default: the embedded default, else the trained edge model, else an edge export."""
+    """The model the SDK uses by default: the entry holding a file of the embedded default (matched by
+    file name in spoofsdk/assets), else the trained edge model, else an edge export."""
     from spoofsdk.model import DEFAULT_MODEL, EMBEDDED_MODELS
 
-    if DEFAULT_MODEL in EMBEDDED_MODELS:
-        for e in entries:
-            if e.kind == "asset":
-                return e
+    names = {file for file, _sha in EMBEDDED_MODELS.get(DEFAULT_MODEL, {}).values()}
+    for e in entries:
+        if any(p.parent.name == "assets" and p.name in names for p in e.files()):
+            return e
     for pred in (lambda e: e.kind == "trained" and "edge" in e.architecture, lambda e: e.kind == "trained",
                  lambda e: e.kind == "untrained" and "edge" in e.architecture):
         for e in entries:
             if pred(e):
                 return e
     return entries[0] if entries else None
+
+
+# ------------------------------------------------------------------------------------------
+# Leave-one-source-out figures (from the models' metadata) and the MiniFASNet reference
+# ------------------------------------------------------------------------------------------
+REFERENCE_TABLE = Path(__file__).resolve().parent / "minifasnet_reference.json"
+
+
+def read_loso(path: Path) -> dict | None:
+    """The leave-one-source-out figures a model carries in its metadata (``metrics`` JSON, key ``loso``,
+    written by scripts/embed_default.py from ``spoofsdk-train crossval``), or None."""
+    try:
+        loso = json.loads(_props(path).get("metrics", "{}")).get("loso")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(loso, dict) or "auc" not in loso.get("summary", {}):
+        return None
+    s = loso["summary"]
+    domains = {d: v.get("auc") for d, v in loso.get("domains", {}).items()}
+    return {"recipe": loso.get("recipe"), "recipe_hash": loso.get("recipe_hash"), "how": loso.get("how"),
+            "auc_mean": s["auc"]["mean"], "auc_worst": s["auc"]["worst"],
+            "bpcer_at_apcer_5_mean": s.get("bpcer_at_apcer_5", {}).get("mean"),
+            "domains": domains, "n_domains": sum(1 for v in domains.values() if _defined(v)),
+            "file": _rel(path)}
+
+
+def entry_loso(entry: ModelEntry) -> dict | None:
+    """An entry's LOSO figures: from its shipped files first (the figures travel with them), then its FP32."""
+    shipped = [p for p in entry.files() if p.parent.name == "assets"]
+    for p in shipped + [p for p in entry.files() if p not in shipped]:
+        if (loso := read_loso(p)) is not None:
+            return loso
+    return None
+
+
+def _defined(v) -> bool:
+    return v is not None and not (isinstance(v, float) and v != v)
+
+
+def _reference_domain(name: str) -> str | None:
+    """minifasnet_reference's domain name -> the LOSO tables' (``webcam/x`` -> ``x``, ``gc535/test`` -> ``gc535``;
+    ``gc535/train`` has no LOSO counterpart). The rule of spoofsdk_train.crossval._load_reference."""
+    short = name.split("/")[-1]
+    if name.startswith("gc535"):
+        return "gc535" if short == "test" else None
+    return short
+
+
+def reference_loso(domains: list[str], path: Path = REFERENCE_TABLE) -> dict | None:
+    """The MiniFASNet pair's AUC and BPCER@APCER5 per domain (it never trained on any of ours: every
+    domain is unseen for it), mean and worst over exactly ``domains`` (the LOSO tables' domains)."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    per: dict[str, dict] = {}
+    for name, row in data.get("domains", {}).items():
+        short = _reference_domain(name)
+        pair = row.get("pair") if isinstance(row, dict) else None
+        if short is not None and isinstance(pair, dict) and short not in per:
+            per[short] = {"source": name, "auc": pair.get("auc"), "bpcer_at_apcer_5": pair.get("bpcer_at_apcer_5"),
+                          "n_real": pair.get("n_real"), "n_attack": pair.get("n_attack")}
+    used = [d for d in domains if d in per and _defined(per[d]["auc"])]
+    if not used:
+        return None
+    aucs = [per[d]["auc"] for d in used]
+    bpcer = [per[d]["bpcer_at_apcer_5"] for d in used if _defined(per[d]["bpcer_at_apcer_5"])]
+    return {"name": "MiniFASNet pair (V2 + V1SE, mean P(live))", "models": data.get("models"), "command": data.get("command"),
+            "file": _rel(path),
+            "domains": {d: per[d] for d in used}, "missing": [d for d in domains if d not in used],
+            "auc_mean": sum(aucs) / len(aucs), "auc_worst": min(aucs),
+            "bpcer_at_apcer_5_mean": sum(bpcer) / len(bpcer) if bpcer else None, "n_domains": len(used)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,7 +373,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def build_fp32(entry: ModelEntry) -> Path:
+def build_fp32(entry: ModelEntry) -> Path | None:
+    """The entry's FP32 file, exported here when needed; None for a model shipped quantized only
+    whose FP32 is not here (its shipped precision is measured alone)."""
     if entry.fp32 is None:
         if entry.kind == "untrained":
             entry.fp32 = export_untrained(entry.architecture)
@@ -252,6 +384,8 @@ def build_fp32(entry: ModelEntry) -> Path:
         elif entry.kind == "checkpoint":
             entry.fp32 = export_checkpoint(REPO / entry.note.split(",")[0], entry.key)
             entry.architecture = _props(entry.fp32).get("architecture", "?")
+        elif entry.kind == "asset" and entry.paths:
+            return None
         else:
             raise ValueError(f"{entry.key}: no FP32 file")
     entry.paths["fp32"] = entry.fp32
@@ -290,6 +424,9 @@ def ensure_variants(entry: ModelEntry, quick: bool = False, log=print) -> dict[s
     from spoofsdk_train.quantize import quantize
 
     fp32 = build_fp32(entry)
+    if fp32 is None:
+        log(f"{entry.key}: no FP32 file; only its shipped {', '.join(sorted(entry.paths))} measured")
+        return entry.paths
     out_dir = work_dir() / "variants" / f"{entry.key}-{_sha(fp32)}"
     for precision in ("fp16", "int8"):
         if precision in entry.paths:

@@ -71,6 +71,12 @@ def _lat(res, model, precision, threads, batch):
     return next((r for r in res.get("latency", []) if (r["model"], r["precision"], r["threads"], r["batch"]) == (model, precision, threads, batch)), None)
 
 
+def _facts(d: dict) -> dict:
+    """Size-independent facts (input, params, MACs) of a model: its FP32's, else its first precision's
+    (a model shipped quantized only may have no FP32 here)."""
+    return next((d[p] for p in ("fp32", "int8", "fp16") if p in d), {})
+
+
 def _status(ok):
     return "–" if ok is None else ("met" if ok else "**not met**")
 
@@ -212,6 +218,11 @@ def _accuracy(res, models, **_):
         notes.append("Rows of " + ", ".join(f"`{k}`" for k in cross) + " come from spoofsdk_train checkpoints trained on one data set "
                      "only (exported here for this table; their latency is their architecture's, above): on the other set "
                      "they are the cross-dataset figures. INT8 variants are calibrated on the train split of both sets.\n")
+    random = [k for k, d in models.items() if "random" in (d.get("training_data") or "") and any(r["model"] == k for r in acc)]
+    if random:
+        notes.append("Rows of " + ", ".join(f"`{k}`" for k in random) + " are not held-out figures: it was trained on a *random* "
+                     "70/15/15 split of the same crops (its metadata's `training_data`), so part of these test crops, or near-duplicate "
+                     "frames of them, were in its training data.\n")
     rows = [[r["model"], r["precision"].upper(), r["dataset"], f"{r['n']} ({r['n_real']}/{r['n_attack']})", _f(r.get("auc"), 4), _f(r.get("eer"), 4),
              _f(r.get("acer"), 4), _f(r.get("bpcer_at_apcer_5"), 4), _f(r.get("max_abs_dscore_vs_fp32"), 4) if r["precision"] != "fp32" else "–"]
             for r in acc]
@@ -242,7 +253,8 @@ def _compute(res, models, **_):
     rows = []
     for key, d in models.items():
         f32 = d.get("fp32", {})
-        cells = [key, d["kind"], f32.get("input_size"), _f(f32.get("params")), _f((f32.get("macs") or 0) / 1e6, 1)]
+        facts = _facts(d)
+        cells = [key, d["kind"], facts.get("input_size"), _f(facts.get("params")), _f((facts.get("macs") or 0) / 1e6, 1)]
         cells += [_f(d[p]["size_bytes"] / 1e6, 2) if p in d else "–" for p in ("fp32", "fp16", "int8")]
         for t in (1, 2):
             r = _lat(res, key, "fp32", t, 8)
@@ -255,6 +267,93 @@ def _compute(res, models, **_):
             "blas": mm.get("1", {}).get("blas"), "table": _table(head, rows)}
 
 
+def loso_notes(path: Path = HERE / "loso_notes.toml") -> dict[str, str]:
+    """Why a shipped model has no leave-one-source-out figure: ``benchmarks/loso_notes.toml``."""
+    with open(path, "rb") as f:
+        return {k: v["why"] for k, v in tomllib.load(f).items()}
+
+
+def pair_latency(res: dict, threads: int) -> float | None:
+    """The MiniFASNet pair's per-face latency (V2 + V1SE, FP32, batch 1): the median of the pair's times in
+    the reference rows (timed with the default model, interleaved), else the sum of its two latency rows."""
+    import statistics
+
+    refs = [r["reference_median_ms"] for r in res.get("reference", []) if r["threads"] == threads and r.get("reference_median_ms")]
+    if refs:
+        return statistics.median(refs)
+    rows = [_lat(res, k, "fp32", threads, 1) for k in ("minifasnet-v2", "minifasnet-v1se")]
+    return sum(r["ms_per_face"] for r in rows) if all(rows) else None
+
+
+def loso_points(res: dict) -> list[dict]:
+    """One row per shipped model x precision (FP32, INT8) and the MiniFASNet pair: latency, size, compute
+    and the LOSO figures (the same model's figures beside both its precisions)."""
+    models, out = res.get("models", {}), []
+    for key, d in models.items():
+        if d["kind"] != "asset":
+            continue
+        for p in ("fp32", "int8"):
+            if p not in d:
+                continue
+            b1 = {t: _lat(res, key, p, t, 1) for t in (1, 2)}
+            out.append({"model": key, "precision": p, "shipped": p in d.get("shipped", []), "default": key == res.get("default_model"),
+                        "ms_t1": b1[1]["ms_per_face"] if b1[1] else None, "ms_t2": b1[2]["ms_per_face"] if b1[2] else None,
+                        "size_mb": d[p]["size_bytes"] / 1e6, "params": _facts(d).get("params"), "macs": _facts(d).get("macs"),
+                        "loso": d.get("loso")})
+    ref = res.get("loso_reference")
+    pair = [models[k] for k in ("minifasnet-v2", "minifasnet-v1se") if k in models and "fp32" in models[k]]
+    if ref:
+        out.append({"model": "MiniFASNet pair", "precision": "fp32", "shipped": False, "default": False, "reference": True,
+                    "ms_t1": pair_latency(res, 1), "ms_t2": pair_latency(res, 2),
+                    "size_mb": sum(d["fp32"]["size_bytes"] for d in pair) / 1e6 if len(pair) == 2 else None,
+                    "params": sum(d["fp32"]["params"] for d in pair) if len(pair) == 2 else None,
+                    "macs": sum(d["fp32"]["macs"] for d in pair) if len(pair) == 2 else None, "loso": ref})
+    return out
+
+
+def _loso(res, models, **_):
+    if "loso_reference" not in res:
+        return None  # a run from before the LOSO figures were collected
+    points = loso_points(res)
+    if not points:
+        return None
+    why, notes, footnotes = loso_notes(), {}, []
+    rows = []
+    for pt in points:
+        lo = pt["loso"]
+        label = f"`{pt['model']}`" + (" (default)" if pt["default"] else "")
+        if pt.get("reference"):
+            label, shipped = "MiniFASNet pair (V2 + V1SE, published)", "reference: never trained on our domains"
+        else:
+            shipped = "shipped" if pt["shipped"] else "trainer's export, not shipped"
+        if lo:
+            figures = [_f(lo["auc_mean"], 3), _f(lo["auc_worst"], 3), _f(lo.get("bpcer_at_apcer_5_mean"), 3), lo["n_domains"],
+                       f"`{lo['recipe']}` {lo['recipe_hash']}" if lo.get("recipe") else "every domain unseen"]
+        else:
+            if pt["model"] not in notes:
+                notes[pt["model"]] = len(notes) + 1
+                footnotes.append(f"{notes[pt['model']]}. `{pt['model']}`: not measured: {why.get(pt['model'], 'no `loso` in its metadata')}.")
+            figures = [f"not measured ({notes[pt['model']]})", "–", "–", "–", "–"]
+        rows.append([label, pt["precision"].upper(), shipped, _f(pt["ms_t1"], 3), _f(pt["ms_t2"], 3), _f(pt["size_mb"], 2),
+                     _f(pt["params"]), _f((pt["macs"] or 0) / 1e6 if pt["macs"] else None, 1)] + figures)
+    head = ["model", "precision", "file", "b1 ms/face, 1 thread", "b1 ms/face, 2 threads", "MB", "params", "MMACs",
+            "LOSO mean AUC", "worst AUC", "mean BPCER@APCER5", "domains", "LOSO recipe / hash"]
+    los = [pt["loso"] for pt in points if pt["loso"] and not pt.get("reference")]
+    domains = list(dict.fromkeys(dom for lo in los for dom, auc in lo["domains"].items() if auc is not None))
+    ref = res.get("loso_reference")
+    ref_text = ""
+    if ref:
+        moved = [f"{dom} = its `{v['source']}` ({v['n_real']} / {v['n_attack']} crops)" for dom, v in ref["domains"].items()
+                 if v["source"] not in (dom, f"webcam/{dom}")]
+        ref_text = (f"The MiniFASNet pair never trained on any of our domains, so every domain is unseen for it: its row is its "
+                    f"AUC on each of the same {ref['n_domains']} domains (`{ref['file']}`, made by `python -m spoofsdk_train.minifasnet_reference`), "
+                    f"mean and worst over them" + (f"; {', '.join(moved)} (a LOSO fold scores all of a held-out domain's crops)" if moved else "")
+                    + (f"; missing from it: {', '.join(ref['missing'])}" if ref.get("missing") else "")
+                    + ". Its latency is V2 and V1SE together, FP32, timed interleaved with the default model (reference rows).")
+    return {"domains": ", ".join(domains) or "none", "n_domains": len(domains), "reference": ref_text,
+            "table": _table(head, rows), "footnotes": "\n".join(footnotes)}
+
+
 def _plot(res, plot_name, **_):
     return {"plot": plot_name} if plot_name else None
 
@@ -263,9 +362,9 @@ def _notes(res, **_):
     return {"notes": "\n".join(f"- {n}" for n in res["notes"])} if res.get("notes") else None
 
 
-SECTIONS = {"header": _header, "machine": _machine, "targets": _targets, "latency": _latency, "torch_eager": _torch_eager,
-            "reference": _reference, "pipeline": _pipeline, "accuracy": _accuracy, "memory": _memory, "compute": _compute,
-            "plot": _plot, "notes": _notes, "method": lambda res, **_: {}}
+SECTIONS = {"header": _header, "machine": _machine, "targets": _targets, "loso": _loso, "plot": _plot, "latency": _latency,
+            "torch_eager": _torch_eager, "reference": _reference, "pipeline": _pipeline, "accuracy": _accuracy, "memory": _memory,
+            "compute": _compute, "notes": _notes, "method": lambda res, **_: {}}
 
 
 # ------------------------------------------------------------------------------------------
@@ -284,63 +383,75 @@ def render(res: dict, plot_name: str | None, goals: dict | None = None) -> str:
 # the plot
 # ------------------------------------------------------------------------------------------
 def plot(res: dict, path: Path) -> Path:
-    """Latency (b1, 1 thread) against AUC per held-out set, with the Pareto front; below, a strip with every
-    measured model's latency (untrained ones have no AUC). Points carry numbers and the legend names them,
-    and the strip gives each model its own row, so no two labels can overlap."""
+    """Top: latency (b1, 1 thread, log) against leave-one-source-out mean AUC, a bar down to the worst
+    domain, for every shipped model x precision with a LOSO table and the MiniFASNet pair; numbers on
+    the points are the legend's. Below: a strip with every measured model's latency, each on its own
+    row, so no two labels overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = [r for r in res.get("accuracy", []) if r.get("auc") is not None and (res["mode"] == "quick" or r.get("scored", True))]
-    datasets = sorted({r["dataset"] for r in scored})
     # 1 thread: the figure least disturbed by other load on the machine.
     lat = {(r["model"], r["precision"]): r["ms_per_face"] for r in res.get("latency", []) if r["threads"] == 1 and r["batch"] == 1}
-    ncol, n_strip = max(1, len(datasets)), max(1, len(lat))
-    fig, axes = plt.subplots(2, ncol, figsize=(6.8 * ncol, 4.6 + 0.17 * n_strip), squeeze=False, sharex="col",
-                             gridspec_kw={"height_ratios": [4.2, 0.4 + 0.17 * n_strip], "hspace": 0.12})
+    pts = [pt for pt in loso_points(res) if pt["loso"] and pt["ms_t1"]] if "loso_reference" in res else []
+    from matplotlib.ticker import FuncFormatter
+
+    n_strip, n_legend = max(1, len(lat)), max(1, len(pts))
+    fig, (ax, key_ax, strip) = plt.subplots(3, 1, figsize=(9.5, 5.4 + 0.19 * n_legend + 0.17 * n_strip),
+                                            gridspec_kw={"height_ratios": [4.6, 0.25 + 0.19 * n_legend, 0.4 + 0.17 * n_strip], "hspace": 0.3})
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
     colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
-    for col in range(ncol):
-        ax, strip = axes[0][col], axes[1][col]
-        ds = datasets[col] if datasets else None
-        pts = sorted((lat[(r["model"], r["precision"])], r["auc"], r["model"], r["precision"]) for r in scored
-                     if r["dataset"] == ds and (r["model"], r["precision"]) in lat)
-        for i, (x, y, model, precision) in enumerate(pts, 1):
-            ax.scatter([x], [y], marker=markers.get(precision, "o"), color=colors.get(precision), s=70, zorder=3,
-                       label=f"{i}: {model} {precision}, {x:.2f} ms, AUC {y:.4f}")
-            # neighbours in latency alternate above and below their points
-            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 4) if i % 2 else (5, -12), fontsize=8)
-        front, best = [], -1.0
-        for x, y, *_ in sorted(pts, key=lambda p: (p[0], -p[1])):
-            if y > best:
-                front.append((x, y))
-                best = y
-        if len(front) > 1:
-            ax.step([p[0] for p in front], [p[1] for p in front], "k--", lw=1, where="post", zorder=2, label="Pareto front")
-        if pts:
-            ys = [p[1] for p in pts]
-            span = max(max(ys) - min(ys), 0.004)
-            ax.set_ylim(min(ys) - 1.5 * span, min(1.0 + 0.3 * span, max(ys) + 1.0 * span))
-            ax.legend(loc="lower right", fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no trained model in this run", ha="center", va="center", transform=ax.transAxes)
-        ax.set_ylabel(f"AUC, {ds} (held out)" if ds else "AUC")
-        ax.set_title(f"latency vs AUC: {ds}" if ds else "latency vs AUC")
-        ax.grid(True, which="both", alpha=0.3)
-        for i, ((k, p), v) in enumerate(sorted(lat.items(), key=lambda kv: kv[1])):
-            strip.scatter([v], [i], marker=markers.get(p, "o"), color=colors.get(p), s=22)
-            strip.annotate(f"{k} {p}", (v, i), fontsize=6, xytext=(5, -2.5), textcoords="offset points")
-        strip.set_yticks([])
-        strip.set_ylim(n_strip - 0.4, -0.6)
-        strip.set_xscale("log")
-        if lat:
-            strip.set_xlim(min(lat.values()) / 1.3, max(lat.values()) * 4.0)
-        strip.set_xlabel("ms per face, batch 1, 1 thread (log)")
-        strip.grid(True, which="both", axis="x", alpha=0.3)
-        strip.set_title("every model measured (untrained ones: latency only)", fontsize=8, loc="left")
+    model_colors: dict[str, str] = {}
+    palette = ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink"]
+    for i, pt in enumerate(sorted(pts, key=lambda p: p["ms_t1"]), 1):
+        lo, x = pt["loso"], pt["ms_t1"]
+        ref = pt.get("reference", False)
+        color = "black" if ref else model_colors.setdefault(pt["model"], palette[len(model_colors) % len(palette)])
+        name = "MiniFASNet pair (V2+V1SE)" if ref else f"{pt['model']}{' (default)' if pt['default'] else ''}"
+        ax.vlines(x, lo["auc_worst"], lo["auc_mean"], color=color, lw=1.4, alpha=0.6, zorder=2)
+        ax.scatter([x], [lo["auc_worst"]], marker="_", color=color, s=120, zorder=3)
+        ax.scatter([x], [lo["auc_mean"]], marker="D" if ref else markers.get(pt["precision"], "o"), color=color, s=80, zorder=4,
+                   edgecolors="white" if pt["shipped"] else color,
+                   label=f"{i}: {name} {pt['precision'].upper()}{'' if ref or pt['shipped'] else ' (not shipped)'}, {x:.2f} ms, "
+                         f"mean {lo['auc_mean']:.3f}, worst {lo['auc_worst']:.3f}")
+        # neighbours in latency alternate above and below their points
+        ax.annotate(str(i), (x, lo["auc_mean"]), textcoords="offset points", xytext=(6, 4) if i % 2 else (6, -12), fontsize=8)
+    ax.set_xscale("log")
+
+    if pts:
+        xs = [pt["ms_t1"] for pt in pts]
+        ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+        ax.set_ylim(max(0.0, min(pt["loso"]["auc_worst"] for pt in pts) - 0.05), 1.0)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":", zorder=1)
+        handles, labels = ax.get_legend_handles_labels()
+        key_ax.legend(handles, labels, loc="center", fontsize=7, frameon=False,
+                      title="mean AUC (marker), bar down to the worst domain; white edge: the shipped file", title_fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no leave-one-source-out figures in this run", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("ms per face, batch 1, 1 thread (log)")
+    ax.set_ylabel("leave-one-source-out AUC")
+    ax.set_title("latency against leave-one-source-out AUC (mean, bar to the worst held-out domain)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    key_ax.axis("off")
+    for i, ((k, p), v) in enumerate(sorted(lat.items(), key=lambda kv: kv[1])):
+        strip.scatter([v], [i], marker=markers.get(p, "o"), color=colors.get(p), s=22)
+        strip.annotate(f"{k} {p}", (v, i), fontsize=6, xytext=(5, -2.5), textcoords="offset points")
+    strip.set_yticks([])
+    strip.set_ylim(n_strip - 0.4, -0.6)
+    strip.set_xscale("log")
+    if lat:
+        strip.set_xlim(min(lat.values()) / 1.3, max(lat.values()) * 4.0)
+    strip.set_xlabel("ms per face, batch 1, 1 thread (log)")
+    strip.grid(True, which="both", axis="x", alpha=0.3)
+    strip.set_title("every model measured, latency only (blue FP32, orange FP16, green INT8)", fontsize=8, loc="left")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # after set_xscale, which installs its own
+    for a in (ax, strip):
+        a.xaxis.set_major_formatter(plain)
+        a.xaxis.set_minor_formatter(plain)
+        a.tick_params(axis="x", which="minor", labelsize=7)
     fig.suptitle(f"{res['machine']['cpu']}, {res['machine']['cores']} cores, onnxruntime {res['versions'].get('onnxruntime')} ({res['mode']} run)", fontsize=9)
-    fig.subplots_adjust(left=0.07, right=0.97, top=0.93, bottom=0.06, wspace=0.18)
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.93, bottom=0.06)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -24,8 +24,8 @@ def test_latency(bench, benchmark, model_key, precision, threads, batch):
     x = bench.input_batch(model, batch)
     target = lambda: model.predict(x)  # noqa: E731
     refs = {}
-    if precision != "fp32":
-        ref = bench.session(model_key, "fp32", threads)
+    ref = bench.session(model_key, "fp32", threads) if precision != "fp32" else None
+    if ref is not None:  # a model shipped quantized only may have no FP32 here: no speed-up then
         refs["fp32"] = lambda: ref.predict(x)
     timer = PairedTimer(refs)
     call_ms = estimate_call_ms(target)
@@ -45,8 +45,10 @@ def test_latency(bench, benchmark, model_key, precision, threads, batch):
     if refs:
         r = timer.ratios(times, WARMUP)["fp32"]
         row.update(fp32_median_ms=r["median_ms"], ratio_to_fp32=r["ratio"], speedup_vs_fp32=1.0 / r["ratio"] if r["ratio"] else None)
-    else:
+    elif precision == "fp32":
         row.update(fp32_median_ms=med, ratio_to_fp32=1.0, speedup_vs_fp32=1.0)
+    else:
+        row.update(fp32_median_ms=None, ratio_to_fp32=None, speedup_vs_fp32=None)
     benchmark.extra_info.update({k: v for k, v in row.items() if k.endswith(("fp32", "ms_per_face"))})
     _record(bench, "latency", row)
 
@@ -99,10 +101,13 @@ def test_torch_eager(bench, benchmark, torch_arch, model_key, threads, batch):
         pytest.skip(f"{model_key}: architecture {entry.architecture!r} not buildable in torch ({e})")
     ort32 = bench.session(model_key, "fp32", threads)
     ort8 = bench.session(model_key, "int8", threads)
-    size = ort32.info.input_size
+    ort = ort32 or ort8  # a model shipped quantized only may have no FP32 here
+    if ort is None:
+        pytest.skip(f"{model_key}: no FP32 or INT8 file to compare with")
+    size = ort.info.input_size
     torch.manual_seed(0)
     net = build_model(entry.architecture).eval()
-    x = bench.input_batch(ort32, batch)
+    x = bench.input_batch(ort, batch)
     xt = torch.from_numpy(x.copy())
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -111,7 +116,9 @@ def test_torch_eager(bench, benchmark, torch_arch, model_key, threads, batch):
             with torch.inference_mode():
                 return net(xt)
 
-        refs = {"ort_fp32": lambda: ort32.predict(x)}
+        refs = {}
+        if ort32 is not None:
+            refs["ort_fp32"] = lambda: ort32.predict(x)
         if ort8 is not None:
             refs["ort_int8"] = lambda: ort8.predict(x)
         timer = PairedTimer(refs)
