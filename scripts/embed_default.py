@@ -43,16 +43,24 @@ def test_split(manifest: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=REPO / "cache" / "s1.5_128", show_default=True,
               help="Prepared data sets (manifest.json per set).")
 @click.option("--assets", type=click.Path(file_okay=False, path_type=Path), default=REPO / "spoofsdk" / "assets", show_default=True)
-@click.option("--crossval", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="crossval.json of the model's recipe: its leave-one-source-out table goes into the metadata as metrics['loso'].")
+@click.option("--crossval", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="crossval.json of the model's recipe: its leave-one-source-out table goes into the metadata as metrics['loso']. "
+                   "Repeat for replicates of the same recipe (other seeds): the first is the table, the others go in as "
+                   "metrics['loso']['replicates'] (per-domain AUC and summary).")
 def cli(models, data, assets, crossval) -> None:
     args = SimpleNamespace(models=models, data=data, assets=assets)
     loso = None
     if crossval:
-        table = json.loads(crossval.read_text())
+        tables = [json.loads(c.read_text()) for c in crossval]
+        table = tables[0]
         loso = {"recipe": table["recipe"], "recipe_hash": table["recipe_hash"], "summary": table["summary"],
                 "domains": {r["domain"]: {k: r[k] for k in ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")} for r in table["domains"]},
                 "how": "leave-one-source-out: trained without the domain (FP32), threshold on the other domains' val, all its crops scored"}
+        if len(tables) > 1:
+            if any(t["recipe"] != table["recipe"] or {r["domain"] for r in t["domains"]} != set(loso["domains"]) for t in tables[1:]):
+                raise click.ClickException("--crossval replicates must be the same recipe over the same domains")
+            loso["replicates"] = [{"recipe_hash": t["recipe_hash"], "summary": t["summary"],
+                                   "auc": {r["domain"]: r["auc"] for r in t["domains"]}} for t in tables[1:]]
     manifests = sorted(args.data.glob("*/manifest.json"))
     if not manifests:
         raise click.ClickException(f"no prepared data sets under {args.data} (run spoofsdk-train prepare first)")

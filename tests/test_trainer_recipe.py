@@ -51,6 +51,28 @@ def test_values_are_typed_and_free_tables_stay_free():
         Recipe.from_dict({"colour": "blue"})
 
 
+def test_base_sections_are_inherited_and_overridden_key_by_key(tmp_path):
+    """[base] takes only the named sections from another recipe; keys written in the recipe win."""
+    (tmp_path / "parent.toml").write_text('name = "parent"\n[data]\nmanifests = ["a", "b"]\nsampling = "class"\n'
+                                          '[train]\nlr = 0.5\n[augment]\nhflip = 0.0\nnoise_p = 0.3\n')
+    (tmp_path / "child.toml").write_text('name = "child"\n[base]\nrecipe = "parent.toml"\nsections = ["data", "augment"]\n'
+                                         '[data]\nepoch_size = 64\n[augment]\nhflip = 0.5\n')
+    child = load_recipe(tmp_path / "child.toml")
+    assert child.data.manifests == ["a", "b"] and child.data.sampling == "class" and child.data.epoch_size == 64
+    assert child.augment == {"hflip": 0.5, "noise_p": 0.3}
+    assert child.train.lr == Recipe().train.lr  # [train] was not named: never inherited
+    # The shipped hybrids take the default's data and augmentation: the same values, one source.
+    for name in ("hybrid_mnv2", "hybrid"):
+        assert load_recipe(name).data.manifests == load_recipe("probe").data.manifests
+        assert load_recipe(name).augment == load_recipe("probe").augment
+    (tmp_path / "bad.toml").write_text('[base]\nrecipe = "parent.toml"\nsections = ["trian"]\n')
+    with pytest.raises(RecipeError, match="not a recipe section"):
+        load_recipe(tmp_path / "bad.toml")
+    (tmp_path / "loop.toml").write_text('[base]\nrecipe = "loop.toml"\nsections = ["data"]\n')
+    with pytest.raises(RecipeError, match="cycle"):
+        load_recipe(tmp_path / "loop.toml")
+
+
 def test_training_hash_covers_what_shapes_the_weights():
     base = load_recipe("edgenet")
     assert base.training_hash() != base.with_overrides(["train.lr=0.01"]).training_hash()

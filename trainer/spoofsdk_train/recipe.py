@@ -11,6 +11,15 @@ owners' own keys and ``model.kwargs`` is passed to the architecture as given.
 
 ``--set section.key=value`` on the command line overrides one field (value in TOML syntax).
 
+A recipe may take sections from another one instead of repeating them::
+
+    [base]
+    recipe = "probe"                  # a name in recipes/ or a path (relative to this file)
+    sections = ["data", "augment"]    # taken from it; keys written here in those sections win
+
+Only the named sections are inherited (a recipe never picks up, say, the base's training loop
+by accident). Bases may have bases; a cycle is refused.
+
 :meth:`Recipe.training_hash` fingerprints everything that shapes the weights; checkpoints
 store it so that a run folder is never resumed with a different recipe by accident.
 """
@@ -276,6 +285,32 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
     raise RecipeError(f"recipe {str(recipe)!r} not found (as a file or in {RECIPES_DIR}: {', '.join(list_recipes())})")
 
 
+def _read_toml(recipe: str | Path, relative_to: Path | None = None, seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's table with its ``[base]`` sections filled in from the base recipe."""
+    candidate = (relative_to / recipe) if relative_to is not None and not Path(recipe).is_absolute() else Path(recipe)
+    path = (candidate if candidate.is_file() else resolve_recipe_path(recipe)).resolve()
+    if path in seen:
+        raise RecipeError(f"recipe base cycle: {' -> '.join(str(p.name) for p in seen + (path,))}")
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: {e}") from e
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, dict) or set(base) != {"recipe", "sections"} or not isinstance(base["sections"], list):
+        raise RecipeError(f"{path}: [base] must be exactly recipe = \"name\" and sections = [\"section\", ...]")
+    parent = _read_toml(base["recipe"], path.parent, seen + (path,))
+    sections = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("name", "description")]
+    for section in base["sections"]:
+        if section not in sections:
+            raise RecipeError(f"{path}: [base] section {section!r} is not a recipe section ({', '.join(sections)})")
+        if section in parent:
+            raw[section] = {**parent[section], **raw.get(section, {})}
+    return raw
+
+
 def load_recipe(recipe: str | Path | dict | Recipe, overrides: Sequence[str] = ()) -> Recipe:
     """Read a recipe (path, name in trainer/spoofsdk_train/recipes/, dict or Recipe) and apply ``--set`` overrides."""
     if isinstance(recipe, Recipe):
@@ -283,14 +318,9 @@ def load_recipe(recipe: str | Path | dict | Recipe, overrides: Sequence[str] = (
     elif isinstance(recipe, dict):
         base = Recipe.from_dict(recipe)
     else:
-        path = resolve_recipe_path(recipe)
-        try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise RecipeError(f"{path}: {e}") from e
+        raw = _read_toml(recipe)
         try:
             base = Recipe.from_dict(raw)
         except RecipeError as e:
-            raise RecipeError(f"{path}: {e}") from e
+            raise RecipeError(f"{resolve_recipe_path(recipe)}: {e}") from e
     return base.with_overrides(overrides)
