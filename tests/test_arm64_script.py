@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,7 @@ def test_round_trip_on_this_machine(co, data_dir, tmp_path):
     out = subprocess.run(run + ["check", "--workdir", str(work), "--side", "again"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "tiny-fp32.onnx" in out.stdout and "DIFF" not in out.stdout
+    # Same machine, same crops: the identical-input comparison reuses the first run instead of a second one.
+    again = json.loads((work / "again.json").read_text())
+    recs = [r for m in again["models"].values() for r in m["images"].values() if r["face"]]
+    assert recs and all(r.get("ref_input_same_crop") and r["ref_input_outputs"] == r["outputs"] for r in recs)
