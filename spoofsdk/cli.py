@@ -418,11 +418,12 @@ def models(as_json) -> None:
     if as_json:
         click.echo(json.dumps({"default": DEFAULT_MODEL, "models": rows, "detector": detector}, indent=2))
         return
-    click.echo(f"{'name':<10} {'precision':<9} {'input':>5} {'threshold':>9} {'size':>8}  file")
+    width = max([len("name")] + [len(row["name"]) + 1 for row in rows])  # +1: the default's '*'
+    click.echo(f"{'name':<{width}} {'precision':<9} {'input':>5} {'threshold':>9} {'size':>8}  file")
     for row in rows:
         size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "missing"
         names = row["name"] + ("*" if row["aliases"] else "")
-        click.echo(f"{names:<10} {row['precision']:<9} {row['input_size'] or '?':>5} {row['threshold'] if row['threshold'] is not None else '?':>9.4} {size:>8}  {row['file']}")
+        click.echo(f"{names:<{width}} {row['precision']:<9} {row['input_size'] or '?':>5} {row['threshold'] if row['threshold'] is not None else '?':>9.4} {size:>8}  {row['file']}")
     aliases = sorted({a for row in rows for a in row["aliases"]})
     if aliases:
         click.echo(f"* also available as: {', '.join(aliases)} (the default used when no --model is given)")
