@@ -217,11 +217,18 @@ def _add_shipped_quantized(entries: list[ModelEntry], seen: set[str], path: Path
     if any(e.kind == "asset" and e.fp32.parent == path.parent for e in same):
         return  # e.g. mnv2probe-int8.onnx beside mnv2probe-fp32.onnx
     where = _rel(path)
+    # The export it was quantized from keeps its threshold: prefer it to another run of the same recipe.
+    same.sort(key=lambda e: _props(e.fp32).get("threshold") != props.get("threshold"))
     if same:
         e = same[0]
+        holder = next((x for x in entries if x.key == name and x is not e), None)
+        if name and holder is not None:  # the shipped model takes its own name; the other run keeps a run-suffixed key
+            holder.key, e.key = f"{name}-{holder.fp32.parent.name}" if holder.fp32 else f"{name}-other", name
+            seen.add(holder.key)
         e.kind, e.paths[precision] = "asset", path
+        run = "same threshold" if _props(e.fp32).get("threshold") == props.get("threshold") else "threshold differs: another run"
         e.note = (f"shipped {precision.upper()} {where}; FP32 from the trainer's export {_rel(e.fp32)} "
-                  f"(same name and architecture, not shipped)" + e.note.split(_rel(e.fp32), 1)[1])
+                  f"(same name and architecture, {run}; not shipped)" + e.note.split(_rel(e.fp32), 1)[1])
         return
     key = name or path.stem
     if key in seen:

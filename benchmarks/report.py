@@ -524,7 +524,8 @@ def cli(quick, out, plot_path, results, render_only, nice, pytest_args) -> int:
         for other in sorted(store.glob("*.json")):
             o = json.loads(other.read_text())
             if other.stem != slug and "machine" in o:  # other files there (live_view.json) are not suite results
-                runs.append((o, o.get("plot")))
+                # its plot file was overwritten by this run's when they share a name: no picture rather than the wrong one
+                runs.append((o, o.get("plot") if o.get("plot") != rel else None))
     out.write_text(render_all(runs))
     print(f"wrote {out} and {plot_path}")
     return code

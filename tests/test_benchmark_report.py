@@ -115,11 +115,18 @@ def test_quantized_only_asset_pairs_with_a_same_name_fp32_and_tolerates_none(tmp
             prop.value = "fp32"
     onnx.save(m, str(run / f"{name}.onnx"))
     (run / f"{name}.int8.onnx").write_bytes(shipped.read_bytes()[:-1] + b" ")  # a decoy quantized sibling
+    other = tmp_path / "runs" / "a_other_run"  # another run of the recipe, found first: its threshold differs
+    other.mkdir()
+    for prop in m.metadata_props:
+        if prop.key == "threshold":
+            prop.value = "0.123"
+    m.graph.doc_string = "another run"  # another graph, or discover would measure the two once
+    onnx.save(m, str(other / f"{name}.onnx"))
     paired = {e.key: e for e in models.discover(assets=assets, runs=tmp_path / "runs")}
     e = paired[name]
     assert e.kind == "asset" and e.fp32 == run / f"{name}.onnx" and e.paths[precision] == assets / shipped.name
-    assert str(run / f"{name}.onnx") in e.note and "trainer's export" in e.note
-    assert sum(k == name or k.startswith(f"{name}-") for k in paired) == 1  # one entry, not a trained duplicate
+    assert str(run / f"{name}.onnx") in e.note and "same threshold" in e.note
+    assert paired[f"{name}-a_other_run"].kind == "trained"  # the other run stays an unshipped export
 
 
 def test_default_entry_is_the_embedded_default_by_file(monkeypatch):
