@@ -403,8 +403,9 @@ def plot(res: dict, path: Path) -> Path:
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
     colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
     model_colors: dict[str, str] = {}
-    palette = ["tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink"]
-    for i, pt in enumerate(sorted(pts, key=lambda p: p["ms_t1"]), 1):
+    palette = ["tab:purple", "tab:red", "tab:brown", "tab:cyan", "tab:olive", "tab:pink"]  # not the strip's precision colours
+    ordered = sorted(pts, key=lambda p: p["ms_t1"])
+    for i, pt in enumerate(ordered, 1):
         lo, x = pt["loso"], pt["ms_t1"]
         ref = pt.get("reference", False)
         color = "black" if ref else model_colors.setdefault(pt["model"], palette[len(model_colors) % len(palette)])
@@ -415,8 +416,11 @@ def plot(res: dict, path: Path) -> Path:
                    edgecolors="white" if pt["shipped"] else color,
                    label=f"{i}: {name} {pt['precision'].upper()}{'' if ref or pt['shipped'] else ' (not shipped)'}, {x:.2f} ms, "
                          f"mean {lo['auc_mean']:.3f}, worst {lo['auc_worst']:.3f}")
-        # neighbours in latency alternate above and below their points
-        ax.annotate(str(i), (x, lo["auc_mean"]), textcoords="offset points", xytext=(6, 4) if i % 2 else (6, -12), fontsize=8)
+        # the number goes left of its point when the next point is close on the right (2.5 % of a decade or so),
+        # and neighbours alternate above and below
+        crowded = i < len(ordered) and math.log10(ordered[i]["ms_t1"] / x) < 0.03
+        ax.annotate(str(i), (x, lo["auc_mean"]), textcoords="offset points", xytext=(-14 if crowded else 6, 4 if i % 2 else -12),
+                    fontsize=8, zorder=5)
     ax.set_xscale("log")
 
     if pts:
