@@ -272,9 +272,14 @@ def read_loso(path: Path) -> dict | None:
         return None
     s = loso["summary"]
     domains = {d: v.get("auc") for d, v in loso.get("domains", {}).items()}
+    # Replicates (the same recipe run with other seeds, scripts/embed_default.py --crossval ...): the figures
+    # are the mean over every run, because one seed's fold moves by more than recipes differ.
+    runs = [s] + [r["summary"] for r in loso.get("replicates", []) if "auc" in r.get("summary", {})]
+    bp = [r["bpcer_at_apcer_5"]["mean"] for r in runs if "bpcer_at_apcer_5" in r]
     return {"recipe": loso.get("recipe"), "recipe_hash": loso.get("recipe_hash"), "how": loso.get("how"),
-            "auc_mean": s["auc"]["mean"], "auc_worst": s["auc"]["worst"],
-            "bpcer_at_apcer_5_mean": s.get("bpcer_at_apcer_5", {}).get("mean"),
+            "auc_mean": sum(r["auc"]["mean"] for r in runs) / len(runs), "auc_worst": sum(r["auc"]["worst"] for r in runs) / len(runs),
+            "bpcer_at_apcer_5_mean": sum(bp) / len(bp) if len(bp) == len(runs) else s.get("bpcer_at_apcer_5", {}).get("mean"),
+            "seeds": len(runs), "auc_mean_per_seed": [r["auc"]["mean"] for r in runs],
             "domains": domains, "n_domains": sum(1 for v in domains.values() if _defined(v)),
             "file": _rel(path)}
 

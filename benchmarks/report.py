@@ -327,8 +327,10 @@ def _loso(res, models, **_):
         else:
             shipped = "shipped" if pt["shipped"] else "trainer's export, not shipped"
         if lo:
-            figures = [_f(lo["auc_mean"], 3), _f(lo["auc_worst"], 3), _f(lo.get("bpcer_at_apcer_5_mean"), 3), lo["n_domains"],
-                       f"`{lo['recipe']}` {lo['recipe_hash']}" if lo.get("recipe") else "every domain unseen"]
+            seeds = lo.get("seeds", 1)
+            figures = [_f(lo["auc_mean"], 3) + (f" ({' / '.join(_f(m, 3) for m in lo['auc_mean_per_seed'])})" if seeds > 1 else ""),
+                       _f(lo["auc_worst"], 3), _f(lo.get("bpcer_at_apcer_5_mean"), 3), lo["n_domains"],
+                       (f"`{lo['recipe']}` {lo['recipe_hash']}" + (f", {seeds} seeds" if seeds > 1 else "")) if lo.get("recipe") else "every domain unseen"]
         else:
             if pt["model"] not in notes:
                 notes[pt["model"]] = len(notes) + 1
