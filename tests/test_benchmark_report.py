@@ -222,8 +222,9 @@ def test_loso_section_shows_every_shipped_model_and_precision():
             assert cells[3] == f"{1.0 + i + 0.1 + (cells[1] == 'INT8') / 100:.3f}"  # 1-thread latency of that precision
             assert cells[5] == f"{res['models'][e.key][cells[1].lower()]['size_bytes'] / 1e6:.2f}"
             if lo:
-                assert cells[8:11] == [f"{lo['auc_mean']:.3f}", f"{lo['auc_worst']:.3f}", f"{lo['bpcer_at_apcer_5_mean']:.3f}"]
-                assert lo["recipe_hash"] in cells[12]
+                seeds = f" ({' / '.join(f'{m:.3f}' for m in lo['auc_mean_per_seed'])})" if lo["seeds"] > 1 else ""
+                assert cells[8:11] == [f"{lo['auc_mean']:.3f}{seeds}", f"{lo['auc_worst']:.3f}", f"{lo['bpcer_at_apcer_5_mean']:.3f}"]
+                assert lo["recipe_hash"] in cells[12] and (f"{lo['seeds']} seeds" in cells[12]) == (lo["seeds"] > 1)
             else:
                 assert cells[8].startswith("not measured")
         if lo is None:

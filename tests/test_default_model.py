@@ -1,7 +1,7 @@
 """The embedded models: integrity, metadata, and accuracy on data they never saw.
 
-The default (mnv2probe) was chosen on the leave-one-source-out table, which its metadata
-carries (metrics['loso']). NUAA subjects 0008, 0009 and 0014 are the trainer's held-out test
+The default (hybrid_mnv2) was chosen on the leave-one-source-out table, which its metadata
+carries (metrics['loso'], with a second seed of the recipe in metrics['loso']['replicates']). NUAA subjects 0008, 0009 and 0014 are the trainer's held-out test
 subjects for every embedded model, and gc535/test was never used for training or threshold
 choice, so these slices measure generalisation to unseen people, not memory. The default is
 not trained on gc535 at all (its shortcut hurt every other domain), and, like every model
@@ -47,6 +47,9 @@ def test_embedded_files_match_their_hashes_and_metadata(name, precision):
         webcam = [domains[d]["auc"] for d in WEBCAM_SOURCES]
         assert np.mean(webcam) > MINIFASNET_PAIR_WEBCAM_MEAN_AUC  # the reference to beat, on cameras never seen
         assert figures["nuaa"]["auc"] >= 0.93
+        for replicate in figures["loso"].get("replicates", []):  # the same recipe, another seed
+            assert set(replicate["auc"]) == set(domains)
+            assert np.mean([replicate["auc"][d] for d in WEBCAM_SOURCES]) > MINIFASNET_PAIR_WEBCAM_MEAN_AUC
     elif str(figures.get("split", "")).startswith("random"):  # SpoofNet: every domain, one random split
         domains = {k for k, v in figures.items() if isinstance(v, dict) and k != "all_test_sets"}
         assert domains == set(WEBCAM_SOURCES) | {"nuaa", "gc535", "viguardieiro"}
@@ -57,6 +60,27 @@ def test_embedded_files_match_their_hashes_and_metadata(name, precision):
 
 def test_default_is_int8():
     assert LivenessChecker().info.precision == "int8"
+
+
+def test_default_is_the_edge_model_with_the_best_leave_one_source_out_table():
+    """Issue 13's rule, on the tables the files carry: among embedded edge models (<= 1 M parameters,
+    <= 100 M MACs) with a leave-one-source-out table, the default has the best mean AUC over the same
+    domains (averaged over the recipe's seeds where there are several), and a better worst domain too."""
+    def table(name):
+        info = SpoofModel(name).info
+        loso = info.metrics.get("loso")
+        if loso is None or int(info.extra["params"]) > 1_000_000 or int(info.extra["macs"]) > 100_000_000:
+            return None
+        runs = [{d: v["auc"] for d, v in loso["domains"].items()}] + [r["auc"] for r in loso.get("replicates", [])]
+        return runs
+
+    tables = {name: t for name in EMBEDDED_MODELS if name != "default" and (t := table(name)) is not None}
+    assert len(tables) >= 2  # a choice was made between candidates
+    default = SpoofModel("default").info.name
+    domains = set.intersection(*(set(run) for runs in tables.values() for run in runs))
+    mean = {n: np.mean([np.mean([run[d] for d in domains]) for run in runs]) for n, runs in tables.items()}
+    worst = {n: np.mean([min(run[d] for d in domains) for run in runs]) for n, runs in tables.items()}
+    assert mean[default] == max(mean.values()) and worst[default] == max(worst.values())
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +98,11 @@ def test_held_out_nuaa_frames(checker, nuaa_dir):
                     labels.append(label)
                     scores.append(result.score)
     assert len(scores) >= 30  # faces found and scored in nearly every frame
-    assert metrics.roc_auc(labels, scores) >= 0.9
+    assert metrics.roc_auc(labels, scores) >= 0.95  # measured 0.997
     rates = metrics.error_rates(labels, scores, checker.info.threshold)
-    # The threshold is the EER point pooled over 11 domains' validation crops; on NUAA it errs
-    # towards refusing live faces (measured on these frames: APCER 5.6 %, BPCER 44 %).
-    assert rates.apcer <= 0.15 and rates.bpcer <= 0.6
+    # The threshold is the EER point pooled over the training domains' validation crops (measured on
+    # these frames: APCER 11.1 %, BPCER 0 %; the previous default, mnv2probe: 5.6 % / 44 %).
+    assert rates.apcer <= 0.2 and rates.bpcer <= 0.15
 
 
 def test_gc535_test_crops(gc535_dir):
@@ -106,7 +130,7 @@ def test_int8_matches_fp32_on_real_crops(gc535_dir):
 
     batch = [resize_square(c, int8.info.input_size) for c in crops]
     d = np.abs(int8.score_crops(batch) - fp32.score_crops(batch))
-    assert d.max() < 0.15 and np.median(d) < 0.05  # measured: max 0.10, median 0.022
+    assert d.max() < 0.2 and np.median(d) < 0.05  # measured: max 0.13, median 0.015
 
 
 def test_cli_info_shows_the_default(capsys):
@@ -116,7 +140,7 @@ def test_cli_info_shows_the_default(capsys):
 
     result = CliRunner().invoke(main, ["info"])
     assert result.exit_code == 0
-    assert "mnv2probe" in result.output and "int8" in result.output
+    assert "hybrid_mnv2" in result.output and "int8" in result.output
     shown = json.loads(result.output.split("metrics: ", 1)[1].splitlines()[0])
     assert shown["nuaa"]["n"] > 0 and "loso" in shown
 
