@@ -98,7 +98,7 @@ _EDGENET = {
 }
 # SpoofNet, the seed's plain 224x224 CNN (4,881,442 parameters, 3.28 G MACs), trained on every domain on a
 # random 70/15/15 split for comparison with the seed's published 99.94 %; INT8 only (FP32 is 19.5 MB).
-_SPOOFNET = {"int8": ("spoofnet-int8.onnx", "c595d1731fd7201b9bd85731a94dbf9a29e1757da1f1489f4ab655eeba397ad1")}
+_SPOOFNET = {"int8": ("spoofnet-int8.onnx", "067d1ad243e9633c7edf9d4a576d3467c153f6b618b4ff6b3bf025c38ecc68cb")}
 EMBEDDED_MODELS: dict[str, dict[str, tuple[str, str]]] = {
     "default": _HYBRID_MNV2, "hybrid_mnv2": _HYBRID_MNV2, "mnv2probe": _MNV2PROBE, "edgenet": _EDGENET, "spoofnet": _SPOOFNET,
 }
