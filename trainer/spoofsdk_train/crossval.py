@@ -243,7 +243,9 @@ def render_markdown(result: dict) -> str:
     head = "| held-out domain | real / attack | AUC | EER | APCER | BPCER | BPCER@APCER5 |" + (f" {ref['name']} AUC |" if ref else "")
     lines = [f"# Leave-one-source-out: {result['recipe']} ({result['architecture']})", "",
              f"Each row: trained on every other domain, threshold by `{result['threshold_rule']}` on their validation crops, "
-             f"then frozen; the held-out domain scored on all its crops. {len(result['domains'])} folds in {result['seconds'] / 60:.1f} min."
+             f"then frozen; the held-out domain scored on all its crops. {len(result['domains'])} folds, "
+             f"{result.get('fold_seconds', result['seconds']) / 60:.1f} min of fold time ({result['seconds'] / 60:.1f} min wall in this run, "
+             f"less when folds ran in parallel or were read back from an earlier run)."
              + (f" Scored but never trained on: {', '.join(result['test_only'])}." if result.get("test_only") else ""), "",
              head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["domains"]:
