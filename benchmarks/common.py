@@ -173,16 +173,9 @@ class Bench:
 
 
 def _training_data(entry: ModelEntry) -> str | None:
-    from spoofsdk.model import read_metadata_props
+    from .models import _props
 
-    for path in entry.files():
-        try:
-            text = read_metadata_props(path.read_bytes()).get("training_data")
-        except Exception:
-            continue
-        if text:
-            return text[:400]
-    return None
+    return next((text[:400] for path in entry.files() if (text := _props(path).get("training_data"))), None)
 
 
 def estimate_call_ms(fn: Callable[[], Any], n: int = 3) -> float:
