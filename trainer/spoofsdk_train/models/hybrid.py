@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import register
-from .mobilenetv2 import TRUNK_CHANNELS, load_imagenet_trunk
+from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, load_imagenet_trunk
 
 __all__ = ["MobileNetV3Small", "HybridNet", "MobileNetV2Hybrid"]
 
@@ -147,7 +147,7 @@ class HybridNet(nn.Module):
         return self.head(feats)
 
 
-class MobileNetV2Hybrid(nn.Module):
+class MobileNetV2Hybrid(FrozenStages):
     """ImageNet MobileNetV2 ``features[:depth]`` + the texture branch on its stride-8 level + the hybrid head."""
 
     STRIDE8 = 7  # features[:7] ends at stride 8 (32 channels)
@@ -160,18 +160,9 @@ class MobileNetV2Hybrid(nn.Module):
             raise ValueError(f"freeze must be in 0..depth ({depth}), got {freeze}")
         trunk = load_imagenet_trunk(depth, pretrained=pretrained)
         self.low, self.high = trunk[: self.STRIDE8], trunk[self.STRIDE8:]
-        self._frozen = list(trunk[:freeze])
-        for m in self._frozen:
-            for p in m.parameters():
-                p.requires_grad_(False)
+        self.freeze(*trunk[:freeze])
         self.texture = texture_branch(TRUNK_CHANNELS[self.STRIDE8])
         self.head = fusion_head(TRUNK_CHANNELS[depth] + 64, dropout)
-
-    def train(self, mode: bool = True) -> "MobileNetV2Hybrid":
-        super().train(mode)
-        for m in self._frozen:  # frozen stages run as ImageNet left them, BatchNorm statistics included
-            m.eval()
-        return self
 
     def forward(self, x):
         s8 = self.low(x)

@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from . import register
-from .mobilenetv2 import TRUNK_CHANNELS, load_imagenet_trunk
+from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, load_imagenet_trunk
 
 __all__ = ["MobileNetV2Probe"]
 
 
-class MobileNetV2Probe(nn.Module):
+class MobileNetV2Probe(FrozenStages):
     def __init__(self, split: int = 7, depth: int = 14, hidden: int = 0, dropout: float = 0.3, std_high: bool = False,
                  pretrained: bool = True):
         super().__init__()
@@ -48,17 +48,7 @@ class MobileNetV2Probe(nn.Module):
                                       nn.Dropout(dropout), nn.Linear(hidden, 1))
         else:
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.feature_dim, 1))
-        for p in self.low.parameters():
-            p.requires_grad_(False)
-        for p in self.high.parameters():
-            p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "MobileNetV2Probe":
-        super().train(mode)
-        # The trunk is frozen, BatchNorm statistics included: it always runs as ImageNet left it.
-        self.low.eval()
-        self.high.eval()
-        return self
+        self.freeze(self.low, self.high)  # the whole trunk runs as ImageNet left it, BatchNorm statistics included
 
     @staticmethod
     def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

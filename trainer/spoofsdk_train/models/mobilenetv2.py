@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["MobileNetV2", "InvertedResidual", "imagenet_weights_path", "load_imagenet_trunk", "TRUNK_CHANNELS"]
+__all__ = ["MobileNetV2", "InvertedResidual", "imagenet_weights_path", "load_imagenet_trunk", "TRUNK_CHANNELS", "FrozenStages"]
 
 # (expansion t, output channels c, repeats n, first stride s): torchvision's / the paper's table.
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -99,3 +99,21 @@ def load_imagenet_trunk(depth: int, pretrained: bool = True, path: str | os.Path
             )
         model.load_state_dict(torch.load(p, map_location="cpu", weights_only=True), strict=True)
     return model.features[:depth]
+
+
+class FrozenStages(nn.Module):
+    """Base of the models that keep ImageNet stages exactly as ImageNet left them (mnv2probe,
+    hybrid_mnv2): those stages get no gradients, and stay in eval mode whatever ``train()`` is asked,
+    so their BatchNorm statistics are never updated by our few cameras."""
+
+    def freeze(self, *stages: nn.Module) -> None:
+        self._frozen = list(stages)
+        for m in self._frozen:
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FrozenStages":
+        super().train(mode)
+        for m in getattr(self, "_frozen", ()):
+            m.eval()
+        return self
