@@ -407,10 +407,14 @@ def build_fp32(entry: ModelEntry) -> Path | None:
 
 def calibration_source(quick: bool = False) -> Path | None:
     """Real face crops for INT8 calibration: the trainer's manifest(s) in cache/, else the data set folders."""
-    from spoofsdk_train.quantize import find_manifests
+    from spoofsdk_train.quantize import QuantizeError, find_manifests
 
-    if not quick and find_manifests(cache_dir()):
-        return cache_dir()
+    if not quick:
+        try:
+            if find_manifests(cache_dir()):
+                return cache_dir()
+        except QuantizeError:  # several groups tie without a model's crop policy; quantizing picks by it (or says which tie)
+            return cache_dir()
     g = data_root() / "gc535" / "train"
     if g.is_dir():
         return g

@@ -104,6 +104,48 @@ def test_int8_keeps_metadata_io_and_labels(fp32_path, crops_dir, tmp_path):
     assert "INT8" in q.format_report(rep)
 
 
+def _group_manifest(group: Path, name: str, size: int, method: str = "random stratified (identities unknown)") -> None:
+    """An empty prepared set ``group/name/manifest.json``: only the fields find_manifests ranks by."""
+    (group / name).mkdir(parents=True)
+    manifest = {"version": 1, "dataset": name, "crop": {"faces": "crop", "crop_scale": None, "size": size}, "split": {"method": method}, "items": []}
+    (group / name / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_find_manifests_prefers_source_splits_to_random_recuts_then_the_crop_policy_and_names_ties(fp32_path, tmp_path):
+    """cache/random_64 (a `resplit` re-cut) sorts before cache/s1.0_64 but must not win: its test part holds
+    train frames. The crop policy decides next; groups still equal raise rather than let sort order pick."""
+    from spoofsdk_train.data import RESPLIT_METHOD
+
+    info = SpoofModel(fp32_path).info
+    assert info.input_size == 64
+
+    def chosen(path) -> set[str]:
+        return {Path(m["_dir"]).parent.name for m in q.find_manifests(path, info)}
+
+    cache = tmp_path / "cache"
+    for name in ("gc535", "nuaa"):
+        _group_manifest(cache / "random_64", name, 64, RESPLIT_METHOD)
+        _group_manifest(cache / "s1.0_64", name, 64)
+        _group_manifest(cache / "s1.0_128", name, 128)
+    assert chosen(cache) == {"s1.0_64"}
+    assert chosen(cache / "random_64") == {"random_64"}  # asked for by name, the re-cut is what you get
+    # A re-cut at the model's size still loses to source splits at another size (those are cut again from the frames).
+    other = tmp_path / "other"
+    _group_manifest(other / "random_64", "gc535", 64, RESPLIT_METHOD)
+    _group_manifest(other / "s1.0_128", "gc535", 128)
+    assert chosen(other) == {"s1.0_128"}
+    # Two groups alike in splits and policy: a typed error naming both, not whichever sorts last.
+    for name in ("gc535", "nuaa"):
+        _group_manifest(cache / "s1.0_64_again", name, 64)
+    with pytest.raises(q.QuantizeError, match="pass the folder you mean") as err:
+        q.find_manifests(cache, info)
+    assert str(cache / "s1.0_64") + "," in str(err.value) and str(cache / "s1.0_64_again") in str(err.value)
+    assert "random_64" not in str(err.value) and "s1.0_128" not in str(err.value)
+    with pytest.raises(q.QuantizeError, match="pass the folder you mean"):
+        q.collect_samples(cache, info)
+    assert chosen(cache / "s1.0_64_again") == {"s1.0_64_again"}
+
+
 def test_calibration_from_trainer_manifest(fp32_path, crops_dir, tmp_path):
     """cache/<set>/manifest.json as the trainer writes it: calibrate on train, report on test."""
     cache = tmp_path / "cache"

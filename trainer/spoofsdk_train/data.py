@@ -262,6 +262,15 @@ def _split_counts(items: Sequence[dict]) -> dict[str, dict[str, int]]:
                  "attack": sum(1 for i in items if i["split"] == sp and i["label"] == 0)} for sp in SPLITS}
 
 
+RESPLIT_METHOD = "random stratified by class over all crops (subjects and the dataset's own splits ignored)"
+
+
+def is_random_resplit(manifest: dict) -> bool:
+    """``manifest`` was written by :func:`resplit_random`: a random re-cut of another prepared set's
+    crops, whose test part holds frames and people of the source's train part."""
+    return str((manifest.get("split") or {}).get("method", "")) == RESPLIT_METHOD
+
+
 def resplit_random(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -291,7 +300,7 @@ def resplit_random(
     new = {k: v for k, v in man.items() if k != "_dir"}
     new.update(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        split={"method": "random stratified by class over all crops (subjects and the dataset's own splits ignored)",
+        split={"method": RESPLIT_METHOD,
                "fractions": list(fractions), "seed": seed, "from": str(src_dir / "manifest.json"),
                "note": "flatters: near-duplicate frames and the same people on both sides"},
         counts=counts,

@@ -58,7 +58,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def training_data_text(recipe: Recipe) -> str:
-    from .data import DataError, read_manifest
+    from .data import DataError, is_random_resplit, read_manifest
     from .evaluate import LICENCES
 
     parts, lic = [], []
@@ -71,7 +71,7 @@ def training_data_text(recipe: Recipe) -> str:
         name = m["dataset"]
         split = m.get("split", {})
         c = m.get("counts", {}).get("train", {})
-        if str(split.get("method", "")).startswith("random stratified by class over all crops"):
+        if is_random_resplit(m):
             share = "/".join(f"{100 * f:g}" for f in split.get("fractions", []))
             parts.append(f"{name} random {share} split, train part ({c.get('real', 0)} real, {c.get('attack', 0)} attack crops)")
         elif split.get("method") == "subject-disjoint":

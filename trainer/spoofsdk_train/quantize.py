@@ -105,11 +105,21 @@ def _same_policy(manifest: dict, info: ModelInfo) -> bool:
 
 def find_manifests(path: str | os.PathLike, info: ModelInfo | None = None) -> list[dict]:
     """The trainer's prepared data at ``path`` (``spoofsdk_train.data.read_manifest``): the manifest
-    itself, ``path/manifest.json``, or the per-data-set manifests below it
-    (``cache/<policy>/<set>/manifest.json``). When several crop policies are cached, the folder whose
-    crops match ``info`` (input size, crop scale) wins; crops of another policy are cut again from
-    the source frames."""
-    from .data import read_manifest
+    itself, ``path/manifest.json``, or one group of per-data-set manifests below it
+    (``cache/<group>/<set>/manifest.json``, up to ``cache/<a>/<b>/<set>/manifest.json``).
+
+    When ``path`` holds several groups, one is chosen by, in this order:
+
+    1. its splits: a group holding a random re-cut (``spoofsdk-train resplit``,
+       :func:`spoofsdk_train.data.is_random_resplit`) loses to one without, because its test part
+       holds frames and people from the prepared train split a model was trained on;
+    2. its crop policy: a group whose manifests all match ``info`` (input size, crop scale) wins,
+       then the one with the most matching manifests (crops of another policy are cut again from
+       the source frames; with ``info`` None every manifest counts as matching);
+    3. nothing else: groups still equal raise :class:`QuantizeError` naming them, so pass the
+       folder you mean (e.g. ``cache/s1.0_128``) rather than have sort order decide.
+    """
+    from .data import is_random_resplit, read_manifest
 
     path = Path(path)
     if path.is_file() and path.name.endswith(".json"):
@@ -121,10 +131,19 @@ def find_manifests(path: str | os.PathLike, info: ModelInfo | None = None) -> li
     groups: dict[Path, list[dict]] = {}
     for m in sorted(p for depth in ("*", "*/*", "*/*/*") for p in path.glob(f"{depth}/manifest.json")):
         groups.setdefault(m.parent.parent, []).append(read_manifest(m))
-    if not groups:
-        return []
-    score = {k: sum(info is None or _same_policy(m, info) for m in ms) for k, ms in groups.items()}
-    return groups[max(groups, key=lambda k: (score[k] == len(groups[k]), score[k]))]
+
+    def rank(manifests: list[dict]) -> tuple[bool, bool, int]:
+        matching = sum(info is None or _same_policy(m, info) for m in manifests)
+        return not any(is_random_resplit(m) for m in manifests), matching == len(manifests), matching
+
+    ranks = {k: rank(ms) for k, ms in groups.items()}
+    top = max(ranks.values(), default=None)
+    best = [k for k, r in ranks.items() if r == top]
+    if len(best) > 1:
+        policy = f" for {info.input_size} px crops at scale {info.crop_scale:g}" if info is not None else ""
+        raise QuantizeError(f"{path} holds {len(best)} groups of prepared data that fit equally well{policy}: "
+                            f"{', '.join(str(k) for k in best)}; pass the folder you mean")
+    return groups[best[0]] if best else []
 
 
 def _manifest_crop(item: dict, manifest: dict, info: ModelInfo) -> np.ndarray | None:
