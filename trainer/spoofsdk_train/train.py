@@ -217,6 +217,11 @@ def predict_scores(model: nn.Module, crops: CropSet, recipe: Recipe, device: tor
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def _cpu_bf16(train: TrainConfig, device: torch.device | str) -> bool:
+    """bf16 autocast on CPU: the one decision the training step and validation both follow."""
+    return bool(train.cpu_bf16) and torch.device(device).type == "cpu"
+
+
 def _scores_and_loss(model, crops: CropSet, recipe: Recipe, loss_fn, device, batch_size: int = 128) -> tuple[np.ndarray, float]:
     """P(real) for every crop and the mean loss, in one pass."""
     m = recipe.model
@@ -225,8 +230,7 @@ def _scores_and_loss(model, crops: CropSet, recipe: Recipe, loss_fn, device, bat
     scores, total = [], 0.0
     # Validation only picks the best epoch, so it runs in the training's CPU precision (bf16: ~3x faster);
     # evaluate/export score in fp32.
-    bf16 = recipe.train.cpu_bf16 and torch.device(device).type == "cpu"
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16) if _cpu_bf16(recipe.train, device) else contextlib.nullcontext():
         for s in range(0, len(crops), batch_size):
             imgs = [resize_square(im, m.input_size) for im in crops.images[s : s + batch_size]]
             x = torch.from_numpy(to_tensor(imgs, m.color_order, m.mean, m.std)).to(device)
@@ -445,7 +449,7 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
     train_crops, val_crops = _load_data(d)
     use_amp = t.amp and device.type == "cuda"
     # bf16 keeps fp32's exponent range, so CPU autocast needs no loss scaling (GradScaler stays CUDA-only).
-    autocast_dtype = torch.float16 if use_amp else torch.bfloat16 if t.cpu_bf16 and device.type == "cpu" else None
+    autocast_dtype = torch.float16 if use_amp else torch.bfloat16 if _cpu_bf16(t, device) else None
     log.info("recipe %s (%s): %s at %d px, %s params, %.1f M MACs, device %s, world %d, autocast %s, channels_last %s",
              recipe.name, recipe.training_hash(), m.architecture, m.input_size, f"{params:,}", macs / 1e6, device, world,
              str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "off", t.channels_last)
