@@ -318,9 +318,10 @@ def load_recipe(recipe: str | Path | dict | Recipe, overrides: Sequence[str] = (
     elif isinstance(recipe, dict):
         base = Recipe.from_dict(recipe)
     else:
-        raw = _read_toml(recipe)
+        path = resolve_recipe_path(recipe)
+        raw = _read_toml(path)
         try:
             base = Recipe.from_dict(raw)
         except RecipeError as e:
-            raise RecipeError(f"{resolve_recipe_path(recipe)}: {e}") from e
+            raise RecipeError(f"{path}: {e}") from e
     return base.with_overrides(overrides)
