@@ -472,16 +472,32 @@ def machine_slug(res: dict) -> str:
     return f"{cpu}-{m['cores']}c-{m['machine']}"
 
 
+def superseded_note(res: dict, newest: dict) -> str | None:
+    """The warning for a machine whose latest run measured another default model than the newest run
+    of all: its default-model rows (targets, pipeline, memory) describe a model the SDK no longer
+    defaults to, and stay until that machine runs again; None when ``res`` is up to date."""
+    if res is newest or res.get("default_model") == newest.get("default_model"):
+        return None
+    return (f"> **Superseded:** this machine's latest run ({res.get('started', '?')}) measured `{res.get('default_model')}` "
+            f"as the default model; the newest run ({newest['machine']['cpu']}, {newest.get('started', '?')}) measures "
+            f"`{newest.get('default_model')}`. Its default-model rows (targets, default against the MiniFASNet pair, "
+            "pipeline, memory) describe the earlier default; run `python -m benchmarks.report` on this machine to refresh them.")
+
+
 def render_all(runs: list[tuple[dict, str | None]]) -> str:
-    """RESULTS.md for one or more machines: one section per machine, the latest run of each."""
+    """RESULTS.md for one or more machines: one section per machine, the latest run of each; a machine
+    whose run measured another default than the newest run says so under its heading (:func:`superseded_note`)."""
     if len(runs) == 1:
         return render(*runs[0])
     parts = ["# spoofsdk benchmarks: results", "",
              "One section per machine (its latest full run); every ratio is same-run within its section.", ""]
+    newest = max((res for res, _ in runs), key=lambda r: r.get("started", ""))  # "YYYY-MM-DD HH:MM:SS UTC" sorts by time
     for res, plot_name in runs:
         body = render(res, plot_name).split("\n", 1)[1]  # drop the title
         m = res["machine"]
         parts.append(f"## {m['cpu']}, {m['cores']} cores, {m['machine']}, onnxruntime {res['versions'].get('onnxruntime')}")
+        if note := superseded_note(res, newest):
+            parts += ["", note]
         parts.append(body.replace("\n## ", "\n### "))
     return "\n".join(parts)
 

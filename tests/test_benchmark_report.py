@@ -49,6 +49,28 @@ def test_targets_come_from_the_config():
     assert "per-face latency, b1" not in report.render(res, None, without)
 
 
+def test_a_machine_whose_latest_run_measured_an_older_default_is_marked_superseded():
+    """One section per machine keeps each machine's latest run; one that measured another default model than
+    the newest run of all says so under its heading (its default-model rows describe the earlier default)."""
+    res = _stored()
+    machine = lambda cpu: {**res["machine"], "cpu": cpu}  # noqa: E731
+    new = dict(res, machine=machine("Board New"), started="2026-11-30 11:00:00 UTC", default_model="model_b")
+    old = dict(res, machine=machine("Board Old"), started="2026-11-22 13:00:00 UTC", default_model="model_a")
+    same = dict(res, machine=machine("Board Same"), started="2026-11-21 09:00:00 UTC", default_model="model_b")
+
+    def sections(text):
+        return {part.split(",", 1)[0]: part for part in text.split("\n## ")[1:]}
+
+    for order in ([new, old, same], [old, same, new]):  # the newest run decides, wherever it comes in the list
+        by_cpu = sections(report.render_all([(r, None) for r in order]))
+        assert set(by_cpu) == {"Board New", "Board Old", "Board Same"}
+        note = by_cpu["Board Old"].split("\n\n")[1]
+        assert note.startswith("> **Superseded:**") and "`model_a`" in note and "`model_b`" in note
+        assert "2026-11-22 13:00:00 UTC" in note and "Board New, 2026-11-30 11:00:00 UTC" in note
+        assert "Superseded" not in by_cpu["Board New"] and "Superseded" not in by_cpu["Board Same"]
+    assert "Superseded" not in report.render_all([(old, None)])  # a single machine has nothing newer
+
+
 def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     path = report.plot(_stored(), tmp_path / "p.png")
