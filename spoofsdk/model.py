@@ -80,7 +80,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # (metrics.loso and metrics.loso.replicates): above mnv2probe on the mean and the worst held-out domain.
 # INT8 is the default precision (0.85 MB); the FP32 sibling serves the browser demo and precision="fp32".
 _HYBRID_MNV2 = {
-    "int8": ("hybrid_mnv2-int8.onnx", "a802fbbb0857e87be5d9ece2a44225840ba85f9fc90b3b46977df040cdb3e422"),
+    "int8": ("hybrid_mnv2-int8.onnx", "5e31b40d0b2582c40348cc9c7e38d2108c1e0535d69f063742951f5215515464"),
     "fp32": ("hybrid_mnv2-fp32.onnx", "c321114a643351ade0a7806bd88d43dec15a4db15169b548b5e8b00223635119"),
 }
 # The previous default, mnv2probe: the same frozen trunk[:14], texture statistics and a linear head

@@ -104,6 +104,30 @@ def test_int8_keeps_metadata_io_and_labels(fp32_path, crops_dir, tmp_path):
     assert "INT8" in q.format_report(rep)
 
 
+def _dequantized_inputs(data: bytes, op_type: str) -> bool:
+    """Whether the weights of the ``op_type`` nodes come out of a DequantizeLinear (INT8 weights).
+
+    Weights, not the data input: a neighbour's output is quantized/dequantized on its own account."""
+    import onnx
+
+    graph = onnx.load_from_string(data).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    return any(made_by.get(n.input[1]) == "DequantizeLinear" for n in graph.node if n.op_type == op_type)
+
+
+def test_int8_keeps_the_named_nodes_in_fp32_and_refuses_a_name_that_matches_none(fp32_path, crops_dir, tmp_path):
+    """``fp32_nodes`` (CLI --fp32-nodes): nodes whose names start with a prefix stay FP32; a typo is an error, not a no-op."""
+    common = dict(calib=crops_dir, rounds=1, calib_size=8, eval_size=8, verbose=False)
+    plain = q.quantize(fp32_path, "int8", out=tmp_path / "plain.onnx", **common)
+    kept = q.quantize(fp32_path, "int8", out=tmp_path / "kept.onnx", fp32_nodes=("Gemm",), **common)
+    assert _dequantized_inputs(plain.out.read_bytes(), "Gemm")  # quantized by default...
+    assert not _dequantized_inputs(kept.out.read_bytes(), "Gemm")  # ...FP32 when named
+    assert json.loads(read_metadata_props(kept.out.read_bytes())["quantization"])["fp32_nodes"] == ["Gemm"]
+    with pytest.raises(q.QuantizeError, match="no node"):
+        q.quantize(fp32_path, "int8", out=tmp_path / "typo.onnx", fp32_nodes=("/lwo/",), **common)
+    assert not (tmp_path / "typo.onnx").exists()
+
+
 def _group_manifest(group: Path, name: str, size: int, method: str = "random stratified (identities unknown)") -> None:
     """An empty prepared set ``group/name/manifest.json``: only the fields find_manifests ranks by."""
     (group / name).mkdir(parents=True)

@@ -212,6 +212,8 @@ def models(size) -> None:
 @click.option("--reduce-range/--no-reduce-range", default=None, help="7-bit INT8 weights [on].")
 @click.option("--op-types", type=click.Choice(("all", "matmul")), default=None,
               help="INT8 operators: all, or Conv/Gemm/MatMul only with the math between them in FP32 [all].")
+@click.option("--fp32-nodes", multiple=True, metavar="PREFIX",
+              help="Keep in FP32 the ONNX nodes whose names start with PREFIX, e.g. '/low/low.1/' (repeatable).")
 @click.option("--sweep", is_flag=True, help="Measure every INT8 combination side by side instead of writing one model.")
 def quantize(model, precision, calib, eval_data, out, calib_size, eval_size, kind, detector, threads, rounds, no_report, sweep, **int8) -> None:
     """FP16 / INT8 versions of an ONNX model, with a report against FP32 (no torch needed).
@@ -221,7 +223,7 @@ def quantize(model, precision, calib, eval_data, out, calib_size, eval_size, kin
     # torch-free: `spoofsdk-train quantize` works where torch is not installed
     from .quantize import format_sweep, quantize as run_quantize, sweep_int8, to_json
 
-    int8 = {k: v for k, v in int8.items() if v is not None}
+    int8 = {k: v for k, v in int8.items() if v is not None and v != ()}
     if sweep:
         if calib is None:
             raise click.UsageError("--sweep needs --calib")

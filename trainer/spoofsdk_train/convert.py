@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,11 @@ INT8_DEFAULTS: dict[str, Any] = {
     "reduce_range": True,
     "per_channel": True,
     "fp32_input_convs": True,
+    # ONNX node-name prefixes kept in FP32 (e.g. "/low/low.1/": a whole block of the exported
+    # module tree). For models whose early, full-resolution activations carry the texture cue:
+    # hybrid_mnv2's stride-2/4 blocks in 8 bits moved gc535's AUC by -0.011, in FP32 by < 0.002
+    # (docs/QUANTIZATION.md). Empty: quantize everything else.
+    "fp32_nodes": (),
     # "all": every operator onnxruntime can quantize. "matmul": Conv/Gemm/MatMul only, everything
     # between them in FP32 -- for graphs with precision-critical elementwise math, e.g. mnv2probe's
     # channel standard deviations, sqrt(E[x^2] - E[x]^2), which 8-bit activations destroy
@@ -168,6 +174,23 @@ def _input_convs(pre_path: Path, max_channels: int = 4) -> list[str]:
     return out
 
 
+def _nodes_named(pre_path: Path, prefixes: Sequence[str]) -> list[str]:
+    """Names of the nodes under each of ``prefixes``; a prefix that names no node is an error
+    (a typo would otherwise quantize the block it meant to keep)."""
+    if not prefixes:
+        return []
+    import onnx
+
+    names = [n.name for n in onnx.load(str(pre_path)).graph.node]
+    out = []
+    for prefix in prefixes:
+        hit = [n for n in names if n.startswith(prefix)]
+        if not hit:
+            raise QuantizeError(f"fp32_nodes: no node of the model is named {prefix!r}... (names look like {names[0]!r})")
+        out += hit
+    return out
+
+
 def quantize_int8(
     model_bytes: bytes,
     calib_tensors: np.ndarray,
@@ -179,6 +202,7 @@ def quantize_int8(
     per_channel: bool = INT8_DEFAULTS["per_channel"],
     fp32_input_convs: bool = INT8_DEFAULTS["fp32_input_convs"],
     op_types: str = INT8_DEFAULTS["op_types"],
+    fp32_nodes: Sequence[str] = INT8_DEFAULTS["fp32_nodes"],
     percentile: float = 99.999,
     workdir: str | os.PathLike | None = None,
     calibration_cache: str | os.PathLike | None = None,
@@ -208,7 +232,7 @@ def quantize_int8(
             "ActivationSymmetric": False,
         }
         out = work / "int8.onnx"
-        exclude = _input_convs(pre) if fp32_input_convs else []
+        exclude = sorted(set(_input_convs(pre) if fp32_input_convs else []) | set(_nodes_named(pre, fp32_nodes)))
         quantize_static(
             str(pre),
             str(out),
