@@ -71,7 +71,7 @@ CPU_FAST = ["train.cpu_bf16=true", "train.channels_last=true"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("switches", [[], CPU_FAST], ids=["fp32", "bf16-channels-last"])
+@pytest.mark.parametrize("switches", [[], CPU_FAST, ["train.swa_start=0.25"]], ids=["fp32", "bf16-channels-last", "weight-averaging"])
 def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, monkeypatch, switches):
     recipe = tiny_recipe(tiny_data, "train.epochs=2", *switches)
     train(recipe, tmp_path / "full", progress=False)
@@ -94,6 +94,35 @@ def test_resume_from_first_epoch_matches_uninterrupted_run(tiny_data, tmp_path, 
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 0
     train(recipe, tmp_path / "cut", progress=False)  # resumes at epoch 2
     assert _same(_weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "cut" / "last.pt"))
+    # best.pt too: with weight averaging it is the running mean, which must survive the interruption
+    assert _same(_weights(tmp_path / "full" / "best.pt"), _weights(tmp_path / "cut" / "best.pt"))
+
+
+def test_weight_averaging_saves_the_mean_of_the_late_steps(tiny_data, tmp_path, monkeypatch):
+    """train.swa_start=0.5: best.pt holds the mean of the weights after each step of the second half, not any one epoch's."""
+    seen = []
+    real_update = torch.optim.swa_utils.AveragedModel.update_parameters
+
+    def recording_update(self, model):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_update(self, model)
+
+    monkeypatch.setattr(torch.optim.swa_utils.AveragedModel, "update_parameters", recording_update)
+    recipe = tiny_recipe(tiny_data, "train.epochs=2", "train.swa_start=0.5")
+    train(recipe, tmp_path / "avg", progress=False)
+    steps_per_epoch = recipe.data.epoch_size // recipe.train.batch_size
+    assert len(seen) == steps_per_epoch  # the second of two epochs
+    best, last = load_checkpoint(tmp_path / "avg" / "best.pt"), load_checkpoint(tmp_path / "avg" / "last.pt")
+    assert best["averaged_steps"] == len(seen) and best["epoch"] == 1
+    floats = [k for k, v in best["model"].items() if v.is_floating_point()]
+    for k in floats:
+        torch.testing.assert_close(best["model"][k], torch.stack([w[k] for w in seen]).mean(0), rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(best["model"][k], last["model"][k]) for k in floats)  # not the last step's weights
+    # a run without averaging keeps its recipe's training hash (old runs' fold reuse); one with it gets a new one
+    assert tiny_recipe(tiny_data).training_hash() == tiny_recipe(tiny_data, "train.swa_start=0.0").training_hash()
+    assert tiny_recipe(tiny_data).training_hash() != recipe.training_hash() != tiny_recipe(tiny_data, "train.epochs=2").training_hash()
+    with pytest.raises(ValueError, match="swa_start"):
+        train(tiny_recipe(tiny_data, "train.swa_start=1.0"), tmp_path / "bad", progress=False)
 
 
 @pytest.mark.slow

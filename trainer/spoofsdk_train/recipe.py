@@ -109,6 +109,10 @@ class TrainConfig:
     # Distillation: the loss mixes the label with the teacher's P(live) at this weight (0 = off).
     distill_alpha: float = 0.0
     teacher: str = "minifasnet_pair"
+    # Weight averaging (SWA; SWAD, Cha et al. 2021, for domain generalisation): from this fraction
+    # of the run's steps on, every step's weights go into a running mean, and best.pt holds that
+    # mean at the end (a flat-minimum solution, no monitor selection). 0 = off.
+    swa_start: float = 0.0
 
 
 @dataclass
@@ -122,6 +126,10 @@ class ExportConfig:
     parity_tolerance: float = 1e-4
     license: str = "research and evaluation use only"
 
+
+# Fields added after runs were made, left out of the training hash while at these values, so that
+# older runs' hashes (resume, crossval fold reuse) stay valid.
+_HASH_OMITS_AT_DEFAULT = {"train.swa_start": 0.0}
 
 # Fields that do not change the weights a run produces: they may differ when a run is resumed.
 _BOOKKEEPING = {"name", "description", "eval", "export", "train.num_workers", "train.threads", "train.log_every", "train.probe_cache"}
@@ -180,6 +188,10 @@ class Recipe:
                 raw[section].pop(leaf, None)
             else:
                 raw.pop(section, None)
+        for key, default in _HASH_OMITS_AT_DEFAULT.items():
+            section, _, leaf = key.partition(".")
+            if raw.get(section, {}).get(leaf) == default:
+                raw[section].pop(leaf)
         text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -428,6 +428,16 @@ class _Run:
     best: dict | None = None
     bad_epochs: int = 0
     history: list = field(default_factory=list)
+    swa: Any = None  # torch.optim.swa_utils.AveragedModel when train.swa_start > 0
+
+    @property
+    def swa_first_step(self) -> int:
+        """The first step (0-based, over the whole run) whose weights enter the average."""
+        return int(self.recipe.train.swa_start * self.recipe.train.epochs * len(self.loader))
+
+    @property
+    def averaging(self) -> bool:
+        return self.swa is not None and int(self.swa.n_averaged) > 0
 
     @property
     def last_path(self) -> Path:
@@ -461,9 +471,16 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
                         worker_init_fn=_worker_init if t.num_workers else None, drop_last=len(sampler) > per_rank_batch,
                         pin_memory=device.type == "cuda")
     opt = make_optimizer(model, t)
+    if not 0.0 <= t.swa_start < 1.0:
+        raise ValueError(f"train.swa_start is the fraction of the run after which weights are averaged, in [0, 1); got {t.swa_start}")
     ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
-    return _Run(recipe, out, world, rank, device, model, ddp_model, spec.output, params, macs, val_crops, ds, sampler, loader,
-                make_loss(recipe, spec.output), opt, make_scheduler(opt, t), torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, autocast_dtype)
+    run = _Run(recipe, out, world, rank, device, model, ddp_model, spec.output, params, macs, val_crops, ds, sampler, loader,
+               make_loss(recipe, spec.output), opt, make_scheduler(opt, t), torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, autocast_dtype)
+    if t.swa_start > 0:
+        # Buffers (BatchNorm running statistics) are averaged with the weights, so the mean model
+        # needs no extra pass over the data to re-estimate them.
+        run.swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
+    return run
 
 
 def _resume(run: _Run, extend: bool) -> None:
@@ -487,6 +504,8 @@ def _resume(run: _Run, extend: bool) -> None:
         run.sched.load_state_dict(ck["scheduler"])
     if run.use_amp and ck.get("scaler"):
         run.scaler.load_state_dict(ck["scaler"])
+    if run.swa is not None and ck.get("swa"):
+        run.swa.load_state_dict(ck["swa"])
     run.start_epoch, run.best, run.bad_epochs, run.history = start, ck.get("best"), ck.get("bad_epochs", 0), ck.get("history", [])
     log.info("resumed from %s at epoch %d", run.last_path, run.start_epoch)
 
@@ -520,6 +539,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
         run.scaler.update()
         if t.scheduler == "cosine_warm_restarts":
             run.sched.step(epoch + (it + 1) / iters)
+        if run.swa is not None and epoch * iters + it >= run.swa_first_step:
+            run.swa.update_parameters(run.model)
         with torch.no_grad():
             pred = (probs_real(logits.detach(), run.output) >= 0.5).long()
             tot_correct += int((pred == y).sum())
@@ -548,9 +569,12 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     sign = -1.0 if monitor == "val_auc" else 1.0  # minimise sign * value
     t0 = row.pop("t0")
     train_time = row.pop("train_time_s")
-    val = validate(run.model, run.val_crops, run.recipe, run.loss_fn, run.device)
+    # Averaging: the running mean is the run's answer (validated and saved as best.pt every epoch
+    # once it has begun); the monitor only reports.
+    model = run.swa.module if run.averaging else run.model
+    val = validate(model, run.val_crops, run.recipe, run.loss_fn, run.device)
     value = val[monitor]
-    improved = run.best is None or (not math.isnan(value) and sign * value < sign * run.best["value"] - 1e-6)
+    improved = run.averaging or run.best is None or (not math.isnan(value) and sign * value < sign * run.best["value"] - 1e-6)
     row.update({"val_loss": val["val_loss"], "val_auc": val["val_auc"], "val_eer": val["val_eer"], "val_sets": val["sets"],
                 "epoch_time_s": time.time() - t0, "train_time_s": train_time})
     run.history.append(_plain(row))
@@ -560,16 +584,18 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     if improved:
         run.best = {"epoch": epoch + 1, "value": float(value), "monitor": monitor, "val": _plain(val)}
         run.bad_epochs = 0
-        torch.save({"model": run.model.state_dict(), "val": _plain(val), **common}, run.best_path)
+        extra = {"averaged_steps": int(run.swa.n_averaged)} if run.averaging else {}
+        torch.save({"model": model.state_dict(), "val": _plain(val), **extra, **common}, run.best_path)
     else:
         run.bad_epochs += 1
     torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
-                "scaler": run.scaler.state_dict() if run.use_amp else {}, "best": run.best, "bad_epochs": run.bad_epochs, **common}, run.last_path)
+                "scaler": run.scaler.state_dict() if run.use_amp else {}, "best": run.best, "bad_epochs": run.bad_epochs,
+                "swa": run.swa.state_dict() if run.swa is not None else {}, **common}, run.last_path)
     (run.out / "history.json").write_text(json.dumps(run.history, indent=1))
     sets_txt = "  ".join(f"{k}: auc {v.get('auc', float('nan')):.4f} eer {v.get('eer', float('nan')):.4f} loss {v['loss']:.4f}" for k, v in val["sets"].items())
     log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f auc %.4f eer %.4f  [%s]  %.0fs%s",
              epoch + 1, t.epochs, row["lr"], row["train_loss"], row["train_acc"], val["val_loss"], val["val_auc"], val["val_eer"], sets_txt,
-             row["epoch_time_s"], "  *best*" if improved else "")
+             row["epoch_time_s"], f"  *averaged over {int(run.swa.n_averaged)} steps*" if run.averaging else "  *best*" if improved else "")
     if t.patience and run.bad_epochs >= t.patience:
         log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", monitor, run.bad_epochs, run.best["value"], run.best["epoch"])
         return True
