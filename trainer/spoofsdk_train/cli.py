@@ -1,4 +1,4 @@
-"""``spoofsdk-train``: prepare | resplit | train | crossval | evaluate | export | quantize | models.
+"""``spoofsdk-train``: prepare | resplit | train | crossval | evaluate | export | quantize | models | cues.
 
     spoofsdk-train prepare /work/shared/data/nuaa --out cache/s1.5_128 --scale 1.5 --size 128
     spoofsdk-train resplit cache/s1.0_224/* --out cache/random/s1.0_224
@@ -180,6 +180,21 @@ def export(checkpoint, out, report, name, opset) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     _setup_logging(out.parent)
     run_export(checkpoint, out, report=json.loads(report.read_text()) if report else None, name=name, opset=opset)
+
+
+@cli.command()
+@click.argument("prepared", nargs=-1, required=True, type=_EXISTING)
+@click.option("--size", type=click.IntRange(min=8), default=128, show_default=True, help="Crops resized to this side first (the model's input).")
+@click.option("--split", "splits", multiple=True, type=click.Choice(("train", "val", "test")), help="Only these splits (repeatable; default: all).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the rows as JSON.")
+def cues(prepared, size, splits, json_out) -> None:
+    """Shortcut check: per prepared domain, the AUC of plain image statistics as live-vs-attack scores."""
+    from .cues import cue_table, format_cues
+
+    rows = cue_table(prepared, size=size, splits=splits or None)
+    click.echo(format_cues(rows))
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
 
 
 @cli.command()

@@ -1,0 +1,66 @@
+"""spoofsdk_train.cues: per-domain AUC of plain image statistics, and the flips that make a model rank a domain backwards."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("spoofsdk_train", reason="the trainer (pip install -e ./trainer) is not installed")
+
+from spoofsdk_train.cues import STATISTICS, crop_statistics, cue_table, flips, format_cues
+from spoofsdk_train.data import prepare
+
+
+def _domain(root: Path, live_brightness: int, attack_brightness: int, n: int = 6) -> Path:
+    """A tiny face-crop data set whose classes differ in brightness only: one grey grain pattern
+    (no colour, so no saturation) added to a different level per class, nothing else."""
+    grain = np.random.default_rng(0).normal(0, 6, (48, 48, 1))
+    for label, level in (("real", live_brightness), ("attack", attack_brightness)):
+        (root / label).mkdir(parents=True)
+        img = np.repeat(np.clip(level + grain, 0, 255), 3, axis=2).astype(np.uint8)
+        for i in range(n):
+            cv2.imwrite(str(root / label / f"{i}.png"), img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_domains(tmp_path_factory) -> list[Path]:
+    base = tmp_path_factory.mktemp("cues")
+    bright_live = _domain(base / "raw" / "bright_live", 180, 90)
+    dark_live = _domain(base / "raw" / "dark_live", 70, 160)
+    return [prepare(d, base / "cache", size=32, faces="crop", progress=False).parent for d in (bright_live, dark_live)]
+
+
+def test_brightness_cue_and_its_flip_are_found(two_domains):
+    rows = cue_table(two_domains, size=32)
+    by = {r["domain"]: r for r in rows}
+    assert by["bright_live"]["real"] == by["bright_live"]["attack"] == 6
+    assert by["bright_live"]["brightness"] == 1.0 and by["dark_live"]["brightness"] == 0.0
+    assert flips(rows) == ["brightness"]
+    text = format_cues(rows)
+    assert "**1.00**" in text and "**0.00**" in text and "flips" in text and "brightness." in text
+
+
+def test_one_class_domain_has_no_auc_and_bad_crops_are_refused(two_domains, tmp_path):
+    rows = cue_table(two_domains[:1], size=32, splits=["train"])
+    assert rows[0]["real"] + rows[0]["attack"] < 12  # the train split only
+    only_live = _domain(tmp_path / "raw" / "only_live", 120, 120)
+    for f in (only_live / "attack").iterdir():
+        f.unlink()
+    (only_live / "attack").rmdir()
+    row = cue_table([prepare(only_live, tmp_path / "cache", size=32, faces="crop", progress=False).parent])[0]
+    assert row["attack"] == 0 and all(row[name] is None for name in STATISTICS)
+    with pytest.raises(ValueError, match="BGR uint8"):
+        crop_statistics(np.zeros((8, 8), np.uint8))
+
+
+def test_cli_writes_the_table_and_json(two_domains, tmp_path, capsys):
+    from spoofsdk_train.cli import main
+
+    out = tmp_path / "cues.json"
+    assert main(["cues", *map(str, two_domains), "--size", "32", "--json", str(out)]) == 0
+    assert "| bright_live | 6 / 6 |" in capsys.readouterr().out
+    assert [r["domain"] for r in json.loads(out.read_text())] == ["bright_live", "dark_live"]
