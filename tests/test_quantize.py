@@ -125,7 +125,11 @@ def test_int8_keeps_the_named_nodes_in_fp32_and_refuses_a_name_that_matches_none
     assert json.loads(read_metadata_props(kept.out.read_bytes())["quantization"])["fp32_nodes"] == ["Gemm"]
     with pytest.raises(q.QuantizeError, match="no node"):
         q.quantize(fp32_path, "int8", out=tmp_path / "typo.onnx", fp32_nodes=("/lwo/",), **common)
+    with pytest.raises(q.QuantizeError, match="empty prefix"):
+        q.quantize(fp32_path, "int8", out=tmp_path / "typo.onnx", fp32_nodes=("",), **common)
     assert not (tmp_path / "typo.onnx").exists()
+    bare = q.quantize(fp32_path, "int8", out=tmp_path / "bare.onnx", fp32_nodes="Gemm", **common)  # one prefix, not a tuple
+    assert not _dequantized_inputs(bare.out.read_bytes(), "Gemm")
 
 
 def _group_manifest(group: Path, name: str, size: int, method: str = "random stratified (identities unknown)") -> None:
@@ -168,6 +172,12 @@ def test_find_manifests_prefers_source_splits_to_random_recuts_then_the_crop_pol
     with pytest.raises(q.QuantizeError, match="pass the folder you mean"):
         q.collect_samples(cache, info)
     assert chosen(cache / "s1.0_64_again") == {"s1.0_64_again"}
+    # No group of the model's policy (e.g. MiniFASNet's 80 px context crops beside cache/s1.0_128 and
+    # cache/s1.0_224): every crop is cut again from its source frame anyway, so no error; first by name.
+    mixed = tmp_path / "mixed"
+    _group_manifest(mixed / "s1.0_224", "gc535", 224)
+    _group_manifest(mixed / "s1.0_128", "gc535", 128)
+    assert chosen(mixed) == {"s1.0_128"}
 
 
 def test_calibration_from_trainer_manifest(fp32_path, crops_dir, tmp_path):
@@ -302,6 +312,10 @@ def test_sweep_honours_the_sizes_and_small_differences_are_visible(fp32_path, cr
     monkeypatch.setattr(q, "sweep_int8", lambda *a, **k: seen.update(k) or [])
     assert main(["quantize", str(fp32_path), "--sweep", "--calib", str(crops_dir), "--calib-size", "7", "--eval-size", "9"]) == 0
     assert seen["calib_size"] == 7 and seen["eval_size"] == 9
+    # INT8 settings with --sweep are refused, not dropped (the sweep measures its own grid)
+    seen.clear()
+    assert main(["quantize", str(fp32_path), "--sweep", "--calib", str(crops_dir), "--fp32-nodes", "Gemm"]) == 2
+    assert not seen and "--fp32-nodes" in capsys.readouterr().err
     rep = {"precision": "int8", "name": "m", "architecture": "a", "how": {"tool": "t"}, "size_bytes": {"fp32": 4e6, "int8": 1e6},
            "size_ratio": 0.25, "n_samples": 9, "max_abs_dscore": 3.2e-5, "mean_abs_dscore": 4e-6, "decision_agreement": 5 / 9}
     text = q.format_report(rep)

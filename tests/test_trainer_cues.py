@@ -46,7 +46,10 @@ def test_brightness_cue_and_its_flip_are_found(two_domains):
 
 def test_one_class_domain_has_no_auc_and_bad_crops_are_refused(two_domains, tmp_path):
     rows = cue_table(two_domains[:1], size=32, splits=["train"])
-    assert rows[0]["real"] + rows[0]["attack"] < 12  # the train split only
+    items = json.loads((two_domains[0] / "manifest.json").read_text())["items"]
+    train = [it for it in items if it["split"] == "train"]
+    assert 0 < len(train) < len(items)
+    assert (rows[0]["real"], rows[0]["attack"]) == (sum(it["label"] == 1 for it in train), sum(it["label"] == 0 for it in train))
     only_live = _domain(tmp_path / "raw" / "only_live", 120, 120)
     for f in (only_live / "attack").iterdir():
         f.unlink()

@@ -242,6 +242,9 @@ def quantize(model, precision, calib, eval_data, out, calib_size, eval_size, kin
     if sweep:
         if calib is None:
             raise click.UsageError("--sweep needs --calib")
+        if int8:
+            # the sweep measures its own grid of settings; silently dropping these would mislead
+            raise click.UsageError(f"--sweep measures a fixed grid of INT8 settings; drop {', '.join('--' + k.replace('_', '-') for k in int8)}")
         rows = sweep_int8(model, calib, eval_data=eval_data, calib_size=calib_size, eval_size=eval_size, threads=threads,
                           rounds=rounds, kind=kind, detector=detector)
         click.echo(format_sweep(rows))

@@ -177,8 +177,12 @@ def _input_convs(pre_path: Path, max_channels: int = 4) -> list[str]:
 def _nodes_named(pre_path: Path, prefixes: Sequence[str]) -> list[str]:
     """Names of the nodes under each of ``prefixes``; a prefix that names no node is an error
     (a typo would otherwise quantize the block it meant to keep)."""
+    if isinstance(prefixes, str):  # one prefix given bare, not as a 1-tuple
+        prefixes = (prefixes,)
     if not prefixes:
         return []
+    if any(not p for p in prefixes):
+        raise QuantizeError("fp32_nodes: an empty prefix would name every node (the whole model would stay FP32)")
     import onnx
 
     names = [n.name for n in onnx.load(str(pre_path)).graph.node]

@@ -63,7 +63,10 @@ def cue_table(manifests: Sequence[str | os.PathLike], size: int = 128, splits: S
                 image = read_image(base / it["file"])
             except ImageError as e:
                 raise DataError(f"{e} (run prepare again)") from e
-            stats.append(crop_statistics(resize_square(image, size)))
+            try:
+                stats.append(crop_statistics(resize_square(image, size)))
+            except ValueError as e:
+                raise DataError(f"{base / it['file']}: {e}") from e
             labels.append(int(it["label"]))
         y = np.asarray(labels)
         both = len(set(labels)) == 2

@@ -117,7 +117,9 @@ def find_manifests(path: str | os.PathLike, info: ModelInfo | None = None) -> li
        then the one with the most matching manifests (crops of another policy are cut again from
        the source frames; with ``info`` None every manifest counts as matching);
     3. nothing else: groups still equal raise :class:`QuantizeError` naming them, so pass the
-       folder you mean (e.g. ``cache/s1.0_128``) rather than have sort order decide.
+       folder you mean (e.g. ``cache/s1.0_128``) rather than have sort order decide -- unless none
+       of them holds a single crop of ``info``'s policy: then every crop is cut again from its
+       source frame whichever group lists it, and the first group by name is read.
     """
     from .data import is_random_resplit, read_manifest
 
@@ -139,6 +141,10 @@ def find_manifests(path: str | os.PathLike, info: ModelInfo | None = None) -> li
     ranks = {k: rank(ms) for k, ms in groups.items()}
     top = max(ranks.values(), default=None)
     best = [k for k, r in ranks.items() if r == top]
+    if len(best) > 1 and top[2] == 0:
+        # No group holds crops of the model's policy: every crop is cut again from its source
+        # frame, so the groups differ only in which items they list; the first by name is read.
+        return groups[best[0]]
     if len(best) > 1:
         policy = f" for {info.input_size} px crops at scale {info.crop_scale:g}" if info is not None else ""
         raise QuantizeError(f"{path} holds {len(best)} groups of prepared data that fit equally well{policy}: "

@@ -476,10 +476,11 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
     ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
     run = _Run(recipe, out, world, rank, device, model, ddp_model, spec.output, params, macs, val_crops, ds, sampler, loader,
                make_loss(recipe, spec.output), opt, make_scheduler(opt, t), torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, autocast_dtype)
-    if t.swa_start > 0:
+    if t.swa_start > 0 and rank == 0:  # only rank 0 validates and saves
         # Buffers (BatchNorm running statistics) are averaged with the weights, so the mean model
-        # needs no extra pass over the data to re-estimate them.
-        run.swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True)
+        # needs no extra pass over the data to re-estimate them. avg_fn: tensor by tensor; the
+        # default foreach kernels (CUDA) refuse BatchNorm's integer num_batches_tracked.
+        run.swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, avg_fn=torch.optim.swa_utils.get_swa_avg_fn())
     return run
 
 
@@ -598,6 +599,8 @@ def _end_epoch(run: _Run, row: dict) -> bool:
              row["epoch_time_s"], f"  *averaged over {int(run.swa.n_averaged)} steps*" if run.averaging else "  *best*" if improved else "")
     if t.patience and run.bad_epochs >= t.patience:
         log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", monitor, run.bad_epochs, run.best["value"], run.best["epoch"])
+        if run.swa is not None:
+            log.warning("early stopping came before weight averaging began (train.swa_start): best.pt is the monitor's best epoch, not an average")
         return True
     return False
 
@@ -647,6 +650,12 @@ def train(recipe: Recipe | dict, out_dir: str | os.PathLike, resume: bool = True
     if world > 1:
         dist.barrier()
     setup_logging(out, rank)
+    if recipe.train.swa_start > 0 and recipe.train.mode != "full":
+        raise ValueError(f"train.swa_start (weight averaging) is for train.mode = 'full', not {recipe.train.mode!r}")
+    if recipe.train.swa_start > 0 and extend:
+        # The average's window is a fraction of the run: more epochs would move it under the mean
+        # already taken. Train again (a new --out) with the new epochs instead.
+        raise ValueError("--extend cannot change the length of a run with weight averaging (train.swa_start > 0): train again instead")
     if recipe.train.mode == "probe":
         return _train_probe(recipe, out)
     if recipe.train.mode != "full":
