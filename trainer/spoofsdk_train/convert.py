@@ -158,14 +158,11 @@ def _preprocess(model_bytes: bytes, workdir: Path) -> Path:
     return dst
 
 
-def _input_convs(pre_path: Path, max_channels: int = 4) -> list[str]:
-    """Conv nodes that read few channels (the raw image: stems, fixed high-pass filters)."""
-    import onnx
-
-    model = onnx.load(str(pre_path))
-    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+def _input_convs(graph, max_channels: int = 4) -> list[str]:
+    """Conv nodes of ``graph`` (an onnx GraphProto) that read few channels (the raw image: stems, fixed high-pass filters)."""
+    weights = {t.name: list(t.dims) for t in graph.initializer}
     out = []
-    for n in model.graph.node:
+    for n in graph.node:
         if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in weights:
             continue
         group = next((a.i for a in n.attribute if a.name == "group"), 1)
@@ -174,18 +171,16 @@ def _input_convs(pre_path: Path, max_channels: int = 4) -> list[str]:
     return out
 
 
-def _nodes_named(pre_path: Path, prefixes: Sequence[str]) -> list[str]:
-    """Names of the nodes under each of ``prefixes``; a prefix that names no node is an error
-    (a typo would otherwise quantize the block it meant to keep)."""
+def _nodes_named(graph, prefixes: Sequence[str]) -> list[str]:
+    """Names of the nodes of ``graph`` under each of ``prefixes``; a prefix that names no node is an
+    error (a typo would otherwise quantize the block it meant to keep)."""
     if isinstance(prefixes, str):  # one prefix given bare, not as a 1-tuple
         prefixes = (prefixes,)
     if not prefixes:
         return []
     if any(not p for p in prefixes):
         raise QuantizeError("fp32_nodes: an empty prefix would name every node (the whole model would stay FP32)")
-    import onnx
-
-    names = [n.name for n in onnx.load(str(pre_path)).graph.node]
+    names = [n.name for n in graph.node]
     out = []
     for prefix in prefixes:
         hit = [n for n in names if n.startswith(prefix)]
@@ -212,6 +207,7 @@ def quantize_int8(
     calibration_cache: str | os.PathLike | None = None,
 ) -> bytes:
     """Static QDQ quantization of ``model_bytes`` calibrated on ``calib_tensors`` (normalised NCHW float32)."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     if op_types not in ("all", "matmul"):
@@ -236,7 +232,8 @@ def quantize_int8(
             "ActivationSymmetric": False,
         }
         out = work / "int8.onnx"
-        exclude = sorted(set(_input_convs(pre) if fp32_input_convs else []) | set(_nodes_named(pre, fp32_nodes)))
+        graph = onnx.load(str(pre)).graph  # read once for both exclusion rules
+        exclude = sorted(set(_input_convs(graph) if fp32_input_convs else []) | set(_nodes_named(graph, fp32_nodes)))
         quantize_static(
             str(pre),
             str(out),
