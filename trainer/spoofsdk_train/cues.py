@@ -20,12 +20,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from spoofsdk.crop import resize_square
-from spoofsdk.errors import ImageError
-from spoofsdk.folders import read_image
+from spoofsdk.folders import SPLITS
 from spoofsdk.metrics import roc_auc
 
-from .data import DataError, read_manifest
+from .data import load_crops, read_manifest
 
 __all__ = ["STATISTICS", "crop_statistics", "cue_table", "format_cues"]
 
@@ -55,23 +53,11 @@ def cue_table(manifests: Sequence[str | os.PathLike], size: int = 128, splits: S
     rows = []
     for m in manifests:
         man = read_manifest(m)
-        base = Path(man["_dir"])
-        items = [it for it in man["items"] if not splits or it["split"] in splits]
-        stats, labels = [], []
-        for it in items:
-            try:
-                image = read_image(base / it["file"])
-            except ImageError as e:
-                raise DataError(f"{e} (run prepare again)") from e
-            try:
-                stats.append(crop_statistics(resize_square(image, size)))
-            except ValueError as e:
-                raise DataError(f"{base / it['file']}: {e}") from e
-            labels.append(int(it["label"]))
-        y = np.asarray(labels)
-        both = len(set(labels)) == 2
-        values = np.stack(stats) if stats else np.zeros((0, len(STATISTICS)))
-        row = {"domain": man.get("dataset", base.name), "real": int((y == 1).sum()), "attack": int((y == 0).sum())}
+        parts = [load_crops([man], split, size) for split in (splits or SPLITS)]  # the trainer's own crop loader
+        y = np.concatenate([part.labels for part in parts])
+        values = np.array([crop_statistics(img) for part in parts for img in part.images]).reshape(len(y), len(STATISTICS))
+        both = len(set(y.tolist())) == 2
+        row = {"domain": man.get("dataset", Path(man["_dir"]).name), "real": int((y == 1).sum()), "attack": int((y == 0).sum())}
         row.update({name: roc_auc(y, values[:, k]) if both else None for k, name in enumerate(STATISTICS)})
         rows.append(row)
     return rows
