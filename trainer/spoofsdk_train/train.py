@@ -471,8 +471,6 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
                         worker_init_fn=_worker_init if t.num_workers else None, drop_last=len(sampler) > per_rank_batch,
                         pin_memory=device.type == "cuda")
     opt = make_optimizer(model, t)
-    if not 0.0 <= t.swa_start < 1.0:
-        raise ValueError(f"train.swa_start is the fraction of the run after which weights are averaged, in [0, 1); got {t.swa_start}")
     ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
     run = _Run(recipe, out, world, rank, device, model, ddp_model, spec.output, params, macs, val_crops, ds, sampler, loader,
                make_loss(recipe, spec.output), opt, make_scheduler(opt, t), torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, autocast_dtype)
@@ -650,6 +648,8 @@ def train(recipe: Recipe | dict, out_dir: str | os.PathLike, resume: bool = True
     if world > 1:
         dist.barrier()
     setup_logging(out, rank)
+    if not 0.0 <= recipe.train.swa_start < 1.0:
+        raise ValueError(f"train.swa_start is the fraction of the run after which weights are averaged, in [0, 1); got {recipe.train.swa_start}")
     if recipe.train.swa_start > 0 and recipe.train.mode != "full":
         raise ValueError(f"train.swa_start (weight averaging) is for train.mode = 'full', not {recipe.train.mode!r}")
     if recipe.train.swa_start > 0 and extend:
