@@ -153,3 +153,28 @@ def test_checker_scores_a_frame_with_the_pair_as_the_authors_would(exported, nua
         expected.append(minifasnet_pair_p_live(crop[None], models=[load_minifasnet(name)])[0])
     assert face.score == pytest.approx(np.mean(expected), abs=1e-4)
     assert checker.threshold == 0.5
+
+
+# --- online distillation: the teacher scores the student's own normalised batch ---------------------
+@pytest.mark.parametrize("color_order,mean,std", [("RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ("BGR", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+def test_pair_teacher_on_a_student_batch_equals_the_pair_on_the_crops(minifasnet_folder, data_dir, color_order, mean, std):
+    """Undoing the student's normalisation and colour order gives the authors' input: same P(live)."""
+    import cv2
+
+    from spoofsdk.crop import to_tensor
+    from spoofsdk_train.models.minifasnet import PairTeacher
+
+    crops = _real_crops(data_dir, n=8)  # 80 x 80 BGR
+    teacher = PairTeacher(color_order, mean, std)
+    got = teacher(torch.from_numpy(to_tensor(crops, color_order, mean, std))).numpy()
+    np.testing.assert_allclose(got, minifasnet_pair_p_live(crops), atol=1e-5)
+    assert got.min() < 0.5 < got.max()  # real crops of both kinds, not a constant
+    # A 128-px student batch is resized to 80 like OpenCV's INTER_LINEAR does for cached crops.
+    big = np.stack([cv2.resize(c, (128, 128), interpolation=cv2.INTER_CUBIC) for c in crops])
+    small = np.stack([cv2.resize(c, (80, 80), interpolation=cv2.INTER_LINEAR) for c in big])
+    got_big = teacher(torch.from_numpy(to_tensor(big, color_order, mean, std))).numpy()
+    np.testing.assert_allclose(got_big, minifasnet_pair_p_live(small), atol=2e-3)
+    teacher.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(ValueError, match="colour order"):
+        PairTeacher("YUV", mean, std, models=(teacher.pair[0], teacher.pair[1]))

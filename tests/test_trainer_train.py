@@ -181,9 +181,9 @@ def test_augmented_items_are_reproducible(tiny_data):
 
     m = recipe.model
     ds = TrainDataset(crops, Augmenter(recipe.augment), 32, m.color_order, m.mean, m.std, seed=5)
-    a, la = ds[3]
-    b, lb = ds[3]
-    assert torch.equal(a, b) and la == lb and a.shape == (3, 32, 32)
+    a, la, sa = ds[3]
+    b, lb, _ = ds[3]
+    assert torch.equal(a, b) and la == lb and a.shape == (3, 32, 32) and sa is False
     ds.set_epoch(1)
     assert not torch.equal(a, ds[3][0])
 
@@ -200,11 +200,12 @@ def test_synthesis_relabels_live_crops_as_the_recipe_says(tiny_data):
     on = TrainDataset(crops, Augmenter({}), 32, m.color_order, m.mean, m.std, seed=5,
                       synth=AttackSynthesizer({"p_synth": 1.0, "apply_to": "real_only"}))
     for i in range(len(crops)):
-        x0, l0 = plain[i]
-        x1, l1 = off[i]
-        x2, l2 = on[i]
+        x0, l0, s0 = plain[i]
+        x1, l1, s1 = off[i]
+        x2, l2, s2 = on[i]
         assert l0 == int(crops.labels[i]) and torch.equal(x0, x1) and l1 == l0  # off: bit-identical to no synthesis
         assert l2 == 0
+        assert not s0 and not s1 and s2 == (l0 == 1)  # only a live crop made into an attack is flagged synthesized
         assert torch.equal(x2, x0) == (l0 == 0)  # attacks untouched, live crops changed
 
 
@@ -233,3 +234,62 @@ def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
     assert ck["epoch"] == 1
     log = (out / "train.log").read_text()
     assert "world 2" in log and "x2 processes" in log
+
+
+# --- online distillation (train.distill_alpha in the full loop) ---------------------------------------
+def test_distill_targets_mix_label_and_teacher_but_keep_synthesized_attacks_at_their_label():
+    from spoofsdk_train.train import distill_targets
+
+    labels = torch.tensor([1, 0, 0, 1])
+    teacher = torch.tensor([0.2, 0.9, 0.6, 1.0])
+    synthesized = torch.tensor([False, False, True, False])
+    got = distill_targets(labels, teacher, synthesized, 0.5)
+    torch.testing.assert_close(got, torch.tensor([0.6, 0.45, 0.0, 1.0]))
+    torch.testing.assert_close(distill_targets(labels, teacher, synthesized, 0.0), labels.float())
+
+
+class _ConstantTeacher(torch.nn.Module):
+    """Says 0.5 of every crop and records the batches it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, x):
+        self.batches.append(tuple(x.shape))
+        return torch.full((len(x),), 0.5)
+
+
+def test_full_loop_trains_on_the_teachers_view_of_every_augmented_batch(tiny_data, tmp_path, monkeypatch):
+    """The loss sees (1 - alpha) * label + alpha * teacher for every draw; the teacher sees every batch."""
+    import spoofsdk_train.train as train_mod
+
+    teacher, targets = _ConstantTeacher(), []
+    real_make_loss = train_mod.make_loss
+
+    def recording_loss(recipe, output):
+        loss = real_make_loss(recipe, output)
+
+        def fn(logits, y):
+            if logits.requires_grad:  # training steps, not validation
+                targets.append(y.detach().clone())
+            return loss(logits, y)
+
+        return fn
+
+    monkeypatch.setattr(train_mod, "make_teacher", lambda name, m: teacher)
+    monkeypatch.setattr(train_mod, "make_loss", recording_loss)
+    train(tiny_recipe(tiny_data, "train.epochs=2", "train.distill_alpha=0.25"), tmp_path / "d", progress=False)
+    assert len(teacher.batches) == 2 * 32 // 8 == len(targets) and all(s == (8, 3, 32, 32) for s in teacher.batches)
+    every = torch.cat(targets)
+    assert every.is_floating_point()
+    # label 1 -> 0.75 + 0.125, label 0 -> 0.125: both classes drawn, nothing else.
+    assert set(every.tolist()) == {0.125, 0.875}
+    targets.clear()
+    train(tiny_recipe(tiny_data, "train.epochs=2"), tmp_path / "l", progress=False)
+    assert not torch.cat(targets).is_floating_point() and len(teacher.batches) == 8  # alpha 0: no teacher, class indices
+
+
+def test_distill_alpha_outside_zero_to_one_is_refused(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="distill_alpha"):
+        train(tiny_recipe(tiny_data, "train.distill_alpha=1.5"), tmp_path / "x", progress=False)

@@ -107,6 +107,8 @@ class TrainConfig:
     probe_views: int = 3
     probe_cache: str = "cache/probe"
     # Distillation: the loss mixes the label with the teacher's P(live) at this weight (0 = off).
+    # Probe mode: the teacher's scores of the cached views. Full mode: the teacher scores every
+    # augmented training batch as the student sees it (spoofsdk_train.models.minifasnet.PairTeacher).
     distill_alpha: float = 0.0
     teacher: str = "minifasnet_pair"
     # Weight averaging (SWA; SWAD, Cha et al. 2021, for domain generalisation): from this fraction

@@ -104,6 +104,7 @@ class TrainDataset(Dataset):
         img = self.crops.images[idx]
         label = int(self.crops.labels[idx])
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        original = label
         if self.synth is not None:
             # Style mixing borrows the look of a crop from another domain (set), never the label.
             j = pick_reference(self.crops.sets, idx, rng) if self.synth.cfg.p_style_mix > 0 else None
@@ -114,7 +115,8 @@ class TrainDataset(Dataset):
         x = to_tensor(img[None], self.color_order, self.mean, self.std)[0]
         if self.augment is not None:
             x = self.augment.erase(x, rng)
-        return torch.from_numpy(np.ascontiguousarray(x)), label
+        # The third item says "a live crop made into an attack here": its distillation target is the label.
+        return torch.from_numpy(np.ascontiguousarray(x)), label, label != original
 
 
 class BalancedSampler(DistributedSampler):
@@ -194,9 +196,10 @@ def make_loss(recipe: Recipe, output: str):
     kind = recipe.train.loss
     if kind == "auto":
         kind = "ce" if output == "logits2" else "bce"
+    # ``y``: class indices, or (distillation) a float P(real) per crop, a soft target.
     if kind == "ce":
         ce = nn.CrossEntropyLoss(label_smoothing=float(recipe.train.label_smoothing))
-        return lambda logits, y: ce(logits.float(), y)
+        return lambda logits, y: ce(logits.float(), torch.stack([1.0 - y, y], 1) if y.is_floating_point() else y)
     if kind == "bce":
         bce = nn.BCEWithLogitsLoss()
         return lambda logits, y: bce(logits.reshape(-1).float(), y.float())
@@ -204,6 +207,17 @@ def make_loss(recipe: Recipe, output: str):
 
 
 @torch.no_grad()
+def distill_targets(labels: torch.Tensor, teacher_p_live: torch.Tensor, synthesized: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Soft P(real) targets: ``(1 - alpha) * label + alpha * teacher``.
+
+    A live crop that the synthesizer made into an attack keeps its label as the whole target: the
+    teacher would score the look of the replay we painted, and the label is what we know.
+    """
+    y = labels.float()
+    teacher = torch.where(synthesized, y, teacher_p_live.float())
+    return (1.0 - alpha) * y + alpha * teacher
+
+
 def predict_scores(model: nn.Module, crops: CropSet, recipe: Recipe, device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
     """P(real) for every crop, with the evaluation preprocessing (the runtime's to_tensor)."""
     m = recipe.model
@@ -429,6 +443,7 @@ class _Run:
     bad_epochs: int = 0
     history: list = field(default_factory=list)
     swa: Any = None  # torch.optim.swa_utils.AveragedModel when train.swa_start > 0
+    teacher: Any = None  # a frozen module giving P(live) of the training batch when train.distill_alpha > 0
 
     @property
     def swa_first_step(self) -> int:
@@ -479,7 +494,19 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
         # needs no extra pass over the data to re-estimate them. avg_fn: tensor by tensor; the
         # default foreach kernels (CUDA) refuse BatchNorm's integer num_batches_tracked.
         run.swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, avg_fn=torch.optim.swa_utils.get_swa_avg_fn())
+    if t.distill_alpha > 0:
+        run.teacher = make_teacher(t.teacher, m).to(device)
+        log.info("distillation: %s, alpha %.2f, on every augmented draw", t.teacher, t.distill_alpha)
     return run
+
+
+def make_teacher(name: str, m) -> nn.Module:
+    """The named teacher as a module that scores the student's own batches (P(live))."""
+    if name != "minifasnet_pair":
+        raise ValueError(f"unknown teacher {name!r}; known: minifasnet_pair")
+    from .models.minifasnet import PairTeacher
+
+    return PairTeacher(m.color_order, m.mean, m.std)
 
 
 def _resume(run: _Run, extend: bool) -> None:
@@ -522,13 +549,15 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
     iters = len(run.loader)
     tot_loss, tot_correct, tot_n = 0.0, 0, 0
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (progress and run.rank == 0), unit="batch", leave=False)
-    for it, (x, y) in enumerate(bar):
+    for it, (x, y, synthesized) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # Soft targets from the teacher's view of this very (augmented) batch, in fp32 outside autocast.
+        target = y if run.teacher is None else distill_targets(y, run.teacher(x), synthesized.to(device), t.distill_alpha)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=run.autocast_dtype) if run.autocast_dtype else contextlib.nullcontext():
             logits = run.ddp_model(x)
-            loss = run.loss_fn(logits, y)
+            loss = run.loss_fn(logits, target)
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if t.clip_grad > 0:
@@ -656,6 +685,8 @@ def train(recipe: Recipe | dict, out_dir: str | os.PathLike, resume: bool = True
         # The average's window is a fraction of the run: more epochs would move it under the mean
         # already taken. Train again (a new --out) with the new epochs instead.
         raise ValueError("--extend cannot change the length of a run with weight averaging (train.swa_start > 0): train again instead")
+    if not 0.0 <= recipe.train.distill_alpha <= 1.0:
+        raise ValueError(f"train.distill_alpha is the teacher's share of the target, in [0, 1]; got {recipe.train.distill_alpha}")
     if recipe.train.mode == "probe":
         return _train_probe(recipe, out)
     if recipe.train.mode != "full":

@@ -45,6 +45,7 @@ __all__ = [
     "bgr_crops_to_tensor",
     "minifasnet_pair_probs",
     "minifasnet_pair_p_live",
+    "PairTeacher",
 ]
 
 LIVE_CLASS = 1
@@ -308,3 +309,41 @@ def minifasnet_pair_p_live(bgr_crops_80: np.ndarray, batch_size: int = 256, mode
     Same input and ``models`` as :func:`minifasnet_pair_probs`.
     """
     return minifasnet_pair_probs(bgr_crops_80, batch_size, models)[:, LIVE_CLASS]
+
+
+class PairTeacher(nn.Module):
+    """The MiniFASNet pair's P(live) for a batch in a student's input format: online distillation.
+
+    The training loop hands the teacher the very batch the student sees (augmented, normalised,
+    the student's colour order and size), so every draw gets its own soft target. This undoes the
+    student's normalisation (``x * std + mean`` on [0, 1] pixels, clipped as a uint8 image would
+    be), turns RGB into the authors' BGR 0..255 and resizes to 80 x 80 (bilinear, half-pixel
+    centres: OpenCV's INTER_LINEAR, as :func:`minifasnet_pair_p_live` does for cached crops).
+    Frozen and always in eval mode; ``train()`` leaves it there.
+    """
+
+    def __init__(self, color_order: str, mean, std, models: tuple[MiniFASNet, MiniFASNet] | None = None):
+        super().__init__()
+        if color_order.upper() not in ("RGB", "BGR"):
+            raise ValueError(f"colour order must be RGB or BGR, got {color_order!r}")
+        # Own copies (not the process-wide pair): moving the teacher to a GPU must not move that one.
+        pair = models if models is not None else (load_minifasnet("minifasnet_v2"), load_minifasnet("minifasnet_v1se"))
+        self.pair = nn.ModuleList(pair)
+        for p in self.pair.parameters():
+            p.requires_grad_(False)
+        self.flip_to_bgr = color_order.upper() == "RGB"
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "PairTeacher":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img = ((x.float() * self.std + self.mean) * 255.0).clamp_(0.0, 255.0)
+        if self.flip_to_bgr:
+            img = img.flip(1)
+        if img.shape[-2:] != (80, 80):
+            img = nn.functional.interpolate(img, size=(80, 80), mode="bilinear", align_corners=False)
+        return sum(torch.softmax(m(img), 1)[:, LIVE_CLASS] for m in self.pair) / len(self.pair)
