@@ -119,12 +119,28 @@ def test_probe_scores_equal_the_full_forward_pass(domains, tmp_path):
 
 
 @pytest.mark.slow
-def test_crossval_full_mode_trains_each_fold_without_its_domain(domains, tmp_path):
+def test_crossval_full_mode_trains_each_fold_without_its_domain(domains, tmp_path, monkeypatch):
     recipe = load_recipe("edgenet", ["model.input_size=32", "data.epoch_size=16", "train.epochs=1", "train.batch_size=8", "train.threads=1",
                                      "train.warmup_epochs=0", "train.log_every=0", "data.manifests=" + json.dumps([str(d) for d in domains])])
     result = crossval(recipe, tmp_path / "loso", held_out=["camC"])
-    fold = json.loads((tmp_path / "loso" / "folds" / "camC" / "fold.json").read_text())
+    fold_dir = tmp_path / "loso" / "folds" / "camC"
+    fold = json.loads((fold_dir / "fold.json").read_text())
     assert "camC" not in fold["train_domains"] and len(result["domains"]) == 1
+
+    # A fold whose training finished but whose scoring did not (killed, or scoring raised) is scored
+    # from its best.pt, not trained again; a changed recipe still retrains.
+    import spoofsdk_train.train as train_mod
+
+    (fold_dir / "fold.json").unlink()
+    (fold_dir / "held_out_scores.npz").unlink()
+    real_train = train_mod.train
+    calls = []
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
+    again = crossval(recipe, tmp_path / "loso", held_out=["camC"])
+    assert calls == [] and again["domains"][0]["auc"] == result["domains"][0]["auc"] and (fold_dir / "fold.json").is_file()
+    (fold_dir / "fold.json").unlink()
+    crossval(recipe.with_overrides(["train.seed=3"]), tmp_path / "loso", held_out=["camC"])
+    assert len(calls) == 1
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ Affordable on two CPU cores with a probe recipe (``train.mode = "probe"``): the 
 statistics of every crop view are computed once and shared by every fold (:mod:`.probe`).
 Recipes that train a network take minutes per fold, so a run can be interrupted and started
 again: a fold whose ``fold.json`` carries the same training hash (same recipe, same training
-domains) and threshold rule is read back, not retrained. ``jobs`` runs that many folds at once
+domains) and threshold rule is read back, not retrained, and one whose training ran to its end
+with that recipe but was never scored is scored from its ``best.pt``. ``jobs`` runs that many folds at once
 in separate processes (each with the recipe's ``train.threads``).
 """
 from __future__ import annotations
@@ -109,6 +110,20 @@ def _finished_fold(out: Path, fold_recipe: Recipe, held: str) -> dict | None:
     return _row(held, saved["labels"], saved["scores"], float(info["threshold"]), info["train_domains"], info["seconds"])
 
 
+def _trained_not_scored(out: Path, fold_recipe: Recipe) -> bool:
+    """True when the fold's training ran to its end with this very recipe (``train_summary.json``, written
+    last by ``train``, and ``best.pt`` both carry its training hash) but no ``fold.json`` followed."""
+    from .train import load_checkpoint
+
+    summary, best = out / "train_summary.json", out / "best.pt"
+    if not (summary.is_file() and best.is_file()):
+        return False
+    want = fold_recipe.training_hash()
+    if json.loads(summary.read_text()).get("recipe_hash") != want:
+        return False
+    return Recipe.from_dict(load_checkpoint(best)["recipe"]).training_hash() == want
+
+
 def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     """Train on the fold's domains, choose the threshold on their val crops, score the held-out domain."""
     from .train import model_from_checkpoint, train
@@ -121,7 +136,10 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     if done is not None:
         return done
     t0 = time.time()
-    train(fold_recipe, out, resume=False, progress=False)
+    if _trained_not_scored(out, fold_recipe):
+        log.info("fold %-20s trained with this recipe but not scored (stopped, or scoring failed): scoring its best.pt", held["dataset"])
+    else:
+        train(fold_recipe, out, resume=False, progress=False)
     model, _, _ = model_from_checkpoint(out / "best.pt")
     score = _scorer(model, fold_recipe)
     val = load_crops([read_manifest(p) for p in fold["train"]], "val")

@@ -206,7 +206,6 @@ def make_loss(recipe: Recipe, output: str):
     raise ValueError(f"loss must be auto, ce or bce, got {kind!r}")
 
 
-@torch.no_grad()
 def distill_targets(labels: torch.Tensor, teacher_p_live: torch.Tensor, synthesized: torch.Tensor, alpha: float) -> torch.Tensor:
     """Soft P(real) targets: ``(1 - alpha) * label + alpha * teacher``.
 
@@ -218,6 +217,7 @@ def distill_targets(labels: torch.Tensor, teacher_p_live: torch.Tensor, synthesi
     return (1.0 - alpha) * y + alpha * teacher
 
 
+@torch.no_grad()
 def predict_scores(model: nn.Module, crops: CropSet, recipe: Recipe, device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
     """P(real) for every crop, with the evaluation preprocessing (the runtime's to_tensor)."""
     m = recipe.model
