@@ -133,3 +133,7 @@ def test_pooled_random_split_figures_reach_the_report_and_the_export(tiny_run, t
     assert figures["split"].startswith("random stratified by class")
     text = training_data_text(load_recipe(recipe, ["data.manifests=" + json.dumps(random_sets)]))
     assert "syn random 70/15/15 split, train part" in text and "other random 70/15/15 split" in text
+    assert "Distilled" not in text and "Apache" not in text
+    # A distilled model names its teacher and the teacher's licence.
+    taught = training_data_text(load_recipe(recipe, ["data.manifests=" + json.dumps(random_sets), "train.distill_alpha=0.5"]))
+    assert "Distilled from the MiniFASNet pair" in taught and "Apache-2.0" in taught and "weight 0.5" in taught

@@ -79,7 +79,19 @@ def training_data_text(recipe: Recipe) -> str:
         else:
             parts.append(f"{name} train split ({c.get('real', 0)} real, {c.get('attack', 0)} attack crops)")
         lic.append(LICENCES.get(name, f"{name}: see its source"))
-    return "; ".join(parts) + ". Licences: " + "; ".join(lic) + ". Weights for research and evaluation use only."
+    text = "; ".join(parts) + ". Licences: " + "; ".join(lic) + "."
+    if recipe.train.distill_alpha > 0:
+        # The teacher's weights shaped these ones: the model card names it and its licence (issue 13).
+        text += (f" Distilled from {TEACHERS.get(recipe.train.teacher, recipe.train.teacher)} (soft targets on every augmented "
+                 f"training crop, weight {recipe.train.distill_alpha:g}).")
+    return text + " Weights for research and evaluation use only."
+
+
+# What a distilled model's metadata says of its teacher.
+TEACHERS = {
+    "minifasnet_pair": "the MiniFASNet pair (MiniFASNetV2 and MiniFASNetV1SE of Minivision's Silent-Face-Anti-Spoofing, "
+                       "Apache-2.0; mean P(live) of both on the crop resized to 80x80)",
+}
 
 
 def _parity_crops(recipe: Recipe, n: int = 64) -> list[np.ndarray]:
