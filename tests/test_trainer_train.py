@@ -293,3 +293,16 @@ def test_full_loop_trains_on_the_teachers_view_of_every_augmented_batch(tiny_dat
 def test_distill_alpha_outside_zero_to_one_is_refused(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="distill_alpha"):
         train(tiny_recipe(tiny_data, "train.distill_alpha=1.5"), tmp_path / "x", progress=False)
+
+
+def test_each_run_logs_to_its_own_file_only(tiny_data, tmp_path):
+    """Two runs in one process (crossval's folds share a worker): the second run's lines stay out of the first's train.log."""
+    import logging
+
+    train(tiny_recipe(tiny_data), tmp_path / "one", progress=False)
+    train(tiny_recipe(tiny_data, "train.seed=3"), tmp_path / "two", progress=False)
+    first, second = (tmp_path / "one" / "train.log").read_text(), (tmp_path / "two" / "train.log").read_text()
+    assert str(tmp_path / "one") in first and str(tmp_path / "two") not in first
+    assert str(tmp_path / "two") in second and str(tmp_path / "one") not in second
+    assert not [h for h in logging.getLogger("spoofsdk_train").handlers if isinstance(h, logging.FileHandler)
+                and str(tmp_path) in h.baseFilename]

@@ -72,6 +72,23 @@ def setup_logging(out_dir: Path | None = None, rank: int = 0, level: int = loggi
     root.propagate = False
 
 
+@contextlib.contextmanager
+def run_log(out_dir: Path, rank: int = 0):
+    """Logging for one run: ``setup_logging(out_dir)``, and the run's ``train.log`` handler removed when
+    it ends, so a process that trains several runs (crossval's folds in one worker) writes each run's
+    lines to that run's file only."""
+    root = logging.getLogger("spoofsdk_train")
+    before = set(root.handlers)
+    setup_logging(out_dir, rank)
+    try:
+        yield
+    finally:
+        for h in set(root.handlers) - before:
+            if isinstance(h, logging.FileHandler):
+                root.removeHandler(h)
+                h.close()
+
+
 # --- data -------------------------------------------------------------------------------
 class TrainDataset(Dataset):
     """Augmented training crops as normalised CHW tensors.
@@ -676,7 +693,11 @@ def train(recipe: Recipe | dict, out_dir: str | os.PathLike, resume: bool = True
         out.mkdir(parents=True, exist_ok=True)
     if world > 1:
         dist.barrier()
-    setup_logging(out, rank)
+    with run_log(out, rank):
+        return _train(recipe, out, world, rank, local_rank, resume, progress, extend)
+
+
+def _train(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int, resume: bool, progress: bool | None, extend: bool) -> dict:
     if not 0.0 <= recipe.train.swa_start < 1.0:
         raise ValueError(f"train.swa_start is the fraction of the run after which weights are averaged, in [0, 1); got {recipe.train.swa_start}")
     if recipe.train.swa_start > 0 and recipe.train.mode != "full":
