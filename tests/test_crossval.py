@@ -138,9 +138,22 @@ def test_crossval_full_mode_trains_each_fold_without_its_domain(domains, tmp_pat
     monkeypatch.setattr(train_mod, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
     again = crossval(recipe, tmp_path / "loso", held_out=["camC"])
     assert calls == [] and again["domains"][0]["auc"] == result["domains"][0]["auc"] and (fold_dir / "fold.json").is_file()
+    assert again["domains"][0]["seconds"] >= json.loads((fold_dir / "history.json").read_text())[0]["epoch_time_s"]
     (fold_dir / "fold.json").unlink()
     crossval(recipe.with_overrides(["train.seed=3"]), tmp_path / "loso", held_out=["camC"])
     assert len(calls) == 1
+    # A summary that names this recipe beside a best.pt of another (stale files) is not trusted: trained again.
+    (fold_dir / "fold.json").unlink()
+    summary = json.loads((fold_dir / "train_summary.json").read_text())
+    summary["recipe_hash"] = recipe.with_overrides([f"data.manifests={json.dumps(fold['train_manifests'])}"]).training_hash()
+    (fold_dir / "train_summary.json").write_text(json.dumps(summary))
+    crossval(recipe, tmp_path / "loso", held_out=["camC"])
+    assert len(calls) == 2
+    # A summary cut short is a retraining, not a crash.
+    (fold_dir / "fold.json").unlink()
+    (fold_dir / "train_summary.json").write_text('{"recipe_hash": ')
+    crossval(recipe, tmp_path / "loso", held_out=["camC"])
+    assert len(calls) == 3
 
 
 @pytest.mark.slow

@@ -27,6 +27,8 @@ def test_cli_prepare_train_evaluate_export(tmp_path, capsys):
         args += ["--set", o]
     assert main(args) == 0
     assert (run / "report.json").exists() and (run / "roc_det.png").exists()
+    log = (run / "train.log").read_text()  # training, evaluation and export all in the run's log
+    assert "done: best" in log and "report ->" in log and "exported" in log
     model = SpoofModel(onnx_path)
     report = json.loads((run / "report.json").read_text())
     assert model.info.threshold == report["threshold"]["value"]

@@ -288,6 +288,11 @@ def test_full_loop_trains_on_the_teachers_view_of_every_augmented_batch(tiny_dat
     targets.clear()
     train(tiny_recipe(tiny_data, "train.epochs=2"), tmp_path / "l", progress=False)
     assert not torch.cat(targets).is_floating_point() and len(teacher.batches) == 8  # alpha 0: no teacher, class indices
+    # Every live crop synthesized into an attack: its target is the label (0), not the teacher's 0.5 mixed in.
+    targets.clear()
+    train(tiny_recipe(tiny_data, "train.epochs=1", "train.distill_alpha=0.25", "synth.p_synth=1.0", "synth.apply_to=\"real_only\""),
+          tmp_path / "s", progress=False)
+    assert set(torch.cat(targets).tolist()) == {0.0, 0.125}  # synthesized attacks 0, real attacks 0.75 * 0 + 0.25 * 0.5
 
 
 def test_distill_alpha_outside_zero_to_one_is_refused(tiny_data, tmp_path):

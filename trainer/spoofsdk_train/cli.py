@@ -123,6 +123,9 @@ def train(recipe, out, data, epochs, overrides, fresh, extend, then_export, test
         from .evaluate import evaluate
         from .export import export
 
+        from .train import setup_logging
+
+        setup_logging(Path(out))  # the run's own log handler ended with the run; evaluation and export go to train.log too
         ckpt = Path(out) / "best.pt"
         report = evaluate(ckpt, out_dir=Path(out), test=list(test) or None)
         export(ckpt, then_export, report=report)

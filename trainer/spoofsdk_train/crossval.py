@@ -119,9 +119,21 @@ def _trained_not_scored(out: Path, fold_recipe: Recipe) -> bool:
     if not (summary.is_file() and best.is_file()):
         return False
     want = fold_recipe.training_hash()
-    if json.loads(summary.read_text()).get("recipe_hash") != want:
+    try:
+        if json.loads(summary.read_text()).get("recipe_hash") != want:
+            return False
+        return Recipe.from_dict(load_checkpoint(best)["recipe"]).training_hash() == want
+    except Exception as e:  # a file cut short (killed mid-write): train again rather than stop the whole run
+        log.warning("fold %s: cannot read its finished training (%s); training again", out.name, e)
         return False
-    return Recipe.from_dict(load_checkpoint(best)["recipe"]).training_hash() == want
+
+
+def _training_seconds(out: Path) -> float:
+    """Seconds the fold's training took, from its history (a fold scored from an earlier run's best.pt)."""
+    try:
+        return float(sum(r.get("epoch_time_s", 0.0) for r in json.loads((out / "history.json").read_text())))
+    except (OSError, ValueError, TypeError):
+        return 0.0
 
 
 def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
@@ -138,6 +150,7 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     t0 = time.time()
     if _trained_not_scored(out, fold_recipe):
         log.info("fold %-20s trained with this recipe but not scored (stopped, or scoring failed): scoring its best.pt", held["dataset"])
+        t0 -= _training_seconds(out)  # the fold's time is its training's too, not only this scoring
     else:
         train(fold_recipe, out, resume=False, progress=False)
     model, _, _ = model_from_checkpoint(out / "best.pt")
