@@ -298,9 +298,13 @@ def minifasnet_pair_probs(bgr_crops_80: np.ndarray, batch_size: int = 256, model
     models = load_minifasnet_pair() if models is None else models
     out = np.empty((len(x), 3), dtype=np.float64)
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        out[i:i + batch_size] = (sum(torch.softmax(m(xb), 1) for m in models) / len(models)).double().numpy()
+        out[i:i + batch_size] = pair_softmax(models, x[i:i + batch_size]).double().numpy()
     return out
+
+
+def pair_softmax(models, x: torch.Tensor) -> torch.Tensor:
+    """The mean of the models' softmaxes for a batch of the authors' input (BGR 0..255, 80x80): N x 3."""
+    return sum(torch.softmax(m(x), 1) for m in models) / len(models)
 
 
 def minifasnet_pair_p_live(bgr_crops_80: np.ndarray, batch_size: int = 256, models=None) -> np.ndarray:
@@ -346,4 +350,4 @@ class PairTeacher(nn.Module):
             img = img.flip(1)
         if img.shape[-2:] != (80, 80):
             img = nn.functional.interpolate(img, size=(80, 80), mode="bilinear", align_corners=False)
-        return sum(torch.softmax(m(img), 1)[:, LIVE_CLASS] for m in self.pair) / len(self.pair)
+        return pair_softmax(self.pair, img)[:, LIVE_CLASS]
