@@ -10,8 +10,12 @@ import pytest
 
 pytest.importorskip("spoofsdk_train", reason="the trainer (pip install -e ./trainer) is not installed")
 
+from spoofsdk.metrics import roc_auc
+from spoofsdk_train.augment import Augmenter, match_cues
 from spoofsdk_train.cues import STATISTICS, crop_statistics, cue_table, flips, format_cues
 from spoofsdk_train.data import prepare
+
+from conftest import require, sample_files
 
 
 def _domain(root: Path, live_brightness: int, attack_brightness: int, n: int = 6) -> Path:
@@ -67,3 +71,54 @@ def test_cli_writes_the_table_and_json(two_domains, tmp_path, capsys):
     assert main(["cues", *map(str, two_domains), "--size", "32", "--json", str(out)]) == 0
     assert "| bright_live | 6 / 6 |" in capsys.readouterr().out
     assert [r["domain"] for r in json.loads(out.read_text())] == ["bright_live", "dark_live"]
+
+
+# --- cue matching (augment.cue_match_p): the same four statistics, set to class-independent targets ---
+
+def _two_class_crops(n: int = 16) -> tuple[list[np.ndarray], np.ndarray]:
+    """Live crops bright, colourful and sharp; attacks dark, dull and blurred: every statistic a perfect cue."""
+    rng = np.random.default_rng(1)
+    images, labels = [], []
+    for label in (1, 0):
+        for _ in range(n):
+            texture = cv2.resize(rng.uniform(0, 255, (16, 16, 3)).astype(np.float32), (64, 64), interpolation=cv2.INTER_CUBIC)
+            texture += rng.normal(0, 12, texture.shape)
+            grey = texture.mean(axis=2, keepdims=True)
+            if label:
+                img = 150 + 1.4 * (texture - 128) + 0.2 * (grey - 128)
+            else:
+                img = cv2.GaussianBlur(70 + 0.5 * (grey - 128) + 0.1 * (texture - grey), (0, 0), 1.5)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(label)
+    return images, np.array(labels)
+
+
+def test_cue_matching_takes_the_label_out_of_every_statistic():
+    images, labels = _two_class_crops()
+    before = np.array([crop_statistics(img) for img in images])
+    aug = Augmenter({"hflip": 0.0, "cue_match_p": 1.0})
+    after = np.array([crop_statistics(aug(img, np.random.default_rng(i))) for i, img in enumerate(images)])
+    for j, name in enumerate(STATISTICS):
+        assert roc_auc(labels, before[:, j]) == 1.0, name  # the premise: a perfect cue before
+        assert 0.25 <= roc_auc(labels, after[:, j]) <= 0.75, name  # chance-level after (32 crops)
+
+
+def test_cue_matching_is_reproducible_and_off_by_default_without_touching_the_random_stream():
+    images, _ = _two_class_crops(2)
+    base = {"hflip": 0.5, "blur_p": 0.5, "noise_p": 0.5, "jpeg_p": 0.5}
+    plain = Augmenter(base)(images[0], np.random.default_rng(3))
+    assert np.array_equal(plain, Augmenter({**base, "cue_match_p": 0.0})(images[0], np.random.default_rng(3)))
+    on = Augmenter({**base, "cue_match_p": 1.0})
+    a, b = on(images[0], np.random.default_rng(3)), on(images[0], np.random.default_rng(3))
+    assert np.array_equal(a, b) and a.shape == images[0].shape and a.dtype == np.uint8
+    assert not np.array_equal(a, plain)
+
+
+def test_cue_matching_reaches_its_targets_on_real_crops(data_dir):
+    webcam = require(data_dir / "webcam", "webcam face crops")
+    crops = [cv2.resize(cv2.imread(str(f)), (128, 128), interpolation=cv2.INTER_AREA) for f in sample_files(webcam, 12)]
+    targets = [(60, 30, 40, 3.5), (120, 45, 80, 4.8), (165, 70, 120, 6.2)]
+    errors = np.array([crop_statistics(match_cues(c, *t)) - np.array(t) for c in crops for t in targets])
+    median = np.median(np.abs(errors), axis=0)
+    assert median[0] <= 3 and median[1] <= 3 and median[2] <= 8 and median[3] <= 0.3, median
+    assert np.percentile(np.abs(errors[:, 3]), 90) <= 0.6  # sharpness: a blur/sharpen step apart at worst, mostly

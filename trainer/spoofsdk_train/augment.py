@@ -15,6 +15,13 @@ Three groups, applied in this order to a BGR uint8 crop:
    motion), down-and-up resampling and JPEG re-encoding are applied to both classes alike,
    with enough probability that "noise means live" stops paying off.
 
+Between 2 and 3, optionally, **cue matching** (``cue_match_p``): the crop's brightness, contrast,
+saturation and sharpness (the statistics of :mod:`.cues`) are set to targets drawn uniformly from
+class-independent ranges. A matched crop carries no label information in those four numbers,
+whose direction flips between our domains (live is the brighter, more saturated, sharper class on
+some cameras and the darker, duller, blurrier one on others, gc535 against most webcams): the
+model has to find the attack elsewhere.
+
 Random erasing works on the normalised tensor afterwards (:func:`random_erasing`).
 """
 from __future__ import annotations
@@ -25,7 +32,9 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
-__all__ = ["Augmenter", "random_erasing"]
+from .cues import crop_sharpness
+
+__all__ = ["Augmenter", "match_cues", "random_erasing"]
 
 DEFAULTS: dict[str, Any] = {
     "hflip": 0.5,
@@ -56,6 +65,13 @@ DEFAULTS: dict[str, Any] = {
     "noise_sigma": [2.0, 10.0],
     "jpeg_p": 0.0,
     "jpeg_quality": [30, 95],
+    # cue matching: probability, then the target ranges (the 5-95th percentiles of every domain's
+    # training crops at 128 px, pooled; grey mean and std, mean HSV saturation, log(1 + var Laplacian))
+    "cue_match_p": 0.0,
+    "cue_brightness": [50.0, 175.0],
+    "cue_contrast": [22.0, 75.0],
+    "cue_saturation": [30.0, 135.0],
+    "cue_sharpness": [3.0, 6.5],
     "erasing_p": 0.0,
     "erasing_area": [0.02, 0.2],
 }
@@ -168,12 +184,62 @@ class Augmenter:
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augment one BGR uint8 crop; returns a new BGR uint8 image of the same size."""
+        c = self.cfg
         img = self._geometry(img, rng)
         img = self._colour(img, rng)
+        # Drawn only when enabled, so recipes without it keep their random streams (and published figures).
+        if c["cue_match_p"] > 0 and rng.random() < c["cue_match_p"]:
+            targets = [_uniform(rng, c[k]) for k in ("cue_brightness", "cue_contrast", "cue_saturation", "cue_sharpness")]
+            img = match_cues(img, *targets)
         return np.ascontiguousarray(self._capture(img, rng))
 
     def erase(self, tensor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return random_erasing(tensor, rng, self.cfg["erasing_p"], self.cfg["erasing_area"])
+
+
+# Blur sigmas and unsharp-mask amounts tried when matching sharpness: the closest result is kept.
+_BLUR_SIGMAS = (0.3, 0.45, 0.6, 0.75, 0.9, 1.1, 1.3, 1.6, 2.0, 2.6, 3.4)
+_SHARPEN_AMOUNTS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.5)
+
+
+def _grey_affine(img: np.ndarray, brightness: float, contrast: float) -> np.ndarray:
+    """One affine map of all three channels that sets the grey mean and std (hue kept)."""
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gain = contrast / max(float(grey.std()), 1.0)
+    return np.clip((img.astype(np.float32) - float(grey.mean())) * gain + brightness, 0, 255).astype(np.uint8)
+
+
+def match_cues(img: np.ndarray, brightness: float, contrast: float, saturation: float, sharpness: float) -> np.ndarray:
+    """Bring a BGR uint8 crop's :func:`.cues.crop_statistics` close to the given targets.
+
+    Grey mean and std first (one affine map of the three channels), then sharpness (the closest of
+    a few Gaussian blurs or unsharp masks; the mean and std are set again, which moves sharpness
+    little), then saturation by blending each pixel with its grey value, which leaves the grey level
+    as it is. Clipping and the discrete blur steps leave the result near, not on, the targets; what
+    matters is that the targets do not depend on the class.
+    """
+    x = _grey_affine(img, brightness, contrast)
+    if sharpness < crop_sharpness(x):
+        candidates = [cv2.GaussianBlur(x, (0, 0), s) for s in _BLUR_SIGMAS]
+    else:
+        f = x.astype(np.float32)
+        detail = f - cv2.GaussianBlur(f, (0, 0), 1.0)
+        candidates = [np.clip(f + a * detail, 0, 255).astype(np.uint8) for a in _SHARPEN_AMOUNTS]
+    candidates.append(x)
+    x = _grey_affine(min(candidates, key=lambda c: abs(crop_sharpness(c) - sharpness)), brightness, contrast)
+
+    # Saturation grows monotonically with the chroma gain k in x' = grey + k (x - grey): bisect k.
+    f = x.astype(np.float32)
+    grey = cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None]
+    lo, hi = 0.0, 4.0
+    for _ in range(8):
+        k = 0.5 * (lo + hi)
+        y = np.clip(grey + k * (f - grey), 0, 255).astype(np.uint8)
+        if cv2.cvtColor(y, cv2.COLOR_BGR2HSV)[..., 1].mean() < saturation:
+            lo = k
+        else:
+            hi = k
+    return np.clip(grey + 0.5 * (lo + hi) * (f - grey), 0, 255).astype(np.uint8)
 
 
 def random_erasing(chw: np.ndarray, rng: np.random.Generator, p: float, area=(0.02, 0.2), ratio=(0.3, 3.3)) -> np.ndarray:

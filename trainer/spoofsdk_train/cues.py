@@ -25,7 +25,7 @@ from spoofsdk.metrics import roc_auc
 
 from .data import load_crops, read_manifest
 
-__all__ = ["STATISTICS", "crop_statistics", "cue_table", "format_cues"]
+__all__ = ["STATISTICS", "crop_sharpness", "crop_statistics", "cue_table", "format_cues"]
 
 # name -> what it measures; the order of crop_statistics' output
 STATISTICS = {
@@ -38,14 +38,18 @@ STATISTICS = {
 CUE_MARGIN = 0.25
 
 
+def crop_sharpness(crop: np.ndarray) -> float:
+    """The "sharpness" statistic of one BGR uint8 crop (also what cue-matching augmentation sets)."""
+    return float(np.log1p(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var()))
+
+
 def crop_statistics(crop: np.ndarray) -> np.ndarray:
     """The STATISTICS of one BGR uint8 crop, in their order."""
     if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
         raise ValueError(f"expected a BGR uint8 crop (H, W, 3), got {crop.dtype} {crop.shape}")
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     saturation = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)[..., 1]
-    laplacian = cv2.Laplacian(grey, cv2.CV_32F)
-    return np.array([grey.mean(), grey.std(), saturation.mean(), np.log1p(laplacian.var())], dtype=np.float64)
+    return np.array([grey.mean(), grey.std(), saturation.mean(), crop_sharpness(crop)], dtype=np.float64)
 
 
 def cue_table(manifests: Sequence[str | os.PathLike], size: int = 128, splits: Sequence[str] | None = None) -> list[dict]:
