@@ -137,3 +137,7 @@ def test_pooled_random_split_figures_reach_the_report_and_the_export(tiny_run, t
     # A distilled model names its teacher and the teacher's licence.
     taught = training_data_text(load_recipe(recipe, ["data.manifests=" + json.dumps(random_sets), "train.distill_alpha=0.5"]))
     assert "Distilled from the MiniFASNet pair" in taught and "Apache-2.0" in taught and "weight 0.5" in taught
+    assert "sha256" not in taught  # no record of the weights: nothing claimed
+    record = {"name": "minifasnet_pair", "alpha": 0.5, "checkpoints": {"b.pth": "ab" * 32, "a.pth": "cd" * 32}}
+    taught = training_data_text(load_recipe(recipe, ["data.manifests=" + json.dumps(random_sets), "train.distill_alpha=0.5"]), record)
+    assert "weight 0.5; teacher weights a.pth sha256 cdcdcdcdcdcdcdcd, b.pth sha256 abababababababab)." in taught

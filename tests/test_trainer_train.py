@@ -1,6 +1,7 @@
 """spoofsdk_train.train: reproducibility, resume, weights-only checkpoints, sampling, and a 2-process DDP run."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -260,6 +261,26 @@ class _ConstantTeacher(torch.nn.Module):
         return torch.full((len(x),), 0.5)
 
 
+def _register_teacher(monkeypatch, module, files) -> None:
+    """Stand a module in for the MiniFASNet pair in the teacher registry (no checkpoints needed)."""
+    from spoofsdk_train import teachers
+
+    fake = teachers.Teacher(name="minifasnet_pair", card="a test teacher", checkpoint_files=lambda: list(files),
+                            build_batch_module=lambda *args: module, build_crop_scorer=lambda: None)
+    monkeypatch.setitem(teachers.TEACHERS, "minifasnet_pair", fake)
+
+
+def test_a_missing_teacher_stops_training_before_the_data_is_read(tiny_data, tmp_path, monkeypatch):
+    import spoofsdk_train.train as train_mod
+
+    monkeypatch.setenv("SPOOFSDK_MINIFASNET_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(train_mod, "_load_data", lambda d: pytest.fail("data read before the teacher was checked"))
+    with pytest.raises(FileNotFoundError, match="teacher minifasnet_pair.*2.7_80x80_MiniFASNetV2.pth"):
+        train(tiny_recipe(tiny_data, "train.distill_alpha=0.5"), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="unknown teacher 'nobody'; known: minifasnet_pair"):
+        train(tiny_recipe(tiny_data, "train.distill_alpha=0.5", "train.teacher=nobody"), tmp_path / "y", progress=False)
+
+
 def test_full_loop_trains_on_the_teachers_view_of_every_augmented_batch(tiny_data, tmp_path, monkeypatch):
     """The loss sees (1 - alpha) * label + alpha * teacher for every draw; the teacher sees every batch."""
     import spoofsdk_train.train as train_mod
@@ -277,10 +298,15 @@ def test_full_loop_trains_on_the_teachers_view_of_every_augmented_batch(tiny_dat
 
         return fn
 
-    monkeypatch.setattr(train_mod, "make_teacher", lambda name, m: teacher)
+    weights = tmp_path / "teacher.pth"
+    weights.write_bytes(b"teacher weights")
+    _register_teacher(monkeypatch, teacher, [weights])
     monkeypatch.setattr(train_mod, "make_loss", recording_loss)
     train(tiny_recipe(tiny_data, "train.epochs=2", "train.distill_alpha=0.25"), tmp_path / "d", progress=False)
     assert len(teacher.batches) == 2 * 32 // 8 == len(targets) and all(s == (8, 3, 32, 32) for s in teacher.batches)
+    # The checkpoint records which weights taught it (the export names them in the metadata).
+    record = load_checkpoint(tmp_path / "d" / "best.pt")["teacher"]
+    assert record == {"name": "minifasnet_pair", "alpha": 0.25, "checkpoints": {"teacher.pth": hashlib.sha256(b"teacher weights").hexdigest()}}
     every = torch.cat(targets)
     assert every.is_floating_point()
     # label 1 -> 0.75 + 0.125, label 0 -> 0.125: both classes drawn, nothing else.

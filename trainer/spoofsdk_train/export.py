@@ -27,6 +27,7 @@ from torch import nn
 from spoofsdk.errors import SpoofSDKError
 
 from .recipe import Recipe
+from .teachers import get_teacher
 
 log = logging.getLogger("spoofsdk_train.export")
 
@@ -57,7 +58,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def training_data_text(recipe: Recipe) -> str:
+def training_data_text(recipe: Recipe, teacher: dict | None = None) -> str:
+    """The metadata's ``training_data``: each domain's split and counts, their licences, and the
+    teacher of a distilled model (``teacher``: the checkpoint's record of it, with its weights' SHA-256)."""
     from .data import DataError, is_random_resplit, read_manifest
     from .evaluate import LICENCES
 
@@ -82,16 +85,13 @@ def training_data_text(recipe: Recipe) -> str:
     text = "; ".join(parts) + ". Licences: " + "; ".join(lic) + "."
     if recipe.train.distill_alpha > 0:
         # The teacher's weights shaped these ones: the model card names it and its licence (issue 13).
-        text += (f" Distilled from {TEACHERS.get(recipe.train.teacher, recipe.train.teacher)} (soft targets on every augmented "
-                 f"training crop, weight {recipe.train.distill_alpha:g}).")
+        text += (f" Distilled from {get_teacher(recipe.train.teacher).card} (soft targets on every augmented "
+                 f"training crop, weight {recipe.train.distill_alpha:g}")
+        files = (teacher or {}).get("checkpoints") or {}
+        if files:
+            text += "; teacher weights " + ", ".join(f"{n} sha256 {h[:16]}" for n, h in sorted(files.items()))
+        text += ")."
     return text + " Weights for research and evaluation use only."
-
-
-# What a distilled model's metadata says of its teacher.
-TEACHERS = {
-    "minifasnet_pair": "the MiniFASNet pair (MiniFASNetV2 and MiniFASNetV1SE of Minivision's Silent-Face-Anti-Spoofing, "
-                       "Apache-2.0; mean P(live) of both on the crop resized to 80x80)",
-}
 
 
 def _parity_crops(recipe: Recipe, n: int = 64) -> list[np.ndarray]:
@@ -259,7 +259,7 @@ def export(
     from .train import model_from_checkpoint
 
     torch.set_num_threads(max(1, int(os.environ.get("SPOOFSDK_THREADS", "2"))))
-    model, recipe, _ = model_from_checkpoint(checkpoint)
+    model, recipe, ck = model_from_checkpoint(checkpoint)
     if report is None:
         report = evaluate(checkpoint, plots=False)
     keys = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")
@@ -271,7 +271,7 @@ def export(
         metrics_json["split"] = methods.pop()
     how = report["threshold"].get("how", report["threshold"].get("rule"))
     extra = {
-        "training_data": training_data_text(recipe),
+        "training_data": training_data_text(recipe, ck.get("teacher")),
         "metrics": json.dumps(metrics_json, default=float),
         "threshold_source": f"{how}; val sets: {', '.join(report['threshold'].get('val_sets', []))}",
     }

@@ -39,6 +39,7 @@ from .augment import Augmenter
 from .data import CropSet
 from .recipe import Recipe
 from .synth import AttackSynthesizer, maybe_synthesize, pick_reference
+from .teachers import get_teacher
 
 log = logging.getLogger("spoofsdk_train.probe")
 
@@ -191,22 +192,8 @@ def probe_scores(model: nn.Module, stats: np.ndarray) -> np.ndarray:
     return torch.sigmoid(model.head_logit(torch.from_numpy(stats.astype(np.float32)))[:, 0]).double().numpy()
 
 
-def teacher_scorer(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """P(live) of the named teacher for BGR uint8 crops (each resized to the teacher's input)."""
-    if name != "minifasnet_pair":
-        raise ValueError(f"unknown teacher {name!r}; known: minifasnet_pair")
-    import cv2
-
-    from .models.minifasnet import minifasnet_pair_p_live
-
-    def score(images: np.ndarray) -> np.ndarray:
-        return minifasnet_pair_p_live(np.stack([cv2.resize(im, (80, 80), interpolation=cv2.INTER_LINEAR) for im in images]))
-
-    return score
-
-
 def make_cache(model: nn.Module, recipe: Recipe) -> ProbeCache:
-    teacher = teacher_scorer(recipe.train.teacher) if recipe.train.distill_alpha > 0 else None
+    teacher = get_teacher(recipe.train.teacher).crop_scorer() if recipe.train.distill_alpha > 0 else None
     return ProbeCache(recipe.train.probe_cache, model, recipe, teacher)
 
 

@@ -46,6 +46,7 @@ from .synth import AttackSynthesizer, maybe_synthesize, pick_reference
 from .data import CropSet, load_crops, read_manifest
 from .models import build_model, count_macs, count_params, get_spec
 from .recipe import DataConfig, Recipe, TrainConfig, load_recipe
+from .teachers import get_teacher
 
 log = logging.getLogger("spoofsdk_train.train")
 
@@ -461,6 +462,7 @@ class _Run:
     history: list = field(default_factory=list)
     swa: Any = None  # torch.optim.swa_utils.AveragedModel when train.swa_start > 0
     teacher: Any = None  # a frozen module giving P(live) of the training batch when train.distill_alpha > 0
+    teacher_record: dict | None = None  # its name, weight and checkpoint SHA-256s
 
     @property
     def swa_first_step(self) -> int:
@@ -512,18 +514,12 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
         # default foreach kernels (CUDA) refuse BatchNorm's integer num_batches_tracked.
         run.swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, avg_fn=torch.optim.swa_utils.get_swa_avg_fn())
     if t.distill_alpha > 0:
-        run.teacher = make_teacher(t.teacher, m).to(device)
+        teacher = get_teacher(t.teacher)
+        run.teacher = teacher.batch_module(m.color_order, m.mean, m.std).to(device)
+        # Which weights taught this run: saved in its checkpoints, named in the exported model's metadata.
+        run.teacher_record = {"name": teacher.name, "alpha": t.distill_alpha, "checkpoints": teacher.checkpoints()}
         log.info("distillation: %s, alpha %.2f, on every augmented draw", t.teacher, t.distill_alpha)
     return run
-
-
-def make_teacher(name: str, m) -> nn.Module:
-    """The named teacher as a module that scores the student's own batches (P(live))."""
-    if name != "minifasnet_pair":
-        raise ValueError(f"unknown teacher {name!r}; known: minifasnet_pair")
-    from .models.minifasnet import PairTeacher
-
-    return PairTeacher(m.color_order, m.mean, m.std)
 
 
 def _resume(run: _Run, extend: bool) -> None:
@@ -626,6 +622,8 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     epoch = row["epoch"] - 1
     common = {"epoch": epoch, "recipe": run.recipe.to_dict(), "recipe_hash": run.recipe.training_hash(), "params": run.params,
               "macs": run.macs, "history": run.history}
+    if run.teacher_record is not None:
+        common["teacher"] = run.teacher_record
     if improved:
         run.best = {"epoch": epoch + 1, "value": float(value), "monitor": monitor, "val": _plain(val)}
         run.bad_epochs = 0
@@ -708,6 +706,8 @@ def _train(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int, re
         raise ValueError("--extend cannot change the length of a run with weight averaging (train.swa_start > 0): train again instead")
     if not 0.0 <= recipe.train.distill_alpha <= 1.0:
         raise ValueError(f"train.distill_alpha is the teacher's share of the target, in [0, 1]; got {recipe.train.distill_alpha}")
+    if recipe.train.distill_alpha > 0:
+        get_teacher(recipe.train.teacher).check_available()  # before minutes of data loading, not after
     if recipe.train.mode == "probe":
         return _train_probe(recipe, out)
     if recipe.train.mode != "full":
