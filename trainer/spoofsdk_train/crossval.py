@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,7 +124,9 @@ def _trained_not_scored(out: Path, fold_recipe: Recipe) -> bool:
         if json.loads(summary.read_text()).get("recipe_hash") != want:
             return False
         return Recipe.from_dict(load_checkpoint(best)["recipe"]).training_hash() == want
-    except Exception as e:  # a file cut short (killed mid-write): train again rather than stop the whole run
+    # A file cut short (killed mid-write): train again rather than stop the whole run. torch.load
+    # reports a truncated archive as RuntimeError, a truncated pickle as EOFError/UnpicklingError.
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         log.warning("fold %s: cannot read its finished training (%s); training again", out.name, e)
         return False
 
