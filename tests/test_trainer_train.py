@@ -127,6 +127,8 @@ def test_weight_averaging_saves_the_mean_of_the_late_steps(tiny_data, tmp_path, 
     # 2026-11-30 before the field was added. One with averaging gets a new hash.
     assert load_recipe("hybrid_mnv2", ["train.distill_alpha=0"]).training_hash() == "fcedf11cb448b5a8"  # the recipe before it distilled
     assert load_recipe("hybrid_mnv2", ["train.swa_start=0.5"]).training_hash() != "fcedf11cb448b5a8"
+    # Same for the distillation gate (added later), at its default.
+    assert load_recipe("hybrid_mnv2", ["train.distill_alpha=0", "train.distill_gate=none"]).training_hash() == "fcedf11cb448b5a8"
     with pytest.raises(ValueError, match="swa_start"):
         train(tiny_recipe(tiny_data, "train.swa_start=1.0"), tmp_path / "bad", progress=False)
     with pytest.raises(ValueError, match="--extend"):
@@ -247,6 +249,13 @@ def test_distill_targets_mix_label_and_teacher_but_keep_synthesized_attacks_at_t
     got = distill_targets(labels, teacher, synthesized, 0.5)
     torch.testing.assert_close(got, torch.tensor([0.6, 0.45, 0.0, 1.0]))
     torch.testing.assert_close(distill_targets(labels, teacher, synthesized, 0.0), labels.float())
+    # Gated: the teacher is heard only on the label's side of 0.5 (live 0.2 and attack 0.9 fall back to the label).
+    gated = distill_targets(labels, teacher, synthesized, 0.5, gate="agree")
+    torch.testing.assert_close(gated, torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    torch.testing.assert_close(distill_targets(labels, torch.tensor([0.8, 0.3, 0.6, 0.7]), synthesized, 0.5, "agree"),
+                               torch.tensor([0.9, 0.15, 0.0, 0.85]))
+    with pytest.raises(ValueError, match="distill_gate"):
+        distill_targets(labels, teacher, synthesized, 0.5, gate="sometimes")
 
 
 class _ConstantTeacher(torch.nn.Module):
@@ -321,9 +330,11 @@ def test_full_loop_trains_on_the_teachers_view_of_every_augmented_batch(tiny_dat
     assert set(torch.cat(targets).tolist()) == {0.0, 0.125}  # synthesized attacks 0, real attacks 0.75 * 0 + 0.25 * 0.5
 
 
-def test_distill_alpha_outside_zero_to_one_is_refused(tiny_data, tmp_path):
+def test_distill_alpha_outside_zero_to_one_and_unknown_gates_are_refused(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="distill_alpha"):
         train(tiny_recipe(tiny_data, "train.distill_alpha=1.5"), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="distill_gate must be one of none, agree"):
+        train(tiny_recipe(tiny_data, "train.distill_alpha=0.5", "train.distill_gate=often"), tmp_path / "y", progress=False)
 
 
 def test_each_run_logs_to_its_own_file_only(tiny_data, tmp_path):

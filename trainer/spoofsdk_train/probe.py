@@ -152,7 +152,10 @@ def fit_head(model: nn.Module, stats: np.ndarray, labels: np.ndarray, weights: n
     model.set_standardisation(x.mean(0), x.std(0))
     y = torch.from_numpy(labels.astype(np.float32))
     w = torch.from_numpy(weights.astype(np.float32))
-    target = torch.from_numpy(np.where(np.isnan(teacher), labels, teacher).astype(np.float32))
+    keep_label = np.isnan(teacher)
+    if t.distill_gate == "agree":  # as train.distill_targets: a teacher on the wrong side of 0.5 is not heard
+        keep_label |= (np.nan_to_num(teacher, nan=0.5) > 0.5) != (labels > 0.5)
+    target = torch.from_numpy(np.where(keep_label, labels, teacher).astype(np.float32))
     alpha = float(t.distill_alpha)
     params = [p for p in model.head.parameters()]
     opt = torch.optim.AdamW(params, lr=float(t.lr), weight_decay=float(t.weight_decay))

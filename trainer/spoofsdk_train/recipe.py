@@ -111,6 +111,10 @@ class TrainConfig:
     # augmented training batch as the student sees it (spoofsdk_train.models.minifasnet.PairTeacher).
     distill_alpha: float = 0.0
     teacher: str = "minifasnet_pair"
+    # "agree": the teacher's score counts only where it is on the label's side of 0.5 (live above,
+    # attack below); where it disagrees the target is the label alone. The teacher then passes on how
+    # sure it is, never the opposite class (it ranks lestari15 and gc535 backwards). "none": always.
+    distill_gate: str = "none"
     # Weight averaging (SWA; SWAD, Cha et al. 2021, for domain generalisation): from this fraction
     # of the run's steps on, every step's weights go into a running mean, and best.pt holds that
     # mean at the end (a flat-minimum solution, no monitor selection). 0 = off.
@@ -131,7 +135,7 @@ class ExportConfig:
 
 # Fields added after runs were made, left out of the training hash while at these values, so that
 # older runs' hashes (resume, crossval fold reuse) stay valid.
-_HASH_OMITS_AT_DEFAULT = {"train.swa_start": 0.0}
+_HASH_OMITS_AT_DEFAULT = {"train.swa_start": 0.0, "train.distill_gate": "none"}
 
 # Fields that do not change the weights a run produces: they may differ when a run is resumed.
 _BOOKKEEPING = {"name", "description", "eval", "export", "train.num_workers", "train.threads", "train.log_every", "train.probe_cache"}

@@ -224,14 +224,25 @@ def make_loss(recipe: Recipe, output: str):
     raise ValueError(f"loss must be auto, ce or bce, got {kind!r}")
 
 
-def distill_targets(labels: torch.Tensor, teacher_p_live: torch.Tensor, synthesized: torch.Tensor, alpha: float) -> torch.Tensor:
+DISTILL_GATES = ("none", "agree")
+
+
+def distill_targets(labels: torch.Tensor, teacher_p_live: torch.Tensor, synthesized: torch.Tensor, alpha: float,
+                    gate: str = "none") -> torch.Tensor:
     """Soft P(real) targets: ``(1 - alpha) * label + alpha * teacher``.
 
     A live crop that the synthesizer made into an attack keeps its label as the whole target: the
-    teacher would score the look of the replay we painted, and the label is what we know.
+    teacher would score the look of the replay we painted, and the label is what we know. With
+    ``gate="agree"`` so does every draw the teacher puts on the wrong side of 0.5.
     """
     y = labels.float()
-    teacher = torch.where(synthesized, y, teacher_p_live.float())
+    teacher_p_live = teacher_p_live.float()
+    keep_label = synthesized
+    if gate == "agree":
+        keep_label = keep_label | ((teacher_p_live > 0.5) != (y > 0.5))
+    elif gate != "none":
+        raise ValueError(f"train.distill_gate must be one of {', '.join(DISTILL_GATES)}; got {gate!r}")
+    teacher = torch.where(keep_label, y, teacher_p_live)
     return (1.0 - alpha) * y + alpha * teacher
 
 
@@ -565,7 +576,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
     for it, (x, y, synthesized) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         # Soft targets from the teacher's view of this very (augmented) batch, in fp32 outside autocast.
-        target = y if run.teacher is None else distill_targets(y, run.teacher(x), synthesized.to(device), t.distill_alpha)
+        target = y if run.teacher is None else distill_targets(y, run.teacher(x), synthesized.to(device), t.distill_alpha, t.distill_gate)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=run.autocast_dtype) if run.autocast_dtype else contextlib.nullcontext():
@@ -706,6 +717,8 @@ def _train(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int, re
         raise ValueError("--extend cannot change the length of a run with weight averaging (train.swa_start > 0): train again instead")
     if not 0.0 <= recipe.train.distill_alpha <= 1.0:
         raise ValueError(f"train.distill_alpha is the teacher's share of the target, in [0, 1]; got {recipe.train.distill_alpha}")
+    if recipe.train.distill_gate not in DISTILL_GATES:
+        raise ValueError(f"train.distill_gate must be one of {', '.join(DISTILL_GATES)}; got {recipe.train.distill_gate!r}")
     if recipe.train.distill_alpha > 0:
         get_teacher(recipe.train.teacher).check_available()  # before minutes of data loading, not after
     if recipe.train.mode == "probe":
