@@ -170,3 +170,31 @@ def test_probe_model_exports_and_runs_in_the_runtime(domains, tmp_path):
     model = load_model(path)
     assert model.info.architecture == "mnv2probe" and model.info.output == "logit1" and model.info.input_size == 32
     assert model.info.crop_scale == 1.0 and model.info.color_order == "RGB"
+
+
+def test_probe_distillation_hears_the_registered_teacher_and_records_its_weights(domains, tmp_path, monkeypatch):
+    """Probe mode takes its teacher from the registry (crop scorer) and its best.pt says which weights taught it."""
+    import hashlib
+
+    from spoofsdk_train import teachers
+    from spoofsdk_train.train import load_checkpoint, train
+
+    weights = tmp_path / "teacher.pth"
+    weights.write_bytes(b"probe teacher")
+    seen = []
+
+    def scorer():
+        def score(images):
+            seen.append(len(images))
+            return np.full(len(images), 0.5)
+        return score
+
+    fake = teachers.Teacher(name="minifasnet_pair", card="a test teacher", checkpoint_files=lambda: [weights],
+                            build_batch_module=lambda *a: None, build_crop_scorer=scorer)
+    monkeypatch.setitem(teachers.TEACHERS, "minifasnet_pair", fake)
+    recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}", "train.distill_alpha=0.5",
+                                           "data.manifests=" + json.dumps([str(d) for d in domains[:2]])])
+    train(recipe, tmp_path / "run", progress=False)
+    assert sum(seen) > 0  # every cached training view was scored by the teacher
+    record = load_checkpoint(tmp_path / "run" / "best.pt")["teacher"]
+    assert record == {"name": "minifasnet_pair", "alpha": 0.5, "checkpoints": {"teacher.pth": hashlib.sha256(b"probe teacher").hexdigest()}}

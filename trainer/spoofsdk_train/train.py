@@ -525,12 +525,18 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
         # default foreach kernels (CUDA) refuse BatchNorm's integer num_batches_tracked.
         run.swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, avg_fn=torch.optim.swa_utils.get_swa_avg_fn())
     if t.distill_alpha > 0:
-        teacher = get_teacher(t.teacher)
-        run.teacher = teacher.batch_module(m.color_order, m.mean, m.std).to(device)
-        # Which weights taught this run: saved in its checkpoints, named in the exported model's metadata.
-        run.teacher_record = {"name": teacher.name, "alpha": t.distill_alpha, "checkpoints": teacher.checkpoints()}
+        run.teacher = get_teacher(t.teacher).batch_module(m.color_order, m.mean, m.std).to(device)
+        run.teacher_record = teacher_record(t)
         log.info("distillation: %s, alpha %.2f, on every augmented draw", t.teacher, t.distill_alpha)
     return run
+
+
+def teacher_record(t: TrainConfig) -> dict | None:
+    """Which weights taught a run (None without distillation): saved in its checkpoints, named in the export's metadata."""
+    if t.distill_alpha <= 0:
+        return None
+    teacher = get_teacher(t.teacher)
+    return {"name": teacher.name, "alpha": t.distill_alpha, "checkpoints": teacher.checkpoints()}
 
 
 def _resume(run: _Run, extend: bool) -> None:
@@ -677,6 +683,8 @@ def _train_probe(recipe: Recipe, out: Path) -> dict:
     best = {"epoch": t.epochs, "value": float(val[t.monitor]), "monitor": t.monitor, "val": _plain(val)}
     common = {"epoch": t.epochs - 1, "recipe": recipe.to_dict(), "recipe_hash": recipe.training_hash(), "params": params, "macs": macs,
               "history": history}
+    if t.distill_alpha > 0:
+        common["teacher"] = teacher_record(t)
     torch.save({"model": model.state_dict(), "val": _plain(val), **common}, out / "best.pt")
     torch.save({"model": model.state_dict(), "best": best, "bad_epochs": 0, **common}, out / "last.pt")
     (out / "history.json").write_text(json.dumps(history, indent=1))
