@@ -39,7 +39,7 @@ from .augment import Augmenter
 from .data import CropSet
 from .recipe import Recipe
 from .synth import AttackSynthesizer, maybe_synthesize, pick_reference
-from .teachers import get_teacher
+from .teachers import get_teacher, heard_teacher
 
 log = logging.getLogger("spoofsdk_train.probe")
 
@@ -152,10 +152,8 @@ def fit_head(model: nn.Module, stats: np.ndarray, labels: np.ndarray, weights: n
     model.set_standardisation(x.mean(0), x.std(0))
     y = torch.from_numpy(labels.astype(np.float32))
     w = torch.from_numpy(weights.astype(np.float32))
-    keep_label = np.isnan(teacher)
-    if t.distill_gate == "agree":  # as train.distill_targets: a teacher on the wrong side of 0.5 is not heard
-        keep_label |= (np.nan_to_num(teacher, nan=0.5) > 0.5) != (labels > 0.5)
-    target = torch.from_numpy(np.where(keep_label, labels, teacher).astype(np.float32))
+    # A view without a teacher score (NaN) keeps its label, as one the gate does not let the teacher speak for.
+    target = heard_teacher(y, torch.from_numpy(teacher.astype(np.float32)), torch.from_numpy(np.isnan(teacher)), t.distill_gate)
     alpha = float(t.distill_alpha)
     params = [p for p in model.head.parameters()]
     opt = torch.optim.AdamW(params, lr=float(t.lr), weight_decay=float(t.weight_decay))

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
-__all__ = ["Teacher", "TEACHERS", "get_teacher", "file_sha256"]
+__all__ = ["Teacher", "TEACHERS", "DISTILL_GATES", "check_distill_gate", "get_teacher", "file_sha256", "heard_teacher"]
+
+# train.distill_gate: "none" hears the teacher on every draw; "agree" only where it is on the label's side of 0.5.
+DISTILL_GATES = ("none", "agree")
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,22 @@ def get_teacher(name: str) -> Teacher:
     if name not in TEACHERS:
         raise ValueError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
     return TEACHERS[name]
+
+
+def check_distill_gate(gate: str) -> None:
+    if gate not in DISTILL_GATES:
+        raise ValueError(f"train.distill_gate must be one of {', '.join(DISTILL_GATES)}; got {gate!r}")
+
+
+def heard_teacher(labels: torch.Tensor, teacher_p_live: torch.Tensor, keep_label: torch.Tensor, gate: str = "none") -> torch.Tensor:
+    """The teacher's P(live) where it is heard, the label where it is not (float32).
+
+    ``keep_label`` marks the draws whose teacher score must not count (a synthesized attack; a crop
+    without a score); ``gate="agree"`` adds every draw the teacher puts on the wrong side of 0.5.
+    The full loop (:func:`.train.distill_targets`) and the probe (:func:`.probe.fit_head`) both use it.
+    """
+    check_distill_gate(gate)
+    y, teacher_p_live = labels.float(), teacher_p_live.float()
+    if gate == "agree":
+        keep_label = keep_label | ((teacher_p_live > 0.5) != (y > 0.5))
+    return torch.where(keep_label, y, teacher_p_live)

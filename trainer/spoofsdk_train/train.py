@@ -46,7 +46,7 @@ from .synth import AttackSynthesizer, maybe_synthesize, pick_reference
 from .data import CropSet, load_crops, read_manifest
 from .models import build_model, count_macs, count_params, get_spec
 from .recipe import DataConfig, Recipe, TrainConfig, load_recipe
-from .teachers import get_teacher
+from .teachers import check_distill_gate, get_teacher, heard_teacher
 
 log = logging.getLogger("spoofsdk_train.train")
 
@@ -224,9 +224,6 @@ def make_loss(recipe: Recipe, output: str):
     raise ValueError(f"loss must be auto, ce or bce, got {kind!r}")
 
 
-DISTILL_GATES = ("none", "agree")
-
-
 def distill_targets(labels: torch.Tensor, teacher_p_live: torch.Tensor, synthesized: torch.Tensor, alpha: float,
                     gate: str = "none") -> torch.Tensor:
     """Soft P(real) targets: ``(1 - alpha) * label + alpha * teacher``.
@@ -236,13 +233,7 @@ def distill_targets(labels: torch.Tensor, teacher_p_live: torch.Tensor, synthesi
     ``gate="agree"`` so does every draw the teacher puts on the wrong side of 0.5.
     """
     y = labels.float()
-    teacher_p_live = teacher_p_live.float()
-    keep_label = synthesized
-    if gate == "agree":
-        keep_label = keep_label | ((teacher_p_live > 0.5) != (y > 0.5))
-    elif gate != "none":
-        raise ValueError(f"train.distill_gate must be one of {', '.join(DISTILL_GATES)}; got {gate!r}")
-    teacher = torch.where(keep_label, y, teacher_p_live)
+    teacher = heard_teacher(labels, teacher_p_live, synthesized, gate)
     return (1.0 - alpha) * y + alpha * teacher
 
 
@@ -683,8 +674,9 @@ def _train_probe(recipe: Recipe, out: Path) -> dict:
     best = {"epoch": t.epochs, "value": float(val[t.monitor]), "monitor": t.monitor, "val": _plain(val)}
     common = {"epoch": t.epochs - 1, "recipe": recipe.to_dict(), "recipe_hash": recipe.training_hash(), "params": params, "macs": macs,
               "history": history}
-    if t.distill_alpha > 0:
-        common["teacher"] = teacher_record(t)
+    record = teacher_record(t)
+    if record is not None:
+        common["teacher"] = record
     torch.save({"model": model.state_dict(), "val": _plain(val), **common}, out / "best.pt")
     torch.save({"model": model.state_dict(), "best": best, "bad_epochs": 0, **common}, out / "last.pt")
     (out / "history.json").write_text(json.dumps(history, indent=1))
@@ -725,8 +717,7 @@ def _train(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int, re
         raise ValueError("--extend cannot change the length of a run with weight averaging (train.swa_start > 0): train again instead")
     if not 0.0 <= recipe.train.distill_alpha <= 1.0:
         raise ValueError(f"train.distill_alpha is the teacher's share of the target, in [0, 1]; got {recipe.train.distill_alpha}")
-    if recipe.train.distill_gate not in DISTILL_GATES:
-        raise ValueError(f"train.distill_gate must be one of {', '.join(DISTILL_GATES)}; got {recipe.train.distill_gate!r}")
+    check_distill_gate(recipe.train.distill_gate)
     if recipe.train.distill_alpha > 0:
         get_teacher(recipe.train.teacher).check_available()  # before minutes of data loading, not after
     if recipe.train.mode == "probe":
