@@ -320,3 +320,22 @@ def test_sweep_honours_the_sizes_and_small_differences_are_visible(fp32_path, cr
            "size_ratio": 0.25, "n_samples": 9, "max_abs_dscore": 3.2e-5, "mean_abs_dscore": 4e-6, "decision_agreement": 5 / 9}
     text = q.format_report(rep)
     assert "max |d| 3.2e-05" in text and "mean |d| 4e-06" in text and "55.56%" in text and "0.0000" not in text
+
+
+def test_int8_calibration_finds_the_image_input_without_a_runtime_session():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from spoofsdk_train.convert import QuantizeError, _image_input_name
+
+    weight = numpy_helper.from_array(np.ones((1, 3, 1, 1), np.float32), "w")
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3, 8, 8])
+    w_as_input = helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 3, 1, 1])  # older exporters list weights
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])
+    conv = helper.make_node("Conv", ["pixels", "w"], ["y"])
+    graph = helper.make_graph([conv], "g", [x, w_as_input], [y], initializer=[weight])
+    assert _image_input_name(onnx.helper.make_model(graph).graph) == "pixels"
+    second = helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 8, 8])
+    two = helper.make_graph([conv], "g2", [x, second], [y], initializer=[weight])
+    with pytest.raises(QuantizeError, match="one image input"):
+        _image_input_name(two)

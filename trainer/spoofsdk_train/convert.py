@@ -190,6 +190,15 @@ def _nodes_named(graph, prefixes: Sequence[str]) -> list[str]:
     return out
 
 
+def _image_input_name(graph) -> str:
+    """The graph's one real input (older exporters also list initializers as inputs)."""
+    weights = {init.name for init in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        raise QuantizeError(f"INT8 calibration expects a model with one image input, this one has {inputs}")
+    return inputs[0]
+
+
 def quantize_int8(
     model_bytes: bytes,
     calib_tensors: np.ndarray,
@@ -217,9 +226,8 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="spoofsdk-q-") as tmp:
         work = Path(workdir) if workdir else Path(tmp)
         pre = _preprocess(model_bytes, work)
-        import onnxruntime as ort
-
-        input_name = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        graph = onnx.load(str(pre)).graph  # read once: the input's name and both exclusion rules
+        input_name = _image_input_name(graph)
         batch = 8
         n_batches = -(-len(calib_tensors) // batch)
         # Strided calibration bounds memory: ranges/histograms are gathered `stride` batches at a
@@ -232,7 +240,6 @@ def quantize_int8(
             "ActivationSymmetric": False,
         }
         out = work / "int8.onnx"
-        graph = onnx.load(str(pre)).graph  # read once for both exclusion rules
         exclude = sorted(set(_input_convs(graph) if fp32_input_convs else []) | set(_nodes_named(graph, fp32_nodes)))
         quantize_static(
             str(pre),
