@@ -1,10 +1,11 @@
-"""``spoofsdk-train``: prepare | resplit | train | crossval | evaluate | export | quantize | models | cues.
+"""``spoofsdk-train``: prepare | resplit | train | crossval | compare | evaluate | export | quantize | models | cues.
 
     spoofsdk-train prepare /work/shared/data/nuaa --out cache/s1.5_128 --scale 1.5 --size 128
     spoofsdk-train resplit cache/s1.0_224/* --out cache/random/s1.0_224
     spoofsdk-train train --recipe edgenet --out runs/edge
     torchrun --nproc_per_node 2 -m spoofsdk_train.cli train --recipe edgenet --out runs/edge
     spoofsdk-train crossval --recipe probe --out runs/loso
+    spoofsdk-train compare probe=runs/loso hybrid=runs/loso_hm+runs/loso_hm_s7
     spoofsdk-train evaluate runs/edge/best.pt --test cache/s1.5_128/nuaa --test cache/s1.5_128/gc535
     spoofsdk-train export runs/edge/best.pt --out runs/edge/edge.onnx --report runs/edge/report.json
     spoofsdk-train quantize runs/edge/edge.onnx --precision int8 --calib cache/s1.5_128
@@ -152,6 +153,21 @@ def crossval(recipe, out, data, held_out, test_only, reference, overrides, jobs)
     click.echo((Path(out) / "crossval.md").read_text(), nl=False)
     s = result["summary"]["auc"]
     click.echo(f"AUC mean {s['mean']:.4f} worst {s['worst']:.4f}", err=True)
+
+
+@cli.command()
+@click.argument("variants", nargs=-1, required=True, metavar="NAME=RUN[+RUN...] ...")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table (.md) or the figures (.json) here.")
+def compare(variants, out) -> None:
+    """Leave-one-source-out runs side by side: each variant's seeds averaged, summaries over the folds all runs scored."""
+    from .compare import compare as run_compare
+    from .compare import parse_variants, render_compare
+
+    result = run_compare(parse_variants(variants))
+    table = render_compare(result)
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) if Path(out).suffix == ".json" else table)
+    click.echo(table, nl=False)
 
 
 @cli.command()

@@ -1,0 +1,164 @@
+"""Side by side: leave-one-source-out runs of several recipes, each over one or more seeds.
+
+Every recipe choice is made on the leave-one-source-out table, and per held-out domain two seeds
+of the same recipe differ by up to 0.18 AUC on our data: one run's table cannot choose between
+recipes whose means differ by a few hundredths. ``compare`` reads the runs of each variant
+(finished ones from ``crossval.json``, interrupted ones from their scored folds), averages a
+domain's figures over the variant's seeds, and summarises over the domains EVERY run has scored,
+so a partial run is compared on the same folds as the others, never on a flattering subset.
+
+    spoofsdk-train compare distilled=runs/loso_d+runs/loso_d_s7 alpha075=runs/loso_a075+runs/loso_a075_s7
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from spoofsdk.errors import SpoofSDKError
+
+from .evaluate import score_report
+
+__all__ = ["CompareError", "read_run", "compare", "render_compare", "parse_variants"]
+
+FIGURES = ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")
+
+
+class CompareError(SpoofSDKError, ValueError):
+    """A run folder that holds no scored fold, or a variant given in a form we cannot read."""
+
+
+def read_run(path: str | Path) -> dict:
+    """``{"path", "complete", "test_only", "domains": {name: row}}`` of one crossval run folder.
+
+    A finished run is read from its ``crossval.json``; an interrupted one from every fold that was
+    scored (``folds/<domain>/fold.json`` + ``held_out_scores.npz``: figures recomputed at that fold's
+    frozen threshold, as crossval does). Test-only domains of a partial run are the held-out ones
+    no scored fold trained on.
+    """
+    path = Path(path)
+    table = path / "crossval.json"
+    if table.is_file():
+        data = json.loads(table.read_text())
+        return {"path": str(path), "complete": True, "test_only": list(data.get("test_only", [])),
+                "domains": {r["domain"]: {k: r.get(k) for k in FIGURES} for r in data["domains"]}}
+    rows, trained_on = {}, set()
+    for info_path in sorted((path / "folds").glob("*/fold.json")):
+        scores_path = info_path.parent / "held_out_scores.npz"
+        if not scores_path.is_file():
+            continue
+        info = json.loads(info_path.read_text())
+        saved = np.load(scores_path)
+        figures = score_report(saved["labels"], saved["scores"], float(info["threshold"]))
+        rows[info["held_out"]] = {k: figures.get(k) for k in FIGURES}
+        trained_on.update(info.get("train_domains", []))
+    if not rows:
+        raise CompareError(f"{path}: no crossval.json and no scored fold under folds/ (is it a crossval run folder?)")
+    test_only = sorted(d for d in rows if d not in trained_on) if len(rows) > 1 else []
+    return {"path": str(path), "complete": False, "test_only": test_only, "domains": rows}
+
+
+def parse_variants(specs: Sequence[str]) -> dict[str, list[str]]:
+    """``["name=run1+run2", "run3"]`` -> ``{"name": [run1, run2], "run3": [run3]}``."""
+    variants: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, runs = spec.partition("=") if "=" in spec else (Path(spec).name, "", spec)
+        paths = [r for r in runs.split("+") if r]
+        if not name or not paths:
+            raise CompareError(f"cannot read variant {spec!r}: write NAME=RUN[+RUN...] or a run folder")
+        if name in variants:
+            raise CompareError(f"variant {name!r} given twice")
+        variants[name] = paths
+    return variants
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def compare(variants: Mapping[str, Sequence[str | Path]]) -> dict:
+    """Per variant: each domain's figures averaged over its runs (seeds), and the summary over the
+    domains that every run of every variant has scored (``common``)."""
+    if not variants:
+        raise CompareError("nothing to compare: give at least one run")
+    runs = {name: [read_run(p) for p in paths] for name, paths in variants.items()}
+    every = [run for rs in runs.values() for run in rs]
+    common = sorted(set.intersection(*(set(r["domains"]) for r in every)))
+    if not common:
+        raise CompareError("the runs have no held-out domain in common")
+    test_only = sorted(set().union(*(r["test_only"] for r in every)))
+    all_domains = sorted(set().union(*(r["domains"] for r in every)), key=lambda d: (d in test_only, d.lower()))
+    out: dict = {"common": common, "test_only": test_only, "domains": all_domains, "variants": {}}
+    for name, rs in runs.items():
+        per_domain = {}
+        for d in all_domains:
+            seen = [r["domains"][d] for r in rs if d in r["domains"]]
+            if not seen:
+                continue
+            aucs = [s["auc"] for s in seen]
+            per_domain[d] = {**{k: _mean(s[k] for s in seen) for k in FIGURES}, "auc_runs": aucs, "n_runs": len(seen)}
+        trained = [d for d in common if d not in test_only]
+
+        def over(domains, key="auc", how="mean"):
+            vals = [per_domain[d][key] for d in domains if per_domain[d][key] is not None]
+            if not vals:
+                return None
+            return float(np.mean(vals)) if how == "mean" else float(min(vals))
+
+        run_means = [float(np.mean([r["domains"][d]["auc"] for d in common])) for r in rs]
+        out["variants"][name] = {
+            "runs": [r["path"] for r in rs],
+            "complete": all(r["complete"] for r in rs),
+            "per_domain": per_domain,
+            "summary": {
+                "auc_mean": over(common), "auc_worst": over(common, how="worst"),
+                "auc_mean_trained_domains": over(trained), "auc_worst_trained_domains": over(trained, how="worst"),
+                "bpcer_at_apcer_5_mean": over(common, "bpcer_at_apcer_5"),
+                "auc_mean_per_run": run_means,
+            },
+        }
+    return out
+
+
+def _f(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def render_compare(result: dict) -> str:
+    names = list(result["variants"])
+    v = result["variants"]
+    n_common, n_all = len(result["common"]), len(result["domains"])
+    test_only = result["test_only"]
+    lines = ["# Leave-one-source-out, side by side", "",
+             "Each cell: the held-out domain's AUC, averaged over the variant's runs (seeds; each run's in brackets). "
+             f"Summaries over the {n_common} domain(s) every run has scored"
+             + (f" (of {n_all}; rows outside them are marked *)" if n_common < n_all else "")
+             + (f"; never trained on: {', '.join(test_only)}" if test_only else "") + ".", "",
+             "| held-out domain | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for d in result["domains"]:
+        cells = []
+        for n in names:
+            row = v[n]["per_domain"].get(d)
+            if row is None:
+                cells.append("–")
+                continue
+            runs = row["auc_runs"]
+            cells.append(_f(row["auc"]) + (f" ({' / '.join(_f(a) for a in runs)})" if len(runs) > 1 else ""))
+        mark = "" if d in result["common"] else " *"
+        lines.append(f"| {d}{mark} | " + " | ".join(cells) + " |")
+    rows = [("**mean**", "auc_mean"), ("**worst**", "auc_worst")]
+    if set(test_only) & set(result["common"]):
+        rows += [("mean without never-trained domains", "auc_mean_trained_domains"),
+                 ("worst without never-trained domains", "auc_worst_trained_domains")]
+    rows += [("mean BPCER@APCER5", "bpcer_at_apcer_5_mean")]
+    for label, key in rows:
+        lines.append(f"| {label} | " + " | ".join(_f(v[n]["summary"][key]) for n in names) + " |")
+    lines.append("| mean of each run | " + " | ".join(" / ".join(_f(m) for m in v[n]["summary"]["auc_mean_per_run"])
+                                                    for n in names) + " |")
+    partial = [n for n in names if not v[n]["complete"]]
+    if partial:
+        lines += ["", f"Interrupted runs (read from their scored folds): {', '.join(partial)}."]
+    return "\n".join(lines) + "\n"
