@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +203,58 @@ def test_probe_distillation_hears_the_registered_teacher_and_records_its_weights
     assert sum(seen) > 0  # every cached training view was scored by the teacher
     record = load_checkpoint(tmp_path / "run" / "best.pt")["teacher"]
     assert record == {"name": "minifasnet_pair", "alpha": 0.5, "checkpoints": {"teacher.pth": hashlib.sha256(b"probe teacher").hexdigest()}}
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing, os, sys, time
+from spoofsdk_train.crossval import exit_with_parent
+
+def fold(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)  # a fold that would train on for minutes
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    worker = ctx.Process(target=fold, args=(sys.argv[1],))
+    if sys.argv[2] == "watched":
+        from concurrent.futures import ProcessPoolExecutor
+        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=exit_with_parent, initargs=(os.getpid(), 0.1))
+        pool.submit(fold, sys.argv[1])
+    else:
+        worker.start()
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state  # a zombie has ended; only its exit status waits to be read
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.parametrize("mode", ["watched", "unwatched"])
+def test_a_killed_crossval_takes_its_fold_workers_with_it(tmp_path, mode):
+    script, pid_file = tmp_path / "pool.py", tmp_path / "worker.pid"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file), mode])
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)  # no clean-up of any kind in the parent
+        parent.wait()
+        deadline = time.time() + 10
+        while _alive(worker) and time.time() < deadline:
+            time.sleep(0.1)
+        # the control: without the watcher the spawned worker trains on as an orphan
+        assert _alive(worker) == (mode == "unwatched")
+    finally:
+        if pid_file.is_file() and pid_file.read_text() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import time
 from datetime import datetime, timezone
@@ -178,6 +179,24 @@ def _nan(v) -> float:
     return float("nan") if v is None else v
 
 
+def exit_with_parent(parent_pid: int, every: float = 2.0) -> None:
+    """Make this worker process end when the process ``parent_pid`` is gone (killed, even with SIGKILL).
+
+    The pool's workers are spawned children: killing ``crossval`` alone would leave each of them training
+    its fold to the end, for minutes, on cores the next run needs. A daemon thread watches the parent
+    (a dead parent's children are re-parented, so ``getppid`` changes) and ends the worker at once.
+    """
+    import threading
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(every)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _run_fold_in_process(recipe_dict: dict, fold: dict, held: dict, out: str) -> dict:
     """One fold in a worker process (spawned: torch and its threads start fresh)."""
     from .train import setup_logging
@@ -217,7 +236,8 @@ def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequenc
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(plan)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(plan)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_fold_in_process, recipe.to_dict(), fold, by_name[fold["held_out"]],
                                    str(out / "folds" / fold["held_out"])) for fold in plan]
             rows = [f.result() for f in futures]  # plan order, whatever order they finish in
