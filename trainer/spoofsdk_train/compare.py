@@ -108,7 +108,7 @@ def compare(variants: Mapping[str, Sequence[str | Path]]) -> dict:
                 return None
             return float(np.mean(vals)) if how == "mean" else float(min(vals))
 
-        run_means = [float(np.mean([r["domains"][d]["auc"] for d in common])) for r in rs]
+        run_means = [_mean(r["domains"][d]["auc"] for d in common) for r in rs]
         out["variants"][name] = {
             "runs": [r["path"] for r in rs],
             "complete": all(r["complete"] for r in rs),
