@@ -55,7 +55,7 @@ def test_fold_plan_holds_out_each_two_class_domain_and_never_trains_on_it(domain
         fold_plan(manifests, ["nowhere"])
 
 
-def test_crossval_end_to_end_probe(domains, tmp_path):
+def test_crossval_end_to_end_probe(domains, tmp_path, monkeypatch):
     recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}",
                                            "data.manifests=" + json.dumps([str(d) for d in domains])])
     result = crossval(recipe, tmp_path / "loso", held_out=["camA", "camB"])
@@ -89,6 +89,23 @@ def test_crossval_end_to_end_probe(domains, tmp_path):
     crossval(recipe.with_overrides(["train.lr=0.02"]), tmp_path / "loso", held_out=["camA"])
     assert (tmp_path / "loso" / "folds" / "camA" / "best.pt").stat().st_mtime_ns != stamps["camA"]
     assert json.loads((tmp_path / "loso" / "folds" / "camA" / "fold.json").read_text())["recipe_hash"] != first_hash
+    # A fold cut short while writing fold.json is trained again, not a crash.
+    (tmp_path / "loso" / "folds" / "camB" / "fold.json").write_text('{"held_out": "ca')
+    crossval(recipe, tmp_path / "loso", held_out=["camB"])
+    assert json.loads((tmp_path / "loso" / "folds" / "camB" / "fold.json").read_text())["held_out"] == "camB"
+    # A retraining that fails leaves neither the old recipe's fold result nor the old table behind.
+    import spoofsdk_train.train as train_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(train_mod, "train", broken)
+    with pytest.raises(RuntimeError, match="stopped"):
+        crossval(recipe.with_overrides(["train.lr=0.03"]), tmp_path / "loso", held_out=["camA"])
+    assert not (tmp_path / "loso" / "crossval.json").exists()
+    assert not (tmp_path / "loso" / "folds" / "camA" / "fold.json").exists()
+    assert not (tmp_path / "loso" / "folds" / "camA" / "held_out_scores.npz").exists()
+    assert not list((tmp_path / "loso").rglob("*.partial*"))
 
 
 def test_crossval_parallel_folds_equal_serial_ones(domains, tmp_path):
@@ -246,6 +263,7 @@ def test_a_killed_crossval_takes_its_fold_workers_with_it(tmp_path, mode):
         while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
             time.sleep(0.1)
         worker = int(pid_file.read_text())
+        assert _alive(worker)
         parent.send_signal(signal.SIGKILL)  # no clean-up of any kind in the parent
         parent.wait()
         deadline = time.time() + 10
@@ -258,3 +276,32 @@ def test_a_killed_crossval_takes_its_fold_workers_with_it(tmp_path, mode):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_worker_whose_parent_died_before_its_watch_began_exits_at_once(tmp_path):
+    code = "import time\nfrom spoofsdk_train.crossval import exit_with_parent\nexit_with_parent(1, 0.05)\ntime.sleep(30)\n"
+    started = time.time()
+    done = subprocess.run([sys.executable, "-c", code], timeout=60)  # pid 1 is not its parent: gone already
+    assert done.returncode == 1 and time.time() - started < 30
+
+
+def test_crossval_gives_its_fold_workers_the_parent_watch(domains, tmp_path, monkeypatch):
+    import concurrent.futures
+
+    from spoofsdk_train import crossval as crossval_mod
+
+    seen = {}
+
+    class Recorder(concurrent.futures.ThreadPoolExecutor):  # same interface, no processes
+        def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=()):
+            seen.update(initializer=initializer, initargs=initargs, context=mp_context.get_start_method())
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recorder)
+    monkeypatch.setattr(crossval_mod, "_run_fold_in_process", lambda *a: {"domain": a[1]["held_out"], "n_real": 1, "n_attack": 1,
+                                                                            "auc": 0.5, "eer": 0.5, "apcer": 0.5, "bpcer": 0.5,
+                                                                            "acer": 0.5, "bpcer_at_apcer_5": 0.9, "threshold": 0.5,
+                                                                            "train_domains": [], "seconds": 0.0})
+    recipe = load_recipe("probe", PROBE + ["data.manifests=" + json.dumps([str(d) for d in domains])])
+    crossval(recipe, tmp_path / "loso", held_out=["camA", "camB"], jobs=2)
+    assert seen == {"initializer": crossval_mod.exit_with_parent, "initargs": (os.getpid(),), "context": "spawn"}

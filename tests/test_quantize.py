@@ -322,7 +322,7 @@ def test_sweep_honours_the_sizes_and_small_differences_are_visible(fp32_path, cr
     assert "max |d| 3.2e-05" in text and "mean |d| 4e-06" in text and "55.56%" in text and "0.0000" not in text
 
 
-def test_int8_calibration_finds_the_image_input_without_a_runtime_session():
+def test_int8_calibration_reads_the_image_input_from_the_graph_and_refuses_two_inputs():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

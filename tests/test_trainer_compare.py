@@ -43,8 +43,9 @@ def _partial_run(root: Path, folds: dict[str, float], all_domains: list[str]) ->
         np.savez(fold / "held_out_scores.npz", labels=labels, scores=scores)
         trained = [d for d in all_domains if d != held and d != "gc535"]
         (fold / "fold.json").write_text(json.dumps({"held_out": held, "train_domains": trained, "threshold": 0.5}))
-    (root / "folds" / "unscored").mkdir()  # a fold still training: no scores yet, skipped
-    (root / "folds" / "unscored" / "fold.json").write_text(json.dumps({"held_out": "unscored"}))
+    # A fold being scored: its scores are written, its fold.json (written last) not yet; skipped.
+    (root / "folds" / "scoring").mkdir()
+    np.savez(root / "folds" / "scoring" / "held_out_scores.npz", labels=np.array([0, 1]), scores=np.array([0.9, 0.1]))
     return root
 
 
@@ -65,7 +66,7 @@ def test_seeds_are_averaged_per_domain_and_summaries_cover_the_common_domains(tm
     table = render_compare(result)
     assert "| camA | 0.850 (0.900 / 0.800) | 1.000 |" in table
     assert "| mean without never-trained domains | 0.825 | 0.800 |" in table
-    assert "Interrupted" not in table
+    assert "interrupted" not in table and f"- A: `{a1}`, `{a2}`" in table
 
 
 def test_a_partial_run_is_read_from_its_scored_folds_and_compared_on_the_same_folds_only(tmp_path):
@@ -83,9 +84,13 @@ def test_a_partial_run_is_read_from_its_scored_folds_and_compared_on_the_same_fo
     result = compare({"full": [full], "partial": [partial]})
     assert result["common"] == ["camA", "camC", "gc535"]  # camB, which the full run finds hard, is left out of BOTH
     assert result["variants"]["full"]["summary"]["auc_mean"] == pytest.approx((0.9 + 0.95 + 0.2) / 3)
+    own = [run["domains"][d]["auc"] for d in ("camA", "camC", "gc535")]
+    assert result["variants"]["partial"]["summary"]["auc_mean"] == pytest.approx(np.mean(own))
+    assert result["variants"]["partial"]["summary"]["auc_mean_trained_domains"] == pytest.approx(np.mean(own[:2]))
+    assert own[0] == pytest.approx(0.8, abs=0.08) and own[2] == pytest.approx(0.4, abs=0.08)
     table = render_compare(result)
     assert "| camB * | 0.500 | – |" in table
-    assert "Interrupted runs (read from their scored folds): partial." in table
+    assert f"- partial: `{partial}` (interrupted: read from its scored folds)" in table
 
 
 def test_unreadable_variants_are_refused_with_a_reason(tmp_path):
@@ -96,6 +101,19 @@ def test_unreadable_variants_are_refused_with_a_reason(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CompareError, match="no scored fold"):
         read_run(tmp_path / "empty")
+    with pytest.raises(CompareError, match="given twice"):
+        parse_variants([f"x={tmp_path / 'r'}+{tmp_path / 'q' / '..' / 'r'}"])
+    cut = _finished_run(tmp_path / "cut", {"camA": 0.9})
+    (cut / "crossval.json").write_text('{"domains": [{"dom')
+    with pytest.raises(CompareError, match="not a crossval table"):
+        read_run(cut)
+    (cut / "crossval.json").write_text('{"recipe": "r"}')
+    with pytest.raises(CompareError, match="not a crossval table"):
+        read_run(cut)
+    half = _partial_run(tmp_path / "half", {"camA": 0.8}, ["camA", "camB"])
+    (half / "folds" / "camA" / "fold.json").write_text('{"held_out": "ca')
+    with pytest.raises(CompareError, match="unreadable fold"):
+        read_run(half)
     one = _finished_run(tmp_path / "one", {"camA": 0.9})
     other = _finished_run(tmp_path / "other", {"camB": 0.9})
     with pytest.raises(CompareError, match="in common"):
@@ -118,3 +136,7 @@ def test_cli_prints_the_table_and_writes_it_and_fails_in_one_line(tmp_path, caps
     assert main(["compare", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no crossval.json" in err
+    (b / "crossval.json").write_text("{")
+    assert main(["compare", f"mine={a}+{b}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a crossval table" in err

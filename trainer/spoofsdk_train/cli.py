@@ -166,7 +166,7 @@ def compare(variants, out) -> None:
     result = run_compare(parse_variants(variants))
     table = render_compare(result)
     if out:
-        Path(out).write_text(json.dumps(result, indent=1) if Path(out).suffix == ".json" else table)
+        Path(out).write_text(json.dumps(result, indent=1) if Path(out).suffix.lower() == ".json" else table)
     click.echo(table, nl=False)
 
 

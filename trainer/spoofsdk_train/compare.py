@@ -12,6 +12,7 @@ so a partial run is compared on the same folds as the others, never on a flatter
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -41,21 +42,31 @@ def read_run(path: str | Path) -> dict:
     path = Path(path)
     table = path / "crossval.json"
     if table.is_file():
-        data = json.loads(table.read_text())
-        return {"path": str(path), "complete": True, "test_only": list(data.get("test_only", [])),
-                "domains": {r["domain"]: {k: r.get(k) for k in FIGURES} for r in data["domains"]}}
+        try:
+            data = json.loads(table.read_text())
+            domains = {r["domain"]: {k: r.get(k) for k in FIGURES} for r in data["domains"]}
+        except (ValueError, KeyError, TypeError) as e:
+            raise CompareError(f"{table}: not a crossval table ({type(e).__name__}: {e})") from e
+        return {"path": str(path), "complete": True, "test_only": list(data.get("test_only", [])), "domains": domains}
     rows, trained_on = {}, set()
+    # A fold is scored once both files exist (crossval writes the scores, then fold.json, each atomically).
     for info_path in sorted((path / "folds").glob("*/fold.json")):
         scores_path = info_path.parent / "held_out_scores.npz"
         if not scores_path.is_file():
             continue
-        info = json.loads(info_path.read_text())
-        saved = np.load(scores_path)
-        figures = score_report(saved["labels"], saved["scores"], float(info["threshold"]))
-        rows[info["held_out"]] = {k: figures.get(k) for k in FIGURES}
+        try:
+            info = json.loads(info_path.read_text())
+            with np.load(scores_path) as saved:
+                labels, scores = saved["labels"], saved["scores"]
+            threshold, held = float(info["threshold"]), str(info["held_out"])
+        except (ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+            raise CompareError(f"{info_path.parent}: unreadable fold ({type(e).__name__}: {e})") from e
+        figures = score_report(labels, scores, threshold)
+        rows[held] = {k: figures.get(k) for k in FIGURES}
         trained_on.update(info.get("train_domains", []))
     if not rows:
         raise CompareError(f"{path}: no crossval.json and no scored fold under folds/ (is it a crossval run folder?)")
+    # With one scored fold there is nothing to tell a never-trained domain from the others by.
     test_only = sorted(d for d in rows if d not in trained_on) if len(rows) > 1 else []
     return {"path": str(path), "complete": False, "test_only": test_only, "domains": rows}
 
@@ -63,13 +74,18 @@ def read_run(path: str | Path) -> dict:
 def parse_variants(specs: Sequence[str]) -> dict[str, list[str]]:
     """``["name=run1+run2", "run3"]`` -> ``{"name": [run1, run2], "run3": [run3]}``."""
     variants: dict[str, list[str]] = {}
+    seen: set[Path] = set()
     for spec in specs:
-        name, _, runs = spec.partition("=") if "=" in spec else (Path(spec).name, "", spec)
+        name, _, runs = spec.partition("=") if "=" in spec else (Path(spec).resolve().name, "", spec)
         paths = [r for r in runs.split("+") if r]
         if not name or not paths:
             raise CompareError(f"cannot read variant {spec!r}: write NAME=RUN[+RUN...] or a run folder")
         if name in variants:
             raise CompareError(f"variant {name!r} given twice")
+        for p in paths:  # one run counted twice would pass for two seeds that agree
+            if Path(p).resolve() in seen:
+                raise CompareError(f"run {p} given twice")
+            seen.add(Path(p).resolve())
         variants[name] = paths
     return variants
 
@@ -112,6 +128,7 @@ def compare(variants: Mapping[str, Sequence[str | Path]]) -> dict:
         out["variants"][name] = {
             "runs": [r["path"] for r in rs],
             "complete": all(r["complete"] for r in rs),
+            "runs_complete": [r["complete"] for r in rs],
             "per_domain": per_domain,
             "summary": {
                 "auc_mean": over(common), "auc_worst": over(common, how="worst"),
@@ -153,12 +170,13 @@ def render_compare(result: dict) -> str:
     if set(test_only) & set(result["common"]):
         rows += [("mean without never-trained domains", "auc_mean_trained_domains"),
                  ("worst without never-trained domains", "auc_worst_trained_domains")]
-    rows += [("mean BPCER@APCER5", "bpcer_at_apcer_5_mean")]
+    rows += [("mean BPCER@APCER5 (lower is better)", "bpcer_at_apcer_5_mean")]
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(_f(v[n]["summary"][key]) for n in names) + " |")
     lines.append("| mean of each run | " + " | ".join(" / ".join(_f(m) for m in v[n]["summary"]["auc_mean_per_run"])
                                                     for n in names) + " |")
-    partial = [n for n in names if not v[n]["complete"]]
-    if partial:
-        lines += ["", f"Interrupted runs (read from their scored folds): {', '.join(partial)}."]
+    lines += ["", "Runs, in the order of the brackets:"]
+    for n in names:
+        lines.append(f"- {n}: " + ", ".join(f"`{r}`" + ("" if done else " (interrupted: read from its scored folds)")
+                                             for r, done in zip(v[n]["runs"], v[n]["runs_complete"])))
     return "\n".join(lines) + "\n"

@@ -103,7 +103,10 @@ def _finished_fold(out: Path, fold_recipe: Recipe, held: str) -> dict | None:
     info_path, scores_path = out / "fold.json", out / "held_out_scores.npz"
     if not (info_path.is_file() and scores_path.is_file()):
         return None
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError:  # cut short (written by a version before the atomic write): train the fold again
+        return None
     if (info.get("held_out") != held or info.get("recipe_hash") != fold_recipe.training_hash()
             or info.get("threshold_rule_requested") != str(fold_recipe.eval.threshold)):
         return None
@@ -151,6 +154,8 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     done = _finished_fold(out, fold_recipe, held["dataset"])
     if done is not None:
         return done
+    for stale in ("fold.json", "held_out_scores.npz"):  # another recipe's result must not outlive its retraining
+        (out / stale).unlink(missing_ok=True)
     t0 = time.time()
     if _trained_not_scored(out, fold_recipe):
         log.info("fold %-20s trained with this recipe but not scored (stopped, or scoring failed): scoring its best.pt", held["dataset"])
@@ -164,12 +169,16 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     test = _all_splits(held)
     scores = score(test)
     row = _row(held["dataset"], test.labels, scores, thr, train_names, round(time.time() - t0, 1))
-    np.savez_compressed(out / "held_out_scores.npz", labels=test.labels, scores=scores)
+    # Both files are written whole or not at all (temporary name, then os.replace): a fold stopped while
+    # writing leaves no half file for a resumed run or `spoofsdk-train compare` to misread.
+    np.savez_compressed(out / "held_out_scores.partial.npz", labels=test.labels, scores=scores)
+    os.replace(out / "held_out_scores.partial.npz", out / "held_out_scores.npz")
     fold_info = {"held_out": held["dataset"], "train_domains": train_names, "train_manifests": fold["train"],
                  "recipe_hash": fold_recipe.training_hash(), "threshold": thr, "threshold_rule": how,
                  "threshold_rule_requested": str(fold_recipe.eval.threshold), "n_val": len(val), "n_held_out": len(test),
                  "seconds": row["seconds"]}
-    (out / "fold.json").write_text(json.dumps(fold_info, indent=1))  # written last: its presence marks the fold done
+    (out / "fold.json.partial").write_text(json.dumps(fold_info, indent=1))
+    os.replace(out / "fold.json.partial", out / "fold.json")  # written last: its presence marks the fold done
     log.info("fold %-20s AUC %.4f  EER %.4f  APCER %.4f  BPCER %.4f  BPCER@APCER5 %.4f  (thr %.4f, %.0f s)", held["dataset"],
              _nan(row["auc"]), _nan(row["eer"]), row["apcer"], row["bpcer"], _nan(row["bpcer_at_apcer_5"]), thr, row["seconds"])
     return row
@@ -184,7 +193,10 @@ def exit_with_parent(parent_pid: int, every: float = 2.0) -> None:
 
     The pool's workers are spawned children: killing ``crossval`` alone would leave each of them training
     its fold to the end, for minutes, on cores the next run needs. A daemon thread watches the parent
-    (a dead parent's children are re-parented, so ``getppid`` changes) and ends the worker at once.
+    (a dead parent's children are re-parented, so ``getppid`` changes) and ends the worker within
+    ``every`` seconds. Compared with the pid the pool passed, so a parent that died before the thread
+    started is caught at once. Valid for ``spawn`` and ``fork`` workers (crossval uses spawn), whose parent
+    is the pool's process; under ``forkserver`` their parent would be the server.
     """
     import threading
 
@@ -228,6 +240,7 @@ def crossval(recipe: Recipe | dict | str, out_dir: str | Path, held_out: Sequenc
     manifests = [read_manifest(p) for p in recipe.data.manifests]
     extra = [read_manifest(p) for p in test_only]
     plan = fold_plan(manifests, held_out, extra)
+    (out / "crossval.json").unlink(missing_ok=True)  # rewritten at the end; until then the folder holds no finished table
     by_name = {m["dataset"]: m for m in manifests + extra}
     t0 = time.time()
     if jobs <= 1 or len(plan) <= 1:
