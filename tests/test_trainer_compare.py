@@ -101,8 +101,9 @@ def test_unreadable_variants_are_refused_with_a_reason(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CompareError, match="no scored fold"):
         read_run(tmp_path / "empty")
-    with pytest.raises(CompareError, match="given twice"):
+    with pytest.raises(CompareError, match="a run given twice"):
         parse_variants([f"x={tmp_path / 'r'}+{tmp_path / 'q' / '..' / 'r'}"])
+    assert parse_variants(["two=r1+r2", "one=r1"]) == {"two": ["r1", "r2"], "one": ["r1"]}  # one seed beside the mean
     cut = _finished_run(tmp_path / "cut", {"camA": 0.9})
     (cut / "crossval.json").write_text('{"domains": [{"dom')
     with pytest.raises(CompareError, match="not a crossval table"):

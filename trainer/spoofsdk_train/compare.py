@@ -74,7 +74,6 @@ def read_run(path: str | Path) -> dict:
 def parse_variants(specs: Sequence[str]) -> dict[str, list[str]]:
     """``["name=run1+run2", "run3"]`` -> ``{"name": [run1, run2], "run3": [run3]}``."""
     variants: dict[str, list[str]] = {}
-    seen: set[Path] = set()
     for spec in specs:
         name, _, runs = spec.partition("=") if "=" in spec else (Path(spec).resolve().name, "", spec)
         paths = [r for r in runs.split("+") if r]
@@ -82,10 +81,10 @@ def parse_variants(specs: Sequence[str]) -> dict[str, list[str]]:
             raise CompareError(f"cannot read variant {spec!r}: write NAME=RUN[+RUN...] or a run folder")
         if name in variants:
             raise CompareError(f"variant {name!r} given twice")
-        for p in paths:  # one run counted twice would pass for two seeds that agree
-            if Path(p).resolve() in seen:
-                raise CompareError(f"run {p} given twice")
-            seen.add(Path(p).resolve())
+        # One run counted twice in a variant would pass for two seeds that agree (across variants it may
+        # appear again: one seed of a recipe beside its two-seed mean).
+        if len({Path(p).resolve() for p in paths}) < len(paths):
+            raise CompareError(f"variant {name!r}: a run given twice ({'+'.join(paths)})")
         variants[name] = paths
     return variants
 
