@@ -42,7 +42,7 @@ def _partial_run(root: Path, folds: dict[str, float], all_domains: list[str]) ->
         labels, scores = _scores(auc, seed=i)
         np.savez(fold / "held_out_scores.npz", labels=labels, scores=scores)
         trained = [d for d in all_domains if d != held and d != "gc535"]
-        (fold / "fold.json").write_text(json.dumps({"held_out": held, "train_domains": trained, "threshold": 0.5}))
+        (fold / "fold.json").write_text(json.dumps({"held_out": held, "train_domains": trained, "threshold": 0.5, "seconds": 1.0}))
     # A fold being scored: its scores are written, its fold.json (written last) not yet; skipped.
     (root / "folds" / "scoring").mkdir()
     np.savez(root / "folds" / "scoring" / "held_out_scores.npz", labels=np.array([0, 1]), scores=np.array([0.9, 0.1]))

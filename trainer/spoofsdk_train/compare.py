@@ -1,7 +1,7 @@
 """Side by side: leave-one-source-out runs of several recipes, each over one or more seeds.
 
 Every recipe choice is made on the leave-one-source-out table, and per held-out domain two seeds
-of the same recipe differ by up to 0.18 AUC on our data: one run's table cannot choose between
+of the same recipe differ by up to 0.19 AUC on our data: one run's table cannot choose between
 recipes whose means differ by a few hundredths. ``compare`` reads the runs of each variant
 (finished ones from ``crossval.json``, interrupted ones from their scored folds), averages a
 domain's figures over the variant's seeds, and summarises over the domains EVERY run has scored,
@@ -20,7 +20,7 @@ import numpy as np
 
 from spoofsdk.errors import SpoofSDKError
 
-from .evaluate import score_report
+from .crossval import read_scored_fold
 
 __all__ = ["CompareError", "read_run", "compare", "render_compare", "parse_variants"]
 
@@ -49,21 +49,16 @@ def read_run(path: str | Path) -> dict:
             raise CompareError(f"{table}: not a crossval table ({type(e).__name__}: {e})") from e
         return {"path": str(path), "complete": True, "test_only": list(data.get("test_only", [])), "domains": domains}
     rows, trained_on = {}, set()
-    # A fold is scored once both files exist (crossval writes the scores, then fold.json, each atomically).
-    for info_path in sorted((path / "folds").glob("*/fold.json")):
-        scores_path = info_path.parent / "held_out_scores.npz"
-        if not scores_path.is_file():
-            continue
+    for fold_dir in sorted(p.parent for p in (path / "folds").glob("*/fold.json")):
         try:
-            info = json.loads(info_path.read_text())
-            with np.load(scores_path) as saved:
-                labels, scores = saved["labels"], saved["scores"]
-            threshold, held = float(info["threshold"]), str(info["held_out"])
+            fold = read_scored_fold(fold_dir)  # the row crossval itself would have tabulated
         except (ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-            raise CompareError(f"{info_path.parent}: unreadable fold ({type(e).__name__}: {e})") from e
-        figures = score_report(labels, scores, threshold)
-        rows[held] = {k: figures.get(k) for k in FIGURES}
-        trained_on.update(info.get("train_domains", []))
+            raise CompareError(f"{fold_dir}: unreadable fold ({type(e).__name__}: {e})") from e
+        if fold is None:  # fold.json without its scores: not scored
+            continue
+        info, row = fold
+        rows[row["domain"]] = {k: row[k] for k in FIGURES}
+        trained_on.update(info["train_domains"])
     if not rows:
         raise CompareError(f"{path}: no crossval.json and no scored fold under folds/ (is it a crossval run folder?)")
     # With one scored fold there is nothing to tell a never-trained domain from the others by.
@@ -89,9 +84,18 @@ def parse_variants(specs: Sequence[str]) -> dict[str, list[str]]:
     return variants
 
 
+def _defined(values) -> list[float]:
+    return [v for v in values if v is not None and not np.isnan(v)]
+
+
 def _mean(values) -> float | None:
-    vals = [v for v in values if v is not None and not np.isnan(v)]
+    vals = _defined(values)
     return float(np.mean(vals)) if vals else None
+
+
+def _worst(aucs) -> float | None:
+    vals = _defined(aucs)
+    return float(min(vals)) if vals else None
 
 
 def compare(variants: Mapping[str, Sequence[str | Path]]) -> dict:
@@ -113,27 +117,19 @@ def compare(variants: Mapping[str, Sequence[str | Path]]) -> dict:
             seen = [r["domains"][d] for r in rs if d in r["domains"]]
             if not seen:
                 continue
-            aucs = [s["auc"] for s in seen]
-            per_domain[d] = {**{k: _mean(s[k] for s in seen) for k in FIGURES}, "auc_runs": aucs, "n_runs": len(seen)}
+            per_domain[d] = {**{k: _mean(s[k] for s in seen) for k in FIGURES}, "auc_runs": [s["auc"] for s in seen]}
         trained = [d for d in common if d not in test_only]
-
-        def over(domains, key="auc", how="mean"):
-            vals = [per_domain[d][key] for d in domains if per_domain[d][key] is not None]
-            if not vals:
-                return None
-            return float(np.mean(vals)) if how == "mean" else float(min(vals))
-
-        run_means = [_mean(r["domains"][d]["auc"] for d in common) for r in rs]
+        auc = {d: per_domain[d]["auc"] for d in common}
         out["variants"][name] = {
             "runs": [r["path"] for r in rs],
-            "complete": all(r["complete"] for r in rs),
             "runs_complete": [r["complete"] for r in rs],
             "per_domain": per_domain,
             "summary": {
-                "auc_mean": over(common), "auc_worst": over(common, how="worst"),
-                "auc_mean_trained_domains": over(trained), "auc_worst_trained_domains": over(trained, how="worst"),
-                "bpcer_at_apcer_5_mean": over(common, "bpcer_at_apcer_5"),
-                "auc_mean_per_run": run_means,
+                "auc_mean": _mean(auc.values()), "auc_worst": _worst(auc.values()),
+                "auc_mean_trained_domains": _mean(auc[d] for d in trained),
+                "auc_worst_trained_domains": _worst(auc[d] for d in trained),
+                "bpcer_at_apcer_5_mean": _mean(per_domain[d]["bpcer_at_apcer_5"] for d in common),
+                "auc_mean_per_run": [_mean(r["domains"][d]["auc"] for d in common) for r in rs],
             },
         }
     return out

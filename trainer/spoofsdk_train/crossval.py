@@ -44,7 +44,7 @@ from .recipe import Recipe, load_recipe
 
 log = logging.getLogger("spoofsdk_train.crossval")
 
-__all__ = ["crossval", "fold_plan", "render_markdown", "plot_table"]
+__all__ = ["crossval", "fold_plan", "read_scored_fold", "render_markdown", "plot_table"]
 
 SPLITS = ("train", "val", "test")
 
@@ -98,21 +98,33 @@ def _row(held: str, labels: np.ndarray, scores: np.ndarray, thr: float, train_na
             "train_domains": train_names, "seconds": seconds}
 
 
-def _finished_fold(out: Path, fold_recipe: Recipe, held: str) -> dict | None:
-    """The row of a fold already run with the same training hash and threshold rule, else None."""
+def read_scored_fold(out: Path) -> tuple[dict, dict] | None:
+    """``(fold.json, row)`` of a scored fold folder, None while either file is missing; the row is
+    recomputed from the saved held-out scores at the fold's frozen threshold. A damaged file raises
+    (ValueError, KeyError, zipfile.BadZipFile). Used to resume a run and by ``spoofsdk-train compare``."""
     info_path, scores_path = out / "fold.json", out / "held_out_scores.npz"
     if not (info_path.is_file() and scores_path.is_file()):
         return None
+    info = json.loads(info_path.read_text())
+    with np.load(scores_path) as saved:
+        labels, scores = saved["labels"], saved["scores"]
+    return info, _row(info["held_out"], labels, scores, float(info["threshold"]), info["train_domains"], info["seconds"])
+
+
+def _finished_fold(out: Path, fold_recipe: Recipe, held: str) -> dict | None:
+    """The row of a fold already run with the same training hash and threshold rule, else None."""
     try:
-        info = json.loads(info_path.read_text())
-    except ValueError:  # cut short (written by a version before the atomic write): train the fold again
+        fold = read_scored_fold(out)
+    except ValueError:  # fold.json cut short (written by a version before the atomic write): train the fold again
         return None
+    if fold is None:
+        return None
+    info, row = fold
     if (info.get("held_out") != held or info.get("recipe_hash") != fold_recipe.training_hash()
             or info.get("threshold_rule_requested") != str(fold_recipe.eval.threshold)):
         return None
-    saved = np.load(scores_path)
     log.info("fold %-20s already run with this recipe (%s): read back, not retrained", held, info["recipe_hash"])
-    return _row(held, saved["labels"], saved["scores"], float(info["threshold"]), info["train_domains"], info["seconds"])
+    return row
 
 
 def _trained_not_scored(out: Path, fold_recipe: Recipe) -> bool:
