@@ -194,6 +194,9 @@ def _check_policy(policy: str) -> None:
         raise ValueError(f"crop policy must be one of {CROP_POLICIES}, got {policy!r}")
 
 
+MAX_BOX_TO_FRAME = 2.0  # see crop_face: the largest face box, as a multiple of the frame's longer side
+
+
 def crop_face(frame: np.ndarray, box: Sequence[float], scale: float, size: int, policy: str = "pad") -> FaceCrop:
     """Cut the face crop for ``box`` = ``(x, y, w, h)`` out of a BGR frame and resize it.
 
@@ -206,6 +209,10 @@ def crop_face(frame: np.ndarray, box: Sequence[float], scale: float, size: int, 
         raise ValueError(f"crop size must be at least 8 px, got {size}")
     _check_policy(policy)
     frame_h, frame_w = frame.shape[:2]
+    # A face box more than twice the frame's longer side is no face this frame holds (a detector's garbage
+    # on a degenerate frame, e.g. one pixel row): refused, before padding allocates a crop of that size.
+    if max(float(box[2]), float(box[3])) > MAX_BOX_TO_FRAME * max(frame_h, frame_w):
+        raise ImageError(f"face box {tuple(box)} is larger than {MAX_BOX_TO_FRAME:g}x the {frame_w}x{frame_h} frame")
     if policy == "shift_cap":
         (x0, y0, x1, y1), shifted = shift_cap_region(frame.shape, box, scale)
         image = cv2.resize(frame[y0:y1, x0:x1], (int(size), int(size)), interpolation=cv2.INTER_LINEAR)

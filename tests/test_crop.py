@@ -87,3 +87,15 @@ def test_fit_face_crop_takes_the_centre_square_without_distortion():
     assert (out == 200).all()  # squashing 120x80 to 40x40 would pull black rows in
     wide = np.arange(60 * 90 * 3, dtype=np.uint32).reshape(60, 90, 3).astype(np.uint8)
     np.testing.assert_array_equal(fit_face_crop(wide, 60), wide[:, 15:75])
+
+
+def test_a_face_box_far_larger_than_the_frame_is_refused_not_padded():
+    """YuNet once returned this box on a one-row frame; padding it would allocate ~200 TB (cv2 OutOfMemory)."""
+    frame = np.full((1, 640, 3), 230, np.uint8)
+    for policy in ("pad", "shift_cap"):
+        with pytest.raises(ImageError, match="larger than 2x"):
+            crop_face(frame, (-2883100.25, 401.54, 5768026.5, 165.38), 1.5, 64, policy)
+    big = np.zeros((100, 200, 3), np.uint8)
+    crop_face(big, (-100, -50, 400, 300), 1.0, 64)  # a close face up to twice the frame still crops (padded)
+    with pytest.raises(ImageError, match="larger than 2x"):
+        crop_face(big, (-100, -50, 401, 300), 1.0, 64)
