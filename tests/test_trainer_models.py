@@ -72,6 +72,14 @@ def test_mac_count_matches_hand_computation():
     assert count_macs(model, 16) == 13_824 + 4_608 + 16
 
 
+def test_count_macs_runs_its_probe_where_the_weights_are():
+    """The trainer counts MACs after moving the model to its device (CUDA on a GPU machine): the probe
+    input must follow the weights. The meta device stands in for CUDA on a machine without one."""
+    model = build_model("hybrid_mnv2", pretrained=False)
+    on_cpu = count_macs(model, 128)
+    assert count_macs(model.to("meta"), 128) == on_cpu > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("spoofnet", 224), ("hybrid", 224), ("edgenet", 128)])
 def test_model_stats_are_reported(name, size):

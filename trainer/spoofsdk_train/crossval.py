@@ -79,9 +79,14 @@ def _scorer(model, recipe: Recipe):
 
         cache = make_cache(model, recipe)
         return lambda crops: probe_scores(model, cache.view(crops, 0)["stats"])
+    import torch
+
     from .train import predict_scores
 
-    return lambda crops: predict_scores(model, crops, recipe)
+    # Scored where it was trained: a CUDA fold would otherwise score thousands of crops on one CPU thread.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    return lambda crops: predict_scores(model, crops, recipe, device)
 
 
 def _all_splits(man: dict) -> CropSet:

@@ -734,7 +734,7 @@ def _train(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int, re
     stop = False
     for epoch in range(run.start_epoch, recipe.train.epochs):
         row = _train_epoch(run, epoch, progress)
-        flag = torch.zeros(1)
+        flag = torch.zeros(1, device=run.device)  # NCCL broadcasts CUDA tensors only
         if rank == 0 and _end_epoch(run, row):
             flag[0] = 1
         if world > 1:

@@ -102,9 +102,11 @@ def count_macs(model: nn.Module, input_size: int, channels: int = 3) -> int:
             hooks.append(m.register_forward_hook(linear_hook))
     was_training = model.training
     model.eval()
+    # The probe input goes where the weights are: the trainer counts after moving the model to CUDA.
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, channels, input_size, input_size))
+            model(torch.zeros(1, channels, input_size, input_size, device=device))
     finally:
         for h in hooks:
             h.remove()
