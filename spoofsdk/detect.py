@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .crop import as_bgr_uint8
+from .crop import MAX_BOX_TO_FRAME, as_bgr_uint8
 from .errors import DetectorError
 
 __all__ = ["Detection", "FaceDetector", "HaarDetector", "YuNetDetector", "make_detector", "YUNET_ENV", "YUNET_MODEL", "DEFAULT_DETECTOR"]
@@ -166,11 +166,17 @@ class YuNetDetector:
             self._net.setInputSize(size)
             self._input_size = size
         _, faces = self._net.detect(small)
+        frame_h, frame_w = frame.shape[:2]
         out = []
         for row in faces if faces is not None else []:
+            if not np.all(np.isfinite(row[:15])):
+                continue
             x, y, w, h = (float(v) / factor for v in row[:4])
             marks = tuple((float(row[4 + 2 * i]) / factor, float(row[5 + 2 * i]) / factor) for i in range(5))
-            if w > 1 and h > 1:
+            # A face of this frame has its centre in the frame and is no larger than crop_face accepts:
+            # on degenerate frames (one row, say) YuNet has returned boxes millions of pixels wide.
+            centre_inside = 0 <= x + w / 2 < frame_w and 0 <= y + h / 2 < frame_h
+            if w > 1 and h > 1 and centre_inside and max(w, h) <= MAX_BOX_TO_FRAME * max(frame_h, frame_w):
                 out.append(Detection(box=(x, y, w, h), score=float(row[14]), landmarks=marks))
         return _sorted(out)
 

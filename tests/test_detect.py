@@ -104,3 +104,41 @@ def test_haar_finds_a_face_that_fills_the_frame(frames):
     (found,) = HaarDetector().detect(close)
     assert iou(found.box, (0, 0, close.shape[1], close.shape[0])) > 0.5
     assert HaarDetector().detect(np.full((120, 160, 3), 90, np.uint8)) == []
+
+
+class _FixedNet:
+    """Stands in for cv2.FaceDetectorYN: returns the given rows (x, y, w, h, 5 landmarks, score)."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows, np.float32)
+
+    def setInputSize(self, size):
+        pass
+
+    def detect(self, img):
+        return 1, self.rows
+
+
+def _row(x, y, w, h, score=0.9):
+    marks = [x + w * 0.3, y + h * 0.4, x + w * 0.7, y + h * 0.4, x + w / 2, y + h * 0.6, x + w * 0.35, y + h * 0.8, x + w * 0.65, y + h * 0.8]
+    return [x, y, w, h, *marks, score]
+
+
+def test_yunet_drops_boxes_that_are_not_faces_of_the_frame():
+    """Seen in CI: on a 1x640 frame YuNet returned a box 5.8 M px wide. Such boxes, boxes centred outside
+    the frame and non-finite rows are dropped; a face partly outside the frame is kept."""
+    det = YuNetDetector()
+    frame = np.zeros((240, 320, 3), np.uint8)
+    partly_out = _row(-40, 100, 120, 150)  # centre (20, 175): inside
+    det._net = _FixedNet([
+        _row(0, 0, 5_768_026, 3.0),          # the CI box
+        _row(-500, -500, 100, 100),          # centre outside the frame
+        _row(300, 10, 100, 100),             # centre x 350 > 320: outside
+        [np.nan] * 4 + _row(0, 0, 50, 50)[4:],
+        _row(-150, -200, 640, 640),          # exactly 2x the longer side, centred inside: crop_face accepts it
+        partly_out,
+    ])
+    boxes = [d.box for d in det.detect(frame)]
+    assert boxes == [(-150.0, -200.0, 640.0, 640.0), (-40.0, 100.0, 120.0, 150.0)]
+    det._net = _FixedNet([_row(-150, -200, 641, 641)])
+    assert det.detect(frame) == []
