@@ -173,10 +173,11 @@ class YuNetDetector:
                 continue
             x, y, w, h = (float(v) / factor for v in row[:4])
             marks = tuple((float(row[4 + 2 * i]) / factor, float(row[5 + 2 * i]) / factor) for i in range(5))
-            # A face of this frame has its centre in the frame and is no larger than crop_face accepts:
-            # on degenerate frames (one row, say) YuNet has returned boxes millions of pixels wide.
-            centre_inside = 0 <= x + w / 2 < frame_w and 0 <= y + h / 2 < frame_h
-            if w > 1 and h > 1 and centre_inside and max(w, h) <= MAX_BOX_TO_FRAME * max(frame_h, frame_w):
+            # A face of this frame overlaps the frame and is no larger than crop_face accepts: on degenerate
+            # frames (one row, say) YuNet has returned boxes millions of pixels wide. A face partly outside is
+            # kept: the quality gate reports it (cut by the border), which tells the user what to do.
+            overlaps = x < frame_w and y < frame_h and x + w > 0 and y + h > 0
+            if w > 1 and h > 1 and overlaps and max(w, h) <= MAX_BOX_TO_FRAME * max(frame_h, frame_w):
                 out.append(Detection(box=(x, y, w, h), score=float(row[14]), landmarks=marks))
         return _sorted(out)
 

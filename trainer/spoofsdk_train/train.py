@@ -393,11 +393,13 @@ def check_resumable(saved: Recipe, recipe: Recipe, extend: bool = False) -> None
 # --- distributed -----------------------------------------------------------------------
 def _dist_setup() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)  # before the first collective (train's barrier), or NCCL guesses the GPU from the rank
         dist.init_process_group(backend=backend)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     return world, rank, local
 
 
@@ -604,7 +606,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
         run.sched.step()
     train_time = time.time() - t0
     if run.world > 1:
-        stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64)
+        stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64, device=run.device)  # NCCL: CUDA tensors only
         dist.all_reduce(stats)
         tot_loss, tot_correct, tot_n = float(stats[0]), int(stats[1]), int(stats[2])
     return {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
