@@ -119,6 +119,15 @@ class TrainConfig:
     # of the run's steps on, every step's weights go into a running mean, and best.pt holds that
     # mean at the end (a flat-minimum solution, no monitor selection). 0 = off.
     swa_start: float = 0.0
+    # Single-side domain-adversarial alignment (SSDG, Jia et al. 2020; spoofsdk_train.domain_adv): a
+    # critic guesses the training domain of each live draw from the features the head reads, and a
+    # gradient reversal makes the model defeat it. The weight of the critic's loss; 0 = off.
+    domain_adv: float = 0.0
+    domain_adv_side: str = "live"  # live (SSDG: live draws only) | all (DANN: both classes)
+    # SSDG's asymmetric triplet loss on the same (L2-normalised) features: live draws of every domain
+    # together, each domain's attacks together and apart from other domains' attacks. Weight; 0 = off.
+    triplet_weight: float = 0.0
+    triplet_margin: float = 0.1
 
 
 @dataclass
@@ -135,7 +144,8 @@ class ExportConfig:
 
 # Fields added after runs were made, left out of the training hash while at these values, so that
 # older runs' hashes (resume, crossval fold reuse) stay valid.
-_HASH_OMITS_AT_DEFAULT = {"train.swa_start": 0.0, "train.distill_gate": "none"}
+_HASH_OMITS_AT_DEFAULT = {"train.swa_start": 0.0, "train.distill_gate": "none", "train.domain_adv": 0.0, "train.domain_adv_side": "live",
+                          "train.triplet_weight": 0.0, "train.triplet_margin": 0.1}
 
 # Fields that do not change the weights a run produces: they may differ when a run is resumed.
 _BOOKKEEPING = {"name", "description", "eval", "export", "train.num_workers", "train.threads", "train.log_every", "train.probe_cache"}

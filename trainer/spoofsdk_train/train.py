@@ -46,6 +46,7 @@ from .synth import AttackSynthesizer, maybe_synthesize, pick_reference
 from .data import CropSet, load_crops, read_manifest
 from .models import build_model, count_macs, count_params, get_spec
 from .recipe import DataConfig, Recipe, TrainConfig, load_recipe
+from .domain_adv import SIDES as DOMAIN_ADV_SIDES, DomainCritic, HeadInput, asymmetric_triplet, critic_loss, feature_width, reversal_coefficient
 from .teachers import check_distill_gate, get_teacher, heard_teacher
 
 log = logging.getLogger("spoofsdk_train.train")
@@ -109,6 +110,10 @@ class TrainDataset(Dataset):
         self.color_order, self.mean, self.std = color_order, tuple(mean), tuple(std)
         self.seed = int(seed)
         self.epoch = 0
+        # Domain index of every crop (sorted set names): what the domain critic ([train] domain_adv) guesses.
+        self.domains = sorted(set(crops.sets))
+        index = {name: k for k, name in enumerate(self.domains)}
+        self.domain_ids = np.asarray([index[name] for name in crops.sets], dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -133,8 +138,9 @@ class TrainDataset(Dataset):
         x = to_tensor(img[None], self.color_order, self.mean, self.std)[0]
         if self.augment is not None:
             x = self.augment.erase(x, rng)
-        # The third item says "a live crop made into an attack here": its distillation target is the label.
-        return torch.from_numpy(np.ascontiguousarray(x)), label, label != original
+        # The third item says "a live crop made into an attack here": its distillation target is the
+        # label, and the domain critic (side "live") skips it. The fourth: the crop's domain index.
+        return torch.from_numpy(np.ascontiguousarray(x)), label, label != original, int(self.domain_ids[idx])
 
 
 class BalancedSampler(DistributedSampler):
@@ -467,6 +473,8 @@ class _Run:
     swa: Any = None  # torch.optim.swa_utils.AveragedModel when train.swa_start > 0
     teacher: Any = None  # a frozen module giving P(live) of the training batch when train.distill_alpha > 0
     teacher_record: dict | None = None  # its name, weight and checkpoint SHA-256s
+    critic: Any = None  # the domain critic (DomainCritic, DDP-wrapped with several processes) when train.domain_adv > 0
+    head_input: Any = None  # HeadInput: the feature the critic and the triplet loss read, kept from the model's forward pass
 
     @property
     def swa_first_step(self) -> int:
@@ -508,8 +516,15 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
     loader = DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=t.num_workers,
                         worker_init_fn=_worker_init if t.num_workers else None, drop_last=len(sampler) > per_rank_batch,
                         pin_memory=device.type == "cuda")
-    opt = make_optimizer(model, t)
-    ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
+    critic = None
+    if t.domain_adv > 0:
+        critic = DomainCritic(feature_width(model, m.input_size), len(ds.domains)).to(device)
+        log.info("domain-adversarial alignment (%s side), weight %.3f: a critic over %d training domains %s", t.domain_adv_side,
+                 t.domain_adv, len(ds.domains), ds.domains)
+    # The critic trains with the model, in the same optimiser and schedule (it is not part of the exported model).
+    opt = make_optimizer(model if critic is None else nn.ModuleList([model, critic]), t)
+    ddp_args = {"device_ids": [local_rank] if device.type == "cuda" else None}
+    ddp_model = nn.parallel.DistributedDataParallel(model, **ddp_args) if world > 1 else model
     run = _Run(recipe, out, world, rank, device, model, ddp_model, spec.output, params, macs, val_crops, ds, sampler, loader,
                make_loss(recipe, spec.output), opt, make_scheduler(opt, t), torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, autocast_dtype)
     if t.swa_start > 0 and rank == 0:  # only rank 0 validates and saves
@@ -517,6 +532,12 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
         # needs no extra pass over the data to re-estimate them. avg_fn: tensor by tensor; the
         # default foreach kernels (CUDA) refuse BatchNorm's integer num_batches_tracked.
         run.swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, avg_fn=torch.optim.swa_utils.get_swa_avg_fn())
+    if critic is not None:
+        run.critic = nn.parallel.DistributedDataParallel(critic, **ddp_args) if world > 1 else critic
+    if critic is not None or t.triplet_weight > 0:  # after the average's copy of the model, which must not carry the hook
+        run.head_input = HeadInput(model)
+        if t.triplet_weight > 0:
+            log.info("asymmetric triplet loss (SSDG), weight %.3f, margin %.3f", t.triplet_weight, t.triplet_margin)
     if t.distill_alpha > 0:
         run.teacher = get_teacher(t.teacher).batch_module(m.color_order, m.mean, m.std).to(device)
         run.teacher_record = teacher_record(t)
@@ -530,6 +551,10 @@ def teacher_record(t: TrainConfig) -> dict | None:
         return None
     teacher = get_teacher(t.teacher)
     return {"name": teacher.name, "alpha": t.distill_alpha, "checkpoints": teacher.checkpoints()}
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
 def _resume(run: _Run, extend: bool) -> None:
@@ -555,6 +580,8 @@ def _resume(run: _Run, extend: bool) -> None:
         run.scaler.load_state_dict(ck["scaler"])
     if run.swa is not None and ck.get("swa"):
         run.swa.load_state_dict(ck["swa"])
+    if run.critic is not None:
+        _unwrap(run.critic).load_state_dict(ck["domain_critic"])
     run.start_epoch, run.best, run.bad_epochs, run.history = start, ck.get("best"), ck.get("bad_epochs", 0), ck.get("history", [])
     log.info("resumed from %s at epoch %d", run.last_path, run.start_epoch)
 
@@ -570,9 +597,9 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
     run.ds.set_epoch(epoch)
     run.ddp_model.train()
     iters = len(run.loader)
-    tot_loss, tot_correct, tot_n = 0.0, 0, 0
+    tot_loss, tot_correct, tot_n, tot_critic, tot_triplet = 0.0, 0, 0, 0.0, 0.0
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (progress and run.rank == 0), unit="batch", leave=False)
-    for it, (x, y, synthesized) in enumerate(bar):
+    for it, (x, y, synthesized, domain) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         # Soft targets from the teacher's view of this very (augmented) batch, in fp32 outside autocast.
         target = y if run.teacher is None else distill_targets(y, run.teacher(x), synthesized.to(device), t.distill_alpha, t.distill_gate)
@@ -581,6 +608,16 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
         with torch.autocast(device_type=device.type, dtype=run.autocast_dtype) if run.autocast_dtype else contextlib.nullcontext():
             logits = run.ddp_model(x)
             loss = run.loss_fn(logits, target)
+            if run.critic is not None:
+                # The reversal ramps up over the whole run (DANN): the critic learns the domains first.
+                coeff = reversal_coefficient((epoch * iters + it) / max(1, t.epochs * iters))
+                adv = critic_loss(run.critic, run.head_input.value, domain.to(device), y, synthesized.to(device), t.domain_adv_side, coeff)
+                tot_critic += float(adv.detach()) * len(y)
+                loss = loss + t.domain_adv * adv
+            if t.triplet_weight > 0:
+                trip = asymmetric_triplet(run.head_input.value, y, domain.to(device), t.triplet_margin)
+                tot_triplet += float(trip.detach()) * len(y)
+                loss = loss + t.triplet_weight * trip
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if t.clip_grad > 0:
@@ -609,8 +646,14 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
         stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64, device=run.device)  # NCCL: CUDA tensors only
         dist.all_reduce(stats)
         tot_loss, tot_correct, tot_n = float(stats[0]), int(stats[1]), int(stats[2])
-    return {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
-            "t0": t0, "train_time_s": train_time}
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
+           "t0": t0, "train_time_s": train_time}
+    if run.critic is not None:
+        # The critic's cross-entropy (this rank's draws): near log(domains) once the features no longer tell the cameras apart.
+        row["critic_loss"] = tot_critic / max(tot_n, 1)
+    if t.triplet_weight > 0:
+        row["triplet_loss"] = tot_triplet / max(tot_n, 1)
+    return row
 
 
 def _end_epoch(run: _Run, row: dict) -> bool:
@@ -643,11 +686,14 @@ def _end_epoch(run: _Run, row: dict) -> bool:
         run.bad_epochs += 1
     torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
                 "scaler": run.scaler.state_dict() if run.use_amp else {}, "best": run.best, "bad_epochs": run.bad_epochs,
-                "swa": run.swa.state_dict() if run.swa is not None else {}, **common}, run.last_path)
+                "swa": run.swa.state_dict() if run.swa is not None else {},
+                "domain_critic": _unwrap(run.critic).state_dict() if run.critic is not None else {}, **common}, run.last_path)
     (run.out / "history.json").write_text(json.dumps(run.history, indent=1))
     sets_txt = "  ".join(f"{k}: auc {v.get('auc', float('nan')):.4f} eer {v.get('eer', float('nan')):.4f} loss {v['loss']:.4f}" for k, v in val["sets"].items())
-    log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f auc %.4f eer %.4f  [%s]  %.0fs%s",
-             epoch + 1, t.epochs, row["lr"], row["train_loss"], row["train_acc"], val["val_loss"], val["val_auc"], val["val_eer"], sets_txt,
+    # The train loss includes the SSDG terms at their weights; each is also shown on its own.
+    aux = "".join(f" ({k.removesuffix('_loss')} {row[k]:.4f})" for k in ("critic_loss", "triplet_loss") if k in row)
+    log.info("epoch %d/%d  lr %.2e  train loss %.4f%s acc %.4f  val loss %.4f auc %.4f eer %.4f  [%s]  %.0fs%s",
+             epoch + 1, t.epochs, row["lr"], row["train_loss"], aux, row["train_acc"], val["val_loss"], val["val_auc"], val["val_eer"], sets_txt,
              row["epoch_time_s"], f"  *averaged over {int(run.swa.n_averaged)} steps*" if run.averaging else "  *best*" if improved else "")
     if t.patience and run.bad_epochs >= t.patience:
         log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)", monitor, run.bad_epochs, run.best["value"], run.best["epoch"])
@@ -720,6 +766,14 @@ def _train(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int, re
     if not 0.0 <= recipe.train.distill_alpha <= 1.0:
         raise ValueError(f"train.distill_alpha is the teacher's share of the target, in [0, 1]; got {recipe.train.distill_alpha}")
     check_distill_gate(recipe.train.distill_gate)
+    if recipe.train.domain_adv < 0:
+        raise ValueError(f"train.domain_adv is the weight of the domain critic's loss, >= 0; got {recipe.train.domain_adv}")
+    if recipe.train.domain_adv_side not in DOMAIN_ADV_SIDES:
+        raise ValueError(f"train.domain_adv_side must be one of {', '.join(DOMAIN_ADV_SIDES)}; got {recipe.train.domain_adv_side!r}")
+    if recipe.train.triplet_weight < 0 or recipe.train.triplet_margin < 0:
+        raise ValueError(f"train.triplet_weight and train.triplet_margin are >= 0; got {recipe.train.triplet_weight}, {recipe.train.triplet_margin}")
+    if (recipe.train.domain_adv > 0 or recipe.train.triplet_weight > 0) and recipe.train.mode != "full":
+        raise ValueError(f"train.domain_adv and train.triplet_weight (SSDG) are for train.mode = 'full', not {recipe.train.mode!r}")
     if recipe.train.distill_alpha > 0:
         get_teacher(recipe.train.teacher).check_available()  # before minutes of data loading, not after
     if recipe.train.mode == "probe":
