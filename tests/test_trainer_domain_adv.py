@@ -15,6 +15,7 @@ from spoofsdk_train.synthetic import make_synthetic
 from spoofsdk_train.train import TrainDataset, load_checkpoint, train
 from spoofsdk_train.data import load_crops
 
+SHIPPED_HASH = "0c57ba0ad70c8ac7"  # the embedded default's recipe (hybrid_mnv2, distilled)
 TINY = ["model.input_size=32", "data.epoch_size=32", "train.epochs=2", "train.batch_size=8", "train.threads=1", "train.log_every=0",
         "train.patience=0"]
 
@@ -134,8 +135,15 @@ def test_training_with_the_critic_end_to_end_and_resumed(two_domains, tmp_path):
     critic_state = last["domain_critic"]
     assert critic_state["net.2.weight"].shape[0] == 2  # one logit per training domain
     assert not any(k.startswith("domain") or "critic" in k for k in last["model"])  # the exported model never holds the critic
-    # Resume with more epochs: the critic comes back from last.pt and trains on.
-    train(_recipe(two_domains, "train.domain_adv=0.5", "train.epochs=3"), out, progress=False, extend=True)
+    # Resume with more epochs: the critic comes back from last.pt as it was saved, and trains on.
+    from spoofsdk_train.train import _build_run, _resume
+
+    longer = _recipe(two_domains, "train.domain_adv=0.5", "train.epochs=3")
+    run = _build_run(longer, out, 1, 0, 0)
+    _resume(run, extend=True)
+    restored = run.critic.state_dict()
+    assert restored.keys() == critic_state.keys() and all(torch.equal(restored[k], critic_state[k]) for k in restored)
+    train(longer, out, progress=False, extend=True)
     resumed = load_checkpoint(out / "last.pt")
     assert len(resumed["history"]) == 3 and "critic_loss" in resumed["history"][-1]
     assert not torch.equal(resumed["domain_critic"]["net.2.weight"], critic_state["net.2.weight"])
@@ -143,8 +151,10 @@ def test_training_with_the_critic_end_to_end_and_resumed(two_domains, tmp_path):
 
 def test_domain_adv_settings_are_checked_and_off_by_default(two_domains, tmp_path):
     assert load_recipe("hybrid_mnv2").train.domain_adv == 0.0
-    # Off: the shipped recipe's training hash is the one it had before the option existed.
-    assert load_recipe("hybrid_mnv2").training_hash() == load_recipe("hybrid_mnv2", ["train.domain_adv=0", "train.domain_adv_side=\"live\""]).training_hash()
+    # Off: the shipped recipe's training hash is the one it had before the options existed (the default's, 0c57ba0ad70c8ac7).
+    assert load_recipe("hybrid_mnv2").training_hash() == SHIPPED_HASH
+    assert load_recipe("hybrid_mnv2", ["train.domain_adv=0", "train.domain_adv_side=\"live\"", "train.triplet_weight=0",
+                                       "train.triplet_margin=0.1"]).training_hash() == SHIPPED_HASH
     assert load_recipe("hybrid_mnv2", ["train.domain_adv=0.1"]).training_hash() != load_recipe("hybrid_mnv2").training_hash()
     with pytest.raises(ValueError, match="domain_adv is the weight"):
         train(_recipe(two_domains, "train.domain_adv=-1"), tmp_path / "a", progress=False)
@@ -152,6 +162,11 @@ def test_domain_adv_settings_are_checked_and_off_by_default(two_domains, tmp_pat
         train(_recipe(two_domains, "train.domain_adv=0.1", "train.domain_adv_side=\"attack\""), tmp_path / "b", progress=False)
     with pytest.raises(ValueError, match="two training domains"):
         train(_recipe(two_domains[:1], "train.domain_adv=0.1"), tmp_path / "c", progress=False)
+    # A model without a `head` (SpoofNet's classifier) is refused before any data is read (this data does not exist).
+    headless = load_recipe("spoofnet", TINY + ["train.triplet_weight=1", "train.cpu_bf16=false", "train.channels_last=false"])
+    headless.data.manifests = [str(tmp_path / "nowhere")]
+    with pytest.raises(ValueError, match="SpoofNet has none|has none"):
+        train(headless, tmp_path / "d", progress=False)
 
 
 @pytest.mark.slow
@@ -242,6 +257,29 @@ def test_training_with_the_triplet_loss_reports_it(two_domains, tmp_path):
     train(_recipe(two_domains, "train.triplet_weight=2.0", "train.epochs=1"), out, progress=False)
     row = load_checkpoint(out / "last.pt")["history"][0]
     assert math.isfinite(row["triplet_loss"]) and row["triplet_loss"] >= 0 and "critic_loss" not in row
-    assert load_recipe("hybrid_mnv2").training_hash() == load_recipe("hybrid_mnv2", ["train.triplet_weight=0", "train.triplet_margin=0.1"]).training_hash()
     with pytest.raises(ValueError, match="triplet_weight and train.triplet_margin are >= 0"):
         train(_recipe(two_domains, "train.triplet_weight=-2"), tmp_path / "t", progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_ssdg_losses_run_in_fp32_under_autocast(dtype):
+    """Under fp16/bf16 autocast a unit vector's distance to itself rounds to 0 and sqrt's gradient to NaN;
+    both losses must give the fp32 value and finite gradients (a CUDA GradScaler would skip every step)."""
+    from spoofsdk_train.domain_adv import asymmetric_triplet
+
+    torch.manual_seed(4)
+    critic = DomainCritic(8, 3)
+    feats = torch.randn(12, 8)
+    labels, domains = torch.tensor([1, 0] * 6), torch.tensor([0, 1, 2] * 4)
+    synthesized = torch.zeros(12, dtype=torch.bool)
+    want_t = asymmetric_triplet(feats, labels, domains, 0.1)
+    want_c = critic_loss(critic, feats, domains, labels, synthesized, "all", 1.0)
+    x = feats.to(dtype).requires_grad_(True)  # the feature as an autocast forward hands it over
+    with torch.autocast("cpu", dtype=dtype):
+        got_t = asymmetric_triplet(x, labels, domains, 0.1)
+        got_c = critic_loss(critic, x, domains, labels, synthesized, "all", 1.0)
+    assert got_t.dtype == got_c.dtype == torch.float32
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3  # only the input's rounding differs
+    assert float(got_t.detach()) == pytest.approx(float(want_t), rel=tol) and float(got_c.detach()) == pytest.approx(float(want_c), rel=tol)
+    (got_t + got_c).backward()
+    assert torch.isfinite(x.grad.float()).all() and all(torch.isfinite(p.grad).all() for p in critic.parameters())

@@ -25,6 +25,12 @@ from torch import nn
 SIDES = ("live", "all")
 
 
+def _fp32(t: torch.Tensor):
+    """Autocast off for these few small ops: under fp16/bf16 autocast a unit vector's distance to
+    itself rounds to 0 and its square root's gradient to NaN (which a GradScaler would skip silently)."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 class _GradReverse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, coeff: float):
@@ -57,7 +63,8 @@ class DomainCritic(nn.Module):
         self.net = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, domains))
 
     def forward(self, feats: torch.Tensor, coeff: float) -> torch.Tensor:
-        return self.net(grad_reverse(feats.float(), coeff))
+        with _fp32(feats):
+            return self.net(grad_reverse(feats.float(), coeff))
 
 
 class HeadInput:
@@ -100,6 +107,7 @@ def critic_loss(critic: nn.Module, feats: torch.Tensor, domains: torch.Tensor, l
     """
     if side not in SIDES:
         raise ValueError(f"train.domain_adv_side must be one of {', '.join(SIDES)}; got {side!r}")
+    # ``labels`` are the trained labels (a synthesized attack is already 0 there); the flag is belt and braces.
     keep = (labels == 1) & ~synthesized if side == "live" else torch.ones_like(labels, dtype=torch.bool)
     logits = critic(feats.reshape(len(feats), -1), coeff)
     if not bool(keep.any()):
@@ -124,14 +132,17 @@ def asymmetric_triplet(feats: torch.Tensor, labels: torch.Tensor, domains: torch
     cameras from each other. ``mean(relu(d(a, p) - d(a, n) + margin))`` over the triplets that still
     violate the margin (batch-all, as the SSDG authors train); zero with a graph when none does.
     """
-    z = nn.functional.normalize(feats.reshape(len(feats), -1).float(), dim=1)
-    # Euclidean distance of unit vectors, sqrt(2 - 2 cos), kept off 0 so that its gradient stays finite.
-    dist = (2.0 - 2.0 * z @ z.T).clamp_min(1e-12).sqrt()
-    group = triplet_groups(labels, domains)
-    same = group[:, None] == group[None, :]
-    positive = same & ~torch.eye(len(z), dtype=torch.bool, device=z.device)
-    valid = positive[:, :, None] & ~same[:, None, :]  # [anchor, positive, negative]
-    losses = torch.relu(dist[:, :, None] - dist[:, None, :] + float(margin))[valid]
+    with _fp32(feats):
+        z = nn.functional.normalize(feats.reshape(len(feats), -1).float(), dim=1)
+        n = len(z)
+        eye = torch.eye(n, dtype=torch.bool, device=z.device)
+        # Euclidean distance of unit vectors, sqrt(2 - 2 cos); the diagonal (never a triplet's pair) and
+        # near-duplicates are kept off 0 so that the square root's gradient stays finite and moderate.
+        dist = (2.0 - 2.0 * z @ z.T).masked_fill(eye, 1.0).clamp_min(1e-8).sqrt()
+        group = triplet_groups(labels, domains)
+        same = group[:, None] == group[None, :]
+        valid = (same & ~eye)[:, :, None] & ~same[:, None, :]  # [anchor, positive, negative]: n^3 booleans (batch 64: 262 k)
+        losses = torch.relu(dist[:, :, None] - dist[:, None, :] + float(margin))[valid]
     active = losses > 0
     if not bool(active.any()):
         return dist.sum() * 0.0

@@ -500,6 +500,8 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
     spec = get_spec(m.architecture)
     model = build_model(m.architecture, **m.kwargs).to(device)
     params, macs = count_params(model), count_macs(model, m.input_size)
+    if t.domain_adv > 0 or t.triplet_weight > 0:
+        width = feature_width(model, m.input_size)  # refuses a model without a `head` before minutes of data loading
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_crops, val_crops = _load_data(d)
@@ -518,7 +520,7 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
                         pin_memory=device.type == "cuda")
     critic = None
     if t.domain_adv > 0:
-        critic = DomainCritic(feature_width(model, m.input_size), len(ds.domains)).to(device)
+        critic = DomainCritic(width, len(ds.domains)).to(device)
         log.info("domain-adversarial alignment (%s side), weight %.3f: a critic over %d training domains %s", t.domain_adv_side,
                  t.domain_adv, len(ds.domains), ds.domains)
     # The critic trains with the model, in the same optimiser and schedule (it is not part of the exported model).
@@ -622,7 +624,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
         run.scaler.scale(loss).backward()
         if t.clip_grad > 0:
             run.scaler.unscale_(run.opt)
-            nn.utils.clip_grad_norm_(run.model.parameters(), t.clip_grad)
+            # Every trained parameter, the domain critic's included (it sits in the same optimiser).
+            nn.utils.clip_grad_norm_([p for g in run.opt.param_groups for p in g["params"]], t.clip_grad)
         run.scaler.step(run.opt)
         run.scaler.update()
         if t.scheduler == "cosine_warm_restarts":
@@ -643,13 +646,13 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
         run.sched.step()
     train_time = time.time() - t0
     if run.world > 1:
-        stats = torch.tensor([tot_loss, tot_correct, tot_n], dtype=torch.float64, device=run.device)  # NCCL: CUDA tensors only
+        stats = torch.tensor([tot_loss, tot_correct, tot_n, tot_critic, tot_triplet], dtype=torch.float64, device=run.device)  # NCCL: CUDA tensors only
         dist.all_reduce(stats)
-        tot_loss, tot_correct, tot_n = float(stats[0]), int(stats[1]), int(stats[2])
+        tot_loss, tot_correct, tot_n, tot_critic, tot_triplet = float(stats[0]), int(stats[1]), int(stats[2]), float(stats[3]), float(stats[4])
     row = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
            "t0": t0, "train_time_s": train_time}
     if run.critic is not None:
-        # The critic's cross-entropy (this rank's draws): near log(domains) once the features no longer tell the cameras apart.
+        # The critic's cross-entropy (every process's draws): near log(domains) once the features no longer tell the cameras apart.
         row["critic_loss"] = tot_critic / max(tot_n, 1)
     if t.triplet_weight > 0:
         row["triplet_loss"] = tot_triplet / max(tot_n, 1)
