@@ -280,6 +280,6 @@ def test_the_ssdg_losses_run_in_fp32_under_autocast(dtype):
         got_c = critic_loss(critic, x, domains, labels, synthesized, "all", 1.0)
     assert got_t.dtype == got_c.dtype == torch.float32
     tol = 2e-2 if dtype == torch.bfloat16 else 2e-3  # only the input's rounding differs
-    assert float(got_t.detach()) == pytest.approx(float(want_t), rel=tol) and float(got_c.detach()) == pytest.approx(float(want_c), rel=tol)
+    assert float(got_t.detach()) == pytest.approx(float(want_t.detach()), rel=tol) and float(got_c.detach()) == pytest.approx(float(want_c.detach()), rel=tol)
     (got_t + got_c).backward()
     assert torch.isfinite(x.grad.float()).all() and all(torch.isfinite(p.grad).all() for p in critic.parameters())
