@@ -59,7 +59,7 @@ def test_the_critic_hears_live_draws_only_on_the_live_side():
     labels = torch.tensor([1, 1, 0, 0, 1, 1])
     synthesized = torch.tensor([False, False, False, False, True, False])  # draw 4: a live crop made into an attack (label 1 here only to test the mask)
     live = torch.tensor([0, 1, 5])
-    expected = torch.nn.functional.cross_entropy(critic.net(feats[live]), domains[live])
+    expected = torch.nn.functional.cross_entropy(critic.net(feats)[live], domains[live])  # the critic normalises over the whole batch
     torch.testing.assert_close(critic_loss(critic, feats, domains, labels, synthesized, "live", 1.0), expected)
     torch.testing.assert_close(critic_loss(critic, feats, domains, labels, synthesized, "all", 1.0),
                                torch.nn.functional.cross_entropy(critic.net(feats), domains))
@@ -89,7 +89,7 @@ def test_the_model_learns_against_the_critic_and_the_critic_for_itself():
         else:  # the same loss without the reversal
             loss = torch.nn.functional.cross_entropy(critic.net(feats), domains)
         loss.backward()
-        return encoder.weight.grad.clone(), critic.net[0].weight.grad.clone()
+        return encoder.weight.grad.clone(), critic.net[1].weight.grad.clone()
 
     plain_enc, plain_critic = grads(1.0, reverse=False)
     rev_enc, rev_critic = grads(0.4, reverse=True)
@@ -133,20 +133,23 @@ def test_training_with_the_critic_end_to_end_and_resumed(two_domains, tmp_path):
     # Two domains, a critic at chance would sit at log 2; it must be a finite cross-entropy, reported each epoch.
     assert all(math.isfinite(row["critic_loss"]) and row["critic_loss"] > 0 for row in history)
     critic_state = last["domain_critic"]
-    assert critic_state["net.2.weight"].shape[0] == 2  # one logit per training domain
+    assert critic_state["net.3.weight"].shape[0] == 2  # one logit per training domain
     assert not any(k.startswith("domain") or "critic" in k for k in last["model"])  # the exported model never holds the critic
     # Resume with more epochs: the critic comes back from last.pt as it was saved, and trains on.
     from spoofsdk_train.train import _build_run, _resume
 
     longer = _recipe(two_domains, "train.domain_adv=0.5", "train.epochs=3")
     run = _build_run(longer, out, 1, 0, 0)
+    critic_group = run.opt.param_groups[-1]  # the critic learns at train.lr x domain_adv_lr_mult (10), without decay
+    assert critic_group["initial_lr"] == pytest.approx(10 * longer.train.lr) and critic_group["weight_decay"] == 0.0
+    assert {id(p) for p in critic_group["params"]} == {id(p) for p in run.critic.parameters()}
     _resume(run, extend=True)
     restored = run.critic.state_dict()
     assert restored.keys() == critic_state.keys() and all(torch.equal(restored[k], critic_state[k]) for k in restored)
     train(longer, out, progress=False, extend=True)
     resumed = load_checkpoint(out / "last.pt")
     assert len(resumed["history"]) == 3 and "critic_loss" in resumed["history"][-1]
-    assert not torch.equal(resumed["domain_critic"]["net.2.weight"], critic_state["net.2.weight"])
+    assert not torch.equal(resumed["domain_critic"]["net.3.weight"], critic_state["net.3.weight"])
 
 
 def test_domain_adv_settings_are_checked_and_off_by_default(two_domains, tmp_path):
@@ -194,7 +197,7 @@ def test_the_critic_trains_in_two_processes(two_domains, tmp_path):
     last = load_checkpoint(out / "last.pt")
     assert "x2 processes" in (out / "train.log").read_text()
     assert all(math.isfinite(row["critic_loss"]) for row in last["history"])
-    assert last["domain_critic"]["net.2.weight"].shape[0] == 2
+    assert last["domain_critic"]["net.3.weight"].shape[0] == 2
 
 
 # --- the asymmetric triplet loss (train.triplet_weight) -------------------------------------------------

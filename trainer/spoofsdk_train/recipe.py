@@ -124,6 +124,9 @@ class TrainConfig:
     # gradient reversal makes the model defeat it. The weight of the critic's loss; 0 = off.
     domain_adv: float = 0.0
     domain_adv_side: str = "live"  # live (SSDG: live draws only) | all (DANN: both classes)
+    # The critic's learning rate is train.lr times this (no weight decay): at the model's own rate it was
+    # still at chance after a 3-epoch run, so its reversed gradient carried nothing (docs/TRAINING.md).
+    domain_adv_lr_mult: float = 10.0
     # SSDG's asymmetric triplet loss on the same (L2-normalised) features: live draws of every domain
     # together, each domain's attacks together and apart from other domains' attacks. Weight; 0 = off.
     triplet_weight: float = 0.0
@@ -144,7 +147,7 @@ class ExportConfig:
 
 # Fields added after runs were made, left out of the training hash while at these values, so that
 # older runs' hashes (resume, crossval fold reuse) stay valid.
-_HASH_OMITS_AT_DEFAULT = {"train.swa_start": 0.0, "train.distill_gate": "none", "train.domain_adv": 0.0, "train.domain_adv_side": "live",
+_HASH_OMITS_AT_DEFAULT = {"train.swa_start": 0.0, "train.distill_gate": "none", "train.domain_adv": 0.0, "train.domain_adv_side": "live", "train.domain_adv_lr_mult": 10.0,
                           "train.triplet_weight": 0.0, "train.triplet_margin": 0.1}
 
 # Fields that do not change the weights a run produces: they may differ when a run is resumed.

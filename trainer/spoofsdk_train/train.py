@@ -318,13 +318,16 @@ def set_figures(crops: CropSet, scores: np.ndarray, losses: dict[str, float] | N
 
 
 # --- optimiser and schedule ----------------------------------------------------------
-def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, t: TrainConfig, critic: nn.Module | None = None) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": float(t.weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+    if critic is not None:
+        # The domain critic: its own rate (the schedule scales it like the others), no decay.
+        groups.append({"params": list(critic.parameters()), "weight_decay": 0.0, "lr": float(t.lr) * float(t.domain_adv_lr_mult)})
     if t.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=float(t.lr))
     if t.optimizer == "sgd":
@@ -524,7 +527,7 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
         log.info("domain-adversarial alignment (%s side), weight %.3f: a critic over %d training domains %s", t.domain_adv_side,
                  t.domain_adv, len(ds.domains), ds.domains)
     # The critic trains with the model, in the same optimiser and schedule (it is not part of the exported model).
-    opt = make_optimizer(model if critic is None else nn.ModuleList([model, critic]), t)
+    opt = make_optimizer(model, t, critic)
     ddp_args = {"device_ids": [local_rank] if device.type == "cuda" else None}
     ddp_model = nn.parallel.DistributedDataParallel(model, **ddp_args) if world > 1 else model
     run = _Run(recipe, out, world, rank, device, model, ddp_model, spec.output, params, macs, val_crops, ds, sampler, loader,
@@ -771,6 +774,8 @@ def _train(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int, re
     check_distill_gate(recipe.train.distill_gate)
     if recipe.train.domain_adv < 0:
         raise ValueError(f"train.domain_adv is the weight of the domain critic's loss, >= 0; got {recipe.train.domain_adv}")
+    if recipe.train.domain_adv_lr_mult <= 0:
+        raise ValueError(f"train.domain_adv_lr_mult scales the critic's learning rate, > 0; got {recipe.train.domain_adv_lr_mult}")
     if recipe.train.domain_adv_side not in DOMAIN_ADV_SIDES:
         raise ValueError(f"train.domain_adv_side must be one of {', '.join(DOMAIN_ADV_SIDES)}; got {recipe.train.domain_adv_side!r}")
     if recipe.train.triplet_weight < 0 or recipe.train.triplet_margin < 0:
