@@ -400,6 +400,8 @@ class SpoofModel:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
             raise ModelError(f"{source}: expected one input, found {len(inputs)}")
+        if not outputs:  # onnxruntime opens a graph whose output list is empty (found by the model-file fuzzer)
+            raise ModelError(f"{source}: the model has no output")
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         shape = inputs[0].shape

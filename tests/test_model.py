@@ -57,6 +57,16 @@ def test_input_size_must_match_the_graph():
         load_model(build_tiny_model(input_size=64, metadata={"input_size": "128x128"}))
 
 
+def test_a_graph_without_outputs_is_a_model_error():
+    """onnxruntime opens it; the runtime must refuse it with its typed error (the fuzzer found an IndexError)."""
+    import onnx
+
+    proto = onnx.load_from_string(build_tiny_model())
+    del proto.graph.output[:]
+    with pytest.raises(ModelError, match="no output"):
+        load_model(proto.SerializeToString())
+
+
 def test_write_metadata_props_round_trip():
     data = build_tiny_model()
     new = write_metadata_props(data, {"threshold": "0.73", "threshold_source": "test"})
