@@ -153,3 +153,23 @@ def write_video(path: Path, frames: list[Path], fps: float = 10.0) -> Path:
         writer.write(image)
     writer.release()
     return path
+
+
+def train_in_two_processes(out: Path, data: list[Path], overrides: list[str], recipe: str = "edgenet") -> None:
+    """``spoofsdk-train train`` under torch.distributed.run with two CPU processes (gloo); fails with its stderr."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "spoofsdk_train.cli", "train", "--recipe", recipe, "--out", str(out), "--quiet"]
+    for d in data:
+        cmd += ["--data", str(d)]
+    for o in overrides:
+        cmd += ["--set", o]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # a hang guard, not a speed check
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -175,25 +175,10 @@ def test_domain_adv_settings_are_checked_and_off_by_default(two_domains, tmp_pat
 @pytest.mark.slow
 def test_the_critic_trains_in_two_processes(two_domains, tmp_path):
     """Several processes: the critic is DDP-wrapped beside the model; its loss is reported and its state saved."""
-    import os
-    import socket
-    import subprocess
-    import sys
+    from conftest import train_in_two_processes
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), "-m", "spoofsdk_train.cli",
-           "train", "--recipe", "edgenet", "--out", str(out), "--quiet"]
-    for d in two_domains:
-        cmd += ["--data", str(d)]
-    for o in TINY + ["train.domain_adv=0.5"]:
-        cmd += ["--set", o]
-    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)  # a hang guard, not a speed check
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_two_processes(out, two_domains, TINY + ["train.domain_adv=0.5"])
     last = load_checkpoint(out / "last.pt")
     assert "x2 processes" in (out / "train.log").read_text()
     assert all(math.isfinite(row["critic_loss"]) for row in last["history"])

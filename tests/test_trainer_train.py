@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +11,12 @@ pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with
 
 import torch
 
+from conftest import train_in_two_processes
 from spoofsdk_train.data import load_crops, prepare
 from spoofsdk_train.recipe import Recipe, load_recipe
 from spoofsdk_train.synthetic import make_synthetic
 from spoofsdk_train.train import BalancedSampler, TrainDataset, load_checkpoint, train
 
-REPO = Path(__file__).resolve().parents[1]
 
 TINY = [
     "model.input_size=32",
@@ -211,24 +208,10 @@ def test_synthesis_relabels_live_crops_as_the_recipe_says(tiny_data):
         assert torch.equal(x2, x0) == (l0 == 0)  # attacks untouched, live crops changed
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "spoofsdk_train.cli", "train", "--recipe", "edgenet", "--out", str(out), "--data", str(tiny_data), "--quiet"]
-    for o in TINY + ["train.epochs=2"]:
-        cmd += ["--set", o]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # a hang guard, not a speed check
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_two_processes(out, [tiny_data], TINY + ["train.epochs=2"])
     ck = load_checkpoint(out / "last.pt")
     assert ck["epoch"] == 1
     log = (out / "train.log").read_text()
