@@ -141,3 +141,11 @@ def test_pooled_random_split_figures_reach_the_report_and_the_export(tiny_run, t
     record = {"name": "minifasnet_pair", "alpha": 0.5, "checkpoints": {"b.pth": "ab" * 32, "a.pth": "cd" * 32}}
     taught = training_data_text(load_recipe(recipe, ["data.manifests=" + json.dumps(random_sets), "train.distill_alpha=0.5"]), record)
     assert "weight 0.5; teacher weights a.pth sha256 cdcdcdcdcdcdcdcd, b.pth sha256 abababababababab)." in taught
+    assert "SSDG" not in taught
+    # Domain generalisation in training is named with its settings (the shipped recipe's: critic 0.1, triplet 2).
+    sets = ["data.manifests=" + json.dumps(random_sets)]
+    both = training_data_text(load_recipe(recipe, sets + ["train.domain_adv=0.1", "train.triplet_weight=2"]))
+    assert ("SSDG, Jia et al. 2020): a domain critic on the live crops' features behind a gradient reversal, weight 0.1; "
+            "an asymmetric triplet loss, weight 2, margin 0.1.") in both
+    dann = training_data_text(load_recipe(recipe, sets + ["train.domain_adv=0.3", 'train.domain_adv_side="all"']))
+    assert "critic on the live and attack crops' features" in dann and "triplet" not in dann

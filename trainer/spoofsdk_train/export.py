@@ -91,6 +91,16 @@ def training_data_text(recipe: Recipe, teacher: dict | None = None) -> str:
         if files:
             text += "; teacher weights " + ", ".join(f"{n} sha256 {h[:16]}" for n, h in sorted(files.items()))
         text += ")."
+    t = recipe.train
+    if t.domain_adv > 0 or t.triplet_weight > 0:
+        # How the features were made camera-blind belongs beside the data: it is part of what the figures mean.
+        parts = []
+        if t.domain_adv > 0:
+            side = "live" if t.domain_adv_side == "live" else "live and attack"
+            parts.append(f"a domain critic on the {side} crops' features behind a gradient reversal, weight {t.domain_adv:g}")
+        if t.triplet_weight > 0:
+            parts.append(f"an asymmetric triplet loss, weight {t.triplet_weight:g}, margin {t.triplet_margin:g}")
+        text += " Single-side domain generalisation (SSDG, Jia et al. 2020): " + "; ".join(parts) + "."
     return text + " Weights for research and evaluation use only."
 
 
