@@ -28,6 +28,7 @@ from spoofsdk.crop import resize_square  # noqa: E402
 from spoofsdk.folders import read_image  # noqa: E402
 from spoofsdk.model import SpoofModel, read_metadata_props, write_metadata_props  # noqa: E402
 
+LOSO_FIGURES = ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")
 FIELDS = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")
 
 
@@ -54,13 +55,18 @@ def cli(models, data, assets, crossval) -> None:
         tables = [json.loads(c.read_text()) for c in crossval]
         table = tables[0]
         loso = {"recipe": table["recipe"], "recipe_hash": table["recipe_hash"], "summary": table["summary"],
-                "domains": {r["domain"]: {k: r[k] for k in ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")} for r in table["domains"]},
+                "domains": {r["domain"]: {k: r[k] for k in LOSO_FIGURES} for r in table["domains"]},
+                "test_only": list(table.get("test_only", [])),
                 "how": "leave-one-source-out: trained without the domain (FP32), threshold on the other domains' val, all its crops scored"}
         if len(tables) > 1:
             if any(t["recipe"] != table["recipe"] or {r["domain"] for r in t["domains"]} != set(loso["domains"]) for t in tables[1:]):
                 raise click.ClickException("--crossval replicates must be the same recipe over the same domains")
+            # Every figure per domain (not only AUC), so that `spoofsdk-train compare` can average any of them
+            # over the seeds of the embedded model's table.
             loso["replicates"] = [{"recipe_hash": t["recipe_hash"], "summary": t["summary"],
-                                   "auc": {r["domain"]: r["auc"] for r in t["domains"]}} for t in tables[1:]]
+                                   "auc": {r["domain"]: r["auc"] for r in t["domains"]},
+                                   "domains": {r["domain"]: {k: r[k] for k in LOSO_FIGURES} for r in t["domains"]}}
+                                  for t in tables[1:]]
     manifests = sorted(args.data.glob("*/manifest.json"))
     if not manifests:
         raise click.ClickException(f"no prepared data sets under {args.data} (run spoofsdk-train prepare first)")

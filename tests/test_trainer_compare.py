@@ -141,3 +141,45 @@ def test_cli_prints_the_table_and_writes_it_and_fails_in_one_line(tmp_path, caps
     assert main(["compare", f"mine={a}+{b}"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a crossval table" in err
+
+
+def _model_with_table(path: Path, table: dict | None) -> Path:
+    """An embedded model's bytes with ``metrics['loso']`` replaced (None: no table at all)."""
+    from spoofsdk.model import ASSETS_DIR, write_metadata_props
+
+    metrics_json = json.dumps({} if table is None else {"loso": table})
+    path.write_bytes(write_metadata_props((ASSETS_DIR / "mnv2probe-int8.onnx").read_bytes(), {"metrics": metrics_json}))
+    return path
+
+
+def test_a_model_file_stands_for_the_runs_of_its_embedded_table(tmp_path):
+    """`compare default=<model.onnx> new=<runs>`: the embedded model's table and its replicates are its seeds,
+    so a candidate is compared with the default on a machine where the default's runs were never made."""
+    rows = {"camA": {"auc": 0.9, "eer": 0.1, "apcer": 0.1, "bpcer": 0.2, "bpcer_at_apcer_5": 0.3},
+            "gc535": {"auc": 0.3, "eer": 0.6, "apcer": 0.9, "bpcer": 0.2, "bpcer_at_apcer_5": 0.9}}
+    table = {"recipe": "r", "recipe_hash": "abc", "domains": rows, "test_only": ["gc535"],
+             "replicates": [{"auc": {"camA": 0.7, "gc535": 0.1}},  # embedded before session 10: AUC only
+                            {"auc": {"camA": 0.8, "gc535": 0.2},
+                             "domains": {d: dict(v, auc=a, bpcer_at_apcer_5=0.5) for (d, v), a in zip(rows.items(), (0.8, 0.2))}}]}
+    model = _model_with_table(tmp_path / "default.onnx", table)
+    new = _finished_run(tmp_path / "new", {"camA": 1.0, "gc535": 0.5})
+    result = compare({"default": [model], "new": [new]})
+    d = result["variants"]["default"]
+    assert d["per_domain"]["camA"]["auc_runs"] == [0.9, 0.7, 0.8] and d["per_domain"]["camA"]["auc"] == pytest.approx(0.8)
+    # BPCER@APCER5 of camA: the two seeds that carry it (0.3, 0.5), not a zero for the one that does not
+    assert d["per_domain"]["camA"]["bpcer_at_apcer_5"] == pytest.approx(0.4)
+    assert d["summary"]["auc_mean_per_run"] == pytest.approx([0.6, 0.4, 0.5]) and result["test_only"] == ["gc535"]
+    table_md = render_compare(result)
+    assert "| camA | 0.800 (0.900 / 0.700 / 0.800) | 1.000 |" in table_md
+    assert f"`{model} (r abc)`, `{model} (replicate 1)`, `{model} (replicate 2)`" in table_md
+    # the embedded default itself carries a two-seed table
+    from spoofsdk.model import ASSETS_DIR
+
+    shipped = compare({"default": [ASSETS_DIR / "hybrid_mnv2-fp32.onnx"]})["variants"]["default"]
+    assert len(shipped["runs"]) == 2 and len(shipped["per_domain"]) == 11
+    # a model without a table, and a file that is not a model, are refused with the reason
+    with pytest.raises(CompareError, match="carries no leave-one-source-out table"):
+        compare({"x": [_model_with_table(tmp_path / "bare.onnx", None)]})
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(CompareError, match="not a readable spoofsdk model"):
+        compare({"x": [tmp_path / "junk.onnx"]})

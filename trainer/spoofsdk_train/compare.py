@@ -7,7 +7,12 @@ recipes whose means differ by a few hundredths. ``compare`` reads the runs of ea
 domain's figures over the variant's seeds, and summarises over the domains EVERY run has scored,
 so a partial run is compared on the same folds as the others, never on a flattering subset.
 
+A spoofsdk model file stands for the runs whose table it carries (``metrics['loso']``, the first seed,
+and ``['replicates']``, the others): a candidate is compared with the embedded default on a machine
+where the default's own runs were never made.
+
     spoofsdk-train compare distilled=runs/loso_d+runs/loso_d_s7 alpha075=runs/loso_a075+runs/loso_a075_s7
+    spoofsdk-train compare default=spoofsdk/assets/hybrid_mnv2-fp32.onnx candidate=runs/loso_c+runs/loso_c_s7
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from spoofsdk.errors import SpoofSDKError
 
 from .crossval import read_scored_fold
 
-__all__ = ["CompareError", "read_run", "compare", "render_compare", "parse_variants"]
+__all__ = ["CompareError", "read_run", "read_model_runs", "read_runs", "compare", "render_compare", "parse_variants"]
 
 FIGURES = ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")
 
@@ -66,6 +71,39 @@ def read_run(path: str | Path) -> dict:
     return {"path": str(path), "complete": False, "test_only": test_only, "domains": rows}
 
 
+def read_model_runs(path: str | Path) -> list[dict]:
+    """The runs whose leave-one-source-out table a spoofsdk ONNX file carries: its table (one seed) and each
+    replicate (the other seeds). A replicate embedded before session 10 holds per-domain AUC only: its
+    other figures are missing (None) and the per-domain means of those figures come from the seeds that
+    hold them."""
+    from spoofsdk.errors import SpoofSDKError as _Err
+    from spoofsdk.model import read_metadata_props
+
+    path = Path(path)
+    try:
+        loso = json.loads(read_metadata_props(path.read_bytes()).get("metrics", "{}")).get("loso")
+    except (OSError, ValueError, AttributeError, _Err) as e:
+        raise CompareError(f"{path}: not a readable spoofsdk model ({type(e).__name__}: {e})") from e
+    if not isinstance(loso, dict) or not isinstance(loso.get("domains"), dict) or not loso["domains"]:
+        raise CompareError(f"{path}: the model carries no leave-one-source-out table (metrics['loso'])")
+    test_only = list(loso.get("test_only", []))
+
+    def run(label: str, domains: dict) -> dict:
+        rows = {d: {k: (v.get(k) if isinstance(v, dict) else None) for k in FIGURES} for d, v in domains.items()}
+        return {"path": f"{path} ({label})", "complete": True, "test_only": test_only, "domains": rows}
+
+    runs = [run(f"{loso.get('recipe', '?')} {loso.get('recipe_hash', '')}".strip(), loso["domains"])]
+    for i, rep in enumerate(loso.get("replicates", []), 1):
+        domains = rep.get("domains") or {d: {"auc": a} for d, a in rep.get("auc", {}).items()}
+        runs.append(run(f"replicate {i}", domains))
+    return runs
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """A crossval run folder (one run) or a spoofsdk model file (the runs of its embedded table)."""
+    return read_model_runs(path) if Path(path).is_file() else [read_run(path)]
+
+
 def parse_variants(specs: Sequence[str]) -> dict[str, list[str]]:
     """``["name=run1+run2", "run3"]`` -> ``{"name": [run1, run2], "run3": [run3]}``."""
     variants: dict[str, list[str]] = {}
@@ -103,7 +141,7 @@ def compare(variants: Mapping[str, Sequence[str | Path]]) -> dict:
     domains that every run of every variant has scored (``common``)."""
     if not variants:
         raise CompareError("nothing to compare: give at least one run")
-    runs = {name: [read_run(p) for p in paths] for name, paths in variants.items()}
+    runs = {name: [run for p in paths for run in read_runs(p)] for name, paths in variants.items()}
     every = [run for rs in runs.values() for run in rs]
     common = sorted(set.intersection(*(set(r["domains"]) for r in every)))
     if not common:
