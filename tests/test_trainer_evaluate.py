@@ -148,4 +148,5 @@ def test_pooled_random_split_figures_reach_the_report_and_the_export(tiny_run, t
     assert ("SSDG, Jia et al. 2020): a domain critic on the live crops' features behind a gradient reversal, weight 0.1; "
             "an asymmetric triplet loss, weight 2, margin 0.1.") in both
     dann = training_data_text(load_recipe(recipe, sets + ["train.domain_adv=0.3", 'train.domain_adv_side="all"']))
-    assert "critic on the live and attack crops' features" in dann and "triplet" not in dann
+    assert "critic on the live and attack crops' features" in dann and "triplet" not in dann and "SSDG" not in dann
+    assert "Domain-adversarial training (DANN, both classes): a domain critic" in dann

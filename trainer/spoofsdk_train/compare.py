@@ -76,13 +76,12 @@ def read_model_runs(path: str | Path) -> list[dict]:
     replicate (the other seeds). A replicate embedded before session 10 holds per-domain AUC only: its
     other figures are missing (None) and the per-domain means of those figures come from the seeds that
     hold them."""
-    from spoofsdk.errors import SpoofSDKError as _Err
     from spoofsdk.model import read_metadata_props
 
     path = Path(path)
     try:
         loso = json.loads(read_metadata_props(path.read_bytes()).get("metrics", "{}")).get("loso")
-    except (OSError, ValueError, AttributeError, _Err) as e:
+    except (OSError, ValueError, AttributeError, SpoofSDKError) as e:
         raise CompareError(f"{path}: not a readable spoofsdk model ({type(e).__name__}: {e})") from e
     if not isinstance(loso, dict) or not isinstance(loso.get("domains"), dict) or not loso["domains"]:
         raise CompareError(f"{path}: the model carries no leave-one-source-out table (metrics['loso'])")

@@ -100,7 +100,10 @@ def training_data_text(recipe: Recipe, teacher: dict | None = None) -> str:
             parts.append(f"a domain critic on the {side} crops' features behind a gradient reversal, weight {t.domain_adv:g}")
         if t.triplet_weight > 0:
             parts.append(f"an asymmetric triplet loss, weight {t.triplet_weight:g}, margin {t.triplet_margin:g}")
-        text += " Single-side domain generalisation (SSDG, Jia et al. 2020): " + "; ".join(parts) + "."
+        # SSDG aligns live crops only; a critic on both classes is plain domain-adversarial training (DANN).
+        single = t.domain_adv == 0 or t.domain_adv_side == "live"
+        name = "Single-side domain generalisation (SSDG, Jia et al. 2020)" if single else "Domain-adversarial training (DANN, both classes)"
+        text += f" {name}: " + "; ".join(parts) + "."
     return text + " Weights for research and evaluation use only."
 
 
