@@ -183,3 +183,13 @@ def test_a_model_file_stands_for_the_runs_of_its_embedded_table(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(CompareError, match="not a readable spoofsdk model"):
         compare({"x": [tmp_path / "junk.onnx"]})
+
+
+def test_a_kept_crossval_table_is_a_run():
+    """The candidate's tables kept in docs/loso/ (crossval.json as written) are read as runs, as their folders would be."""
+    docs = Path(__file__).resolve().parents[1] / "docs" / "loso"
+    result = compare({"ssdg": [docs / "hybrid_mnv2_ssdg_s42.json", docs / "hybrid_mnv2_ssdg_s7.json"]})
+    v = result["variants"]["ssdg"]
+    assert result["test_only"] == ["gc535"] and len(v["per_domain"]) == 11
+    assert v["summary"]["auc_mean_per_run"] == pytest.approx([0.8540, 0.8585], abs=1e-4)
+    assert v["per_domain"]["AksultanMukhanbet"]["auc_runs"] == pytest.approx([0.9803, 0.9660], abs=1e-4)

@@ -45,7 +45,7 @@ def read_run(path: str | Path) -> dict:
     no scored fold trained on.
     """
     path = Path(path)
-    table = path / "crossval.json"
+    table = path if path.is_file() else path / "crossval.json"  # a kept table (docs/loso/*.json) or a run folder
     if table.is_file():
         try:
             data = json.loads(table.read_text())
@@ -99,8 +99,9 @@ def read_model_runs(path: str | Path) -> list[dict]:
 
 
 def read_runs(path: str | Path) -> list[dict]:
-    """A crossval run folder (one run) or a spoofsdk model file (the runs of its embedded table)."""
-    return read_model_runs(path) if Path(path).is_file() else [read_run(path)]
+    """A crossval run folder or table (``.json``): one run; a spoofsdk model file: the runs of its embedded table."""
+    path = Path(path)
+    return read_model_runs(path) if path.is_file() and path.suffix.lower() != ".json" else [read_run(path)]
 
 
 def parse_variants(specs: Sequence[str]) -> dict[str, list[str]]:
