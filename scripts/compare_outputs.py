@@ -212,6 +212,7 @@ def dump(work: Path, side: str, yunet: str | None, ref_crops: dict | None = None
     results: dict = {
         "side": side,
         "machine": platform.machine(),
+        "x86_without_vnni": _x86_without_vnni(),
         "qemu_cpu": os.environ.get("QEMU_CPU", ""),
         "versions": _versions(),
         "detectors": list(detectors),
@@ -223,9 +224,14 @@ def dump(work: Path, side: str, yunet: str | None, ref_crops: dict | None = None
         path = work / "models" / m["file"]
         model = SpoofModel(path, threads=1)
         info = model.info
+        try:
+            eight_bit = json.loads(info.extra.get("quantization", "{}")).get("reduce_range") is False
+        except ValueError:
+            eight_bit = False
         entry = {
             "sha256": model.sha256,
             "precision": info.precision,
+            "eight_bit_weights": eight_bit,
             "threshold": info.threshold,
             "input_size": info.input_size,
             "origin": m["origin"],
@@ -303,6 +309,18 @@ def _maxdiff(a, b) -> float:
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
+def _x86_without_vnni() -> bool:
+    """An x86 CPU whose U8S8 kernels use vpmaddubsw (no AVX-512 VNNI, no AVX-VNNI): it clips products of 8-bit
+    weights into int16 (docs/QUANTIZATION.md, "reduce_range"), so its own INT8 outputs are not the reference."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" not in flags and "avx_vnni" not in flags
+
+
 def compare(ref: dict, cur: dict, ref_crops: dict, cur_crops: dict) -> tuple[list[dict], list[str], list[str]]:
     """Returns (table rows, problems that fail the check, notes on probe models that do not)."""
     rows, problems, notes = [], [], []
@@ -326,8 +344,13 @@ def compare(ref: dict, cur: dict, ref_crops: dict, cur_crops: dict) -> tuple[lis
     for name in sorted(set(ref["models"]) & set(cur["models"])):
         r, c = ref["models"][name], cur["models"][name]
         strict = r.get("strict", True)
-        sink = problems if strict else notes
         prec = r["precision"]
+        # An INT8 file with 8-bit weights scored on an x86 host without VNNI: the host clips (saturating int16
+        # pair sums), arm64 does not, so their scores differ by design of the x86 kernel. Labels must still
+        # agree; the score difference is reported, not failed (known defect of 8-bit weights on such CPUs).
+        clipped_ref = prec == "int8" and r.get("eight_bit_weights", False) and (
+            ref.get("x86_without_vnni", False) or cur.get("x86_without_vnni", False))
+        sink = problems if strict else notes
         tol = TOLERANCE[prec]
         if r["sha256"] != c["sha256"]:
             problems.append(f"{name}: different files on the two sides")
@@ -356,7 +379,12 @@ def compare(ref: dict, cur: dict, ref_crops: dict, cur_crops: dict) -> tuple[lis
             key = f"{name}|{img}"
             if key in ref_crops and key in cur_crops:
                 p_pix = max(p_pix, int(np.max(np.abs(ref_crops[key].astype(int) - cur_crops[key].astype(int)))))
-        if prec == "int8":
+        if clipped_ref:
+            ok = flips == 0 and p_flips == 0
+            if d_score > tol:
+                notes.append(f"{name} (int8, 8-bit weights): max |d score| {d_score:.2e} > {tol:g} because the x86 side has no "
+                             f"VNNI and clips (docs/QUANTIZATION.md); labels agree: {flips == 0 and p_flips == 0}")
+        elif prec == "int8":
             ok = flips == 0 and d_score <= tol
         else:
             ok = d_out <= tol and d_score <= tol
@@ -366,7 +394,7 @@ def compare(ref: dict, cur: dict, ref_crops: dict, cur_crops: dict) -> tuple[lis
                 f"{flips} label flips (tolerance {tol:g})"
             )
         # end to end: same tolerance on the score, labels must agree
-        p_ok = p_flips == 0 and (p_score <= tol)
+        p_ok = p_flips == 0 and (p_score <= tol or clipped_ref)
         if not p_ok:
             sink.append(
                 f"{name} ({prec}): end-to-end (own detection and crop) max |d score| {p_score:.2e}, "

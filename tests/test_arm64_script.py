@@ -83,6 +83,25 @@ def test_int8_label_flip_fails_even_when_small(co):
     assert any("label flips" in p for p in problems)
 
 
+def test_int8_with_8bit_weights_against_an_x86_host_without_vnni_checks_labels_only(co):
+    """Such a host clips 8-bit weight products in int16 (docs/QUANTIZATION.md): its INT8 scores are not the
+    reference, so the score difference is reported; a label flip still fails. With VNNI, or 7-bit weights, the
+    usual tolerance holds."""
+    ref = _side("int8", [0.2, 0.7])
+    ref["x86_without_vnni"] = True
+    ref["models"]["m.onnx"]["eight_bit_weights"] = True
+    _, problems, notes = co.compare(ref, _arm(ref, [0.24, 0.7]), {}, {})
+    assert problems == [] and any("no VNNI" in n for n in notes)
+    _, problems, _ = co.compare(ref, _arm(ref, [0.2, 0.45]), {}, {})  # 0.7 -> 0.45 crosses the threshold
+    assert any("label flips" in p for p in problems)
+    for host_vnni, eight_bit in ((False, True), (True, False)):
+        other = copy.deepcopy(ref)
+        other["x86_without_vnni"] = host_vnni
+        other["models"]["m.onnx"]["eight_bit_weights"] = eight_bit
+        _, problems, _ = co.compare(other, _arm(other, [0.24, 0.7]), {}, {})
+        assert problems
+
+
 def test_probe_models_are_reported_not_failing(co):
     ref = _side("fp16", [0.2, 0.7], strict=False)
     rows, problems, notes = co.compare(ref, _arm(ref, [0.25, 0.7]), {}, {})
