@@ -98,14 +98,14 @@ def test_held_out_nuaa_frames(checker, nuaa_dir):
                     labels.append(label)
                     scores.append(result.score)
     assert len(scores) >= 30  # faces found and scored in nearly every frame
-    # Measured 0.923 on these 36 frames. The undistilled recipe measured 0.997: distillation from the
-    # MiniFASNet pair, chosen on the leave-one-source-out mean (held-out NUAA 0.79 -> 0.87), costs
-    # in-domain NUAA (test crops 0.991 -> 0.972), where the teacher's view of tight crops disagrees.
-    assert metrics.roc_auc(labels, scores) >= 0.90
+    # Measured 0.975 on these 36 frames (the previous default, without SSDG: 0.923; undistilled: 0.997).
+    assert metrics.roc_auc(labels, scores) >= 0.95
     rates = metrics.error_rates(labels, scores, checker.info.threshold)
-    # The threshold is the EER point pooled over the training domains' validation crops (measured on
-    # these frames: APCER 22.2 %, BPCER 11.1 %; undistilled 11.1 % / 0 %; mnv2probe 5.6 % / 44 %).
-    assert rates.apcer <= 0.3 and rates.bpcer <= 0.15
+    # The threshold is the EER point pooled over the training domains' validation crops. Measured on these
+    # frames: APCER 0 %, BPCER 27.8 % (5 of 18 live frames refused). The default errs towards refusing a live
+    # face, which a retry fixes, rather than admitting a photo (previous default 22.2 % / 11.1 %; undistilled
+    # 11.1 % / 0 %; mnv2probe 5.6 % / 44 %). One frame is 5.6 %.
+    assert rates.apcer <= 0.12 and rates.bpcer <= 0.40
 
 
 def test_gc535_test_crops(gc535_dir):

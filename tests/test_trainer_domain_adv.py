@@ -15,7 +15,8 @@ from spoofsdk_train.synthetic import make_synthetic
 from spoofsdk_train.train import TrainDataset, load_checkpoint, train
 from spoofsdk_train.data import load_crops
 
-SHIPPED_HASH = "0c57ba0ad70c8ac7"  # the embedded default's recipe (hybrid_mnv2, distilled)
+SHIPPED_HASH = "4343c84f6622a5df"  # the embedded default's recipe (hybrid_mnv2, distilled, SSDG)
+BEFORE_SSDG_HASH = "0c57ba0ad70c8ac7"  # the same recipe before the options existed (the previous default)
 TINY = ["model.input_size=32", "data.epoch_size=32", "train.epochs=2", "train.batch_size=8", "train.threads=1", "train.log_every=0",
         "train.patience=0"]
 
@@ -153,12 +154,17 @@ def test_training_with_the_critic_end_to_end_and_resumed(two_domains, tmp_path):
 
 
 def test_domain_adv_settings_are_checked_and_off_by_default(two_domains, tmp_path):
-    assert load_recipe("hybrid_mnv2").train.domain_adv == 0.0
-    # Off: the shipped recipe's training hash is the one it had before the options existed (the default's, 0c57ba0ad70c8ac7).
-    assert load_recipe("hybrid_mnv2").training_hash() == SHIPPED_HASH
-    assert load_recipe("hybrid_mnv2", ["train.domain_adv=0", "train.domain_adv_side=\"live\"", "train.triplet_weight=0",
-                                       "train.triplet_margin=0.1"]).training_hash() == SHIPPED_HASH
-    assert load_recipe("hybrid_mnv2", ["train.domain_adv=0.1"]).training_hash() != load_recipe("hybrid_mnv2").training_hash()
+    # Off unless a recipe asks: edgenet's recipe does not; the default's (hybrid_mnv2) uses SSDG's settings.
+    assert (load_recipe("edgenet").train.domain_adv, load_recipe("edgenet").train.triplet_weight) == (0.0, 0.0)
+    shipped = load_recipe("hybrid_mnv2")
+    assert (shipped.train.domain_adv, shipped.train.domain_adv_side, shipped.train.triplet_weight, shipped.train.triplet_margin) == (0.1, "live", 2.0, 0.1)
+    assert shipped.training_hash() == SHIPPED_HASH  # the weights embedded as the default were trained under this hash
+    # Off (side and margin at their defaults): the training hash is the one the recipe had before the options
+    # existed (crossval folds and runs on disk are read back by it).
+    off = ["train.domain_adv=0", "train.triplet_weight=0"]
+    assert load_recipe("hybrid_mnv2", off).training_hash() == BEFORE_SSDG_HASH
+    assert load_recipe("hybrid_mnv2", off + ["train.domain_adv_side=\"live\"", "train.triplet_margin=0.1"]).training_hash() == BEFORE_SSDG_HASH
+    assert load_recipe("hybrid_mnv2", ["train.triplet_weight=0"]).training_hash() not in (SHIPPED_HASH, BEFORE_SSDG_HASH)
     with pytest.raises(ValueError, match="domain_adv is the weight"):
         train(_recipe(two_domains, "train.domain_adv=-1"), tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="domain_adv_side must be one of live, all"):

@@ -65,7 +65,8 @@ class DomainCritic(nn.Module):
     def __init__(self, features: int, domains: int, hidden: int = 128):
         super().__init__()
         if domains < 2:
-            raise ValueError(f"train.domain_adv needs at least two training domains to align, got {domains}")
+            raise ValueError(f"train.domain_adv needs at least two training domains to align, got {domains} "
+                             "(train on one with --set train.domain_adv=0)")
         self.net = nn.Sequential(nn.BatchNorm1d(features), nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, domains))
 
     def forward(self, feats: torch.Tensor, coeff: float) -> torch.Tensor:
