@@ -466,9 +466,9 @@ def ensure_variants(entry: ModelEntry, quick: bool = False, log=print) -> dict[s
 
 
 def model_facts(path: Path) -> dict:
-    """File size, parameters, MACs (metadata if present, else counted on the graph)."""
+    """File size and SHA-256, parameters, MACs (metadata if present, else counted on the graph)."""
     props = _props(path)
-    facts = {"size_bytes": path.stat().st_size}
+    facts = {"size_bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if props.get("params") and props.get("macs"):
         facts["params"], facts["macs"] = int(float(props["params"])), int(float(props["macs"]))
     else:

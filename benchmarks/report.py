@@ -472,15 +472,34 @@ def machine_slug(res: dict) -> str:
     return f"{cpu}-{m['cores']}c-{m['machine']}"
 
 
+def default_weights(res: dict) -> dict:
+    """What identifies the default model a run measured: its name, and, where the run recorded them, the
+    recipe hash of its leave-one-source-out table and its FP32 file's size and SHA-256 (a new default can
+    keep the old one's name: same architecture, new weights)."""
+    name = res.get("default_model")
+    entry = res.get("models", {}).get(name) or {}
+    loso = entry.get("loso") if isinstance(entry.get("loso"), dict) else {}
+    fp32 = entry.get("fp32") or {}
+    return {"name": name, "recipe_hash": loso.get("recipe_hash"), "fp32_bytes": fp32.get("size_bytes"), "fp32_sha256": fp32.get("sha256")}
+
+
+def _describe(weights: dict) -> str:
+    return f"`{weights['name']}`" + (f" (recipe {weights['recipe_hash']})" if weights.get("recipe_hash") else "")
+
+
 def superseded_note(res: dict, newest: dict) -> str | None:
     """The warning for a machine whose latest run measured another default model than the newest run
-    of all: its default-model rows (targets, pipeline, memory) describe a model the SDK no longer
-    defaults to, and stay until that machine runs again; None when ``res`` is up to date."""
-    if res is newest or res.get("default_model") == newest.get("default_model"):
+    of all (another name, or the same name with other weights: every identifying field both runs
+    recorded is compared): its default-model rows (targets, pipeline, memory) describe a model the SDK
+    no longer defaults to, and stay until that machine runs again; None when ``res`` is up to date."""
+    if res is newest:
         return None
-    return (f"> **Superseded:** this machine's latest run ({res.get('started', '?')}) measured `{res.get('default_model')}` "
+    mine, theirs = default_weights(res), default_weights(newest)
+    if all(mine[k] == theirs[k] for k in mine if mine[k] is not None and theirs[k] is not None):
+        return None
+    return (f"> **Superseded:** this machine's latest run ({res.get('started', '?')}) measured {_describe(mine)} "
             f"as the default model; the newest run ({newest['machine']['cpu']}, {newest.get('started', '?')}) measures "
-            f"`{newest.get('default_model')}`. Its default-model rows (targets, default against the MiniFASNet pair, "
+            f"{_describe(theirs)}. Its default-model rows (targets, default against the MiniFASNet pair, "
             "pipeline, memory) describe the earlier default; run `python -m benchmarks.report` on this machine to refresh them.")
 
 

@@ -90,8 +90,11 @@ def test_int8_with_8bit_weights_against_an_x86_host_without_vnni_checks_labels_o
     ref = _side("int8", [0.2, 0.7])
     ref["x86_without_vnni"] = True
     ref["models"]["m.onnx"]["eight_bit_weights"] = True
-    _, problems, notes = co.compare(ref, _arm(ref, [0.24, 0.7]), {}, {})
+    rows, problems, notes = co.compare(ref, _arm(ref, [0.24, 0.7]), {}, {})
     assert problems == [] and any("no VNNI" in n for n in notes)
+    assert rows[0]["labels_only"]  # the closing summary names it as held to labels only
+    rows, _, _ = co.compare(ref, _arm(ref, [0.21, 0.7]), {}, {})
+    assert rows[0]["ok"] and not rows[0]["labels_only"]  # within the usual tolerance anyway
     _, problems, _ = co.compare(ref, _arm(ref, [0.2, 0.45]), {}, {})  # 0.7 -> 0.45 crosses the threshold
     assert any("label flips" in p for p in problems)
     for host_vnni, eight_bit in ((False, True), (True, False)):

@@ -71,6 +71,33 @@ def test_a_machine_whose_latest_run_measured_an_older_default_is_marked_supersed
     assert "Superseded" not in report.render_all([(old, None)])  # a single machine has nothing newer
 
 
+def test_a_default_retrained_under_the_same_name_is_marked_superseded():
+    """A new default may keep the old one's name and architecture (new weights): the recipe hash of its table
+    and its FP32 file tell the runs apart; a field one run did not record (older results) is not compared."""
+    res = _stored()
+    name = res["default_model"]
+
+    def run(cpu, started, recipe_hash, size, sha=None):
+        entry = dict(res["models"][name], loso=dict(res["models"][name]["loso"] or {}, recipe_hash=recipe_hash),
+                     fp32=dict(res["models"][name]["fp32"], size_bytes=size))
+        if sha is None:
+            entry["fp32"].pop("sha256", None)
+        else:
+            entry["fp32"]["sha256"] = sha
+        return dict(res, machine={**res["machine"], "cpu": cpu}, started=started, models=dict(res["models"], **{name: entry}))
+
+    new = run("Board New", "2026-12-01 10:00:00 UTC", "bbbb", 2_000, "f" * 64)
+    old = run("Board Old", "2026-11-30 17:00:00 UTC", "aaaa", 1_000)  # recorded before file hashes were kept
+    same = run("Board Same", "2026-11-30 18:00:00 UTC", "bbbb", 2_000)
+    text = report.render_all([(new, None), (old, None), (same, None)])
+    by_cpu = {part.split(",", 1)[0]: part for part in text.split("\n## ")[1:]}
+    note = by_cpu["Board Old"].split("\n\n")[1]
+    assert note.startswith("> **Superseded:**") and "(recipe aaaa)" in note and "(recipe bbbb)" in note
+    assert "Superseded" not in by_cpu["Board Same"] and "Superseded" not in by_cpu["Board New"]
+    retrained = run("Board Same", "2026-11-30 18:00:00 UTC", "bbbb", 2_000, "e" * 64)  # same recipe, other file
+    assert "Superseded" in report.render_all([(new, None), (retrained, None)]).split("## Board Same")[1]
+
+
 def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     path = report.plot(_stored(), tmp_path / "p.png")
