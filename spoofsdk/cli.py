@@ -399,8 +399,68 @@ def info(model, precision, threads, providers, as_json) -> None:
     click.echo(f"source: {loaded.source}")
     click.echo(f"sha256: {loaded.sha256}")
     for key in [*REQUIRED_KEYS, *OPTIONAL_KEYS, *sorted(set(props) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))]:
-        if key in props:
+        if key in props and key != "metrics":
             click.echo(f"{key}: {props[key]}")
+    if "metrics" in props:  # last, as tables: the raw JSON is hundreds of numbers on one line (`--json` has it)
+        for line in metrics_lines(props["metrics"]):
+            click.echo(line)
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:5.1f} %" if isinstance(value, (int, float)) and value == value else "    –  "
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and value == value else "  –  "
+
+
+def metrics_lines(text: str) -> list[str]:
+    """The ``metrics`` metadata as text tables: the file's own figures per data set (at its threshold), then
+    the leave-one-source-out table it carries (one column per seed of its recipe). Anything not of that
+    shape is printed as it is, so nothing the file holds is hidden."""
+    try:
+        figures = json.loads(text)
+    except json.JSONDecodeError:
+        return [f"metrics: {text}"]
+    if not isinstance(figures, dict):
+        return [f"metrics: {text}"]
+    sets = {k: v for k, v in figures.items() if isinstance(v, dict) and "n" in v}
+    loso = figures.get("loso") if isinstance(figures.get("loso"), dict) else None
+    rest = {k: v for k, v in figures.items() if k not in sets and k != "loso"}
+    lines = []
+    if sets:
+        lines.append(f"metrics ({figures.get('how', 'this file')}):")
+        width = max(len("data set"), *(len(k) for k in sets))
+        lines.append(f"  {'data set':<{width}} {'n':>6}  {'AUC':>5}  {'APCER':>7}  {'BPCER':>7}  {'BPCER@APCER5':>12}")
+        for name, row in sets.items():
+            lines.append(f"  {name:<{width}} {int(row['n']):>6}  {_num(row.get('auc'))}  {_pct(row.get('apcer'))}  {_pct(row.get('bpcer'))}  "
+                         f"{_pct(row.get('bpcer_at_apcer_5')):>12}")
+        rest.pop("how", None)
+    for key, value in rest.items():
+        lines.append(f"metrics {key}: {value if isinstance(value, str) else json.dumps(value)}")
+    if loso and isinstance(loso.get("domains"), dict):
+        replicates = [r for r in loso.get("replicates", []) if isinstance(r, dict) and isinstance(r.get("auc"), dict)]
+        runs = [{d: v.get("auc") for d, v in loso["domains"].items()}] + [r["auc"] for r in replicates]
+        lines.append(f"leave-one-source-out (recipe {loso.get('recipe', '?')} {loso.get('recipe_hash', '')}, {len(runs)} seed{'s' if len(runs) > 1 else ''}; "
+                     f"each domain scored by a model trained without it):")
+        width = max(len("held-out domain"), *(len(d) for d in loso["domains"]))
+        seeds = 6 * len(runs) if len(runs) > 1 else 0  # a column of each seed's AUC where there are several
+        lines.append(f"  {'held-out domain':<{width}}  {'AUC':>5}  " + (f"{'per seed':<{seeds}}  " if seeds else "") + f"{'BPCER@APCER5':>12}")
+        never = set(loso.get("test_only", []))
+        for domain, row in loso["domains"].items():
+            aucs = [run.get(domain) for run in runs]
+            known = [a for a in aucs if isinstance(a, (int, float))]
+            mean = sum(known) / len(known) if known else float("nan")
+            per_seed = f"{' '.join(_num(a) for a in aucs):<{seeds}}  " if seeds else ""
+            lines.append(f"  {domain:<{width}}  {_num(mean)}  {per_seed}{_pct(row.get('bpcer_at_apcer_5')):>12}"
+                         + ("  (never trained on)" if domain in never else ""))
+        scored = [d for d in loso["domains"] if all(isinstance(run.get(d), (int, float)) for run in runs)]
+        if scored:
+            means = [sum(run[d] for d in scored) / len(scored) for run in runs]
+            worsts = [min(run[d] for d in scored) for run in runs]
+            lines.append(f"  mean {sum(means) / len(means):.3f}, worst {sum(worsts) / len(worsts):.3f} over {len(scored)} domains"
+                         + (f" (mean per seed: {' / '.join(f'{m:.3f}' for m in means)})" if len(runs) > 1 else ""))
+    return lines
 
 
 # --- models --------------------------------------------------------------------------------

@@ -155,6 +155,33 @@ def test_info_json_is_not_double_encoded(tmp_path):
     assert all(not isinstance(default.get(k), str) for k in ("metrics", "quantization"))
 
 
+def test_info_prints_the_figures_as_tables(tmp_path):
+    """`info` shows the metrics a file carries as tables (its own data sets; the leave-one-source-out table with
+    a column per seed); a value of another shape is printed as it is, and text that is not JSON too."""
+    metrics = {
+        "nuaa": {"n": 496, "auc": 0.9934, "apcer": 0.012, "bpcer": 0.122, "bpcer_at_apcer_5": 0.0427},
+        "viguardieiro": {"n": 17, "bpcer": 0.0},  # live only: no AUC, no APCER
+        "how": "test splits at its threshold",
+        "split": "random",
+        "loso": {"recipe": "r", "recipe_hash": "abc", "test_only": ["gc535"],
+                 "domains": {"a_camera": {"auc": 0.9, "bpcer_at_apcer_5": 0.1}, "gc535": {"auc": 0.3, "bpcer_at_apcer_5": 0.9}},
+                 "replicates": [{"auc": {"a_camera": 0.8, "gc535": 0.5}}]},
+    }
+    path = tmp_path / "m.onnx"
+    path.write_bytes(build_tiny_model(metadata={"metrics": json.dumps(metrics)}))
+    out = invoke("info", "-m", path).stdout
+    assert "metrics (test splits at its threshold):" in out and "metrics split: random" in out
+    lines = out.splitlines()
+    assert next(line for line in lines if line.startswith("  nuaa ")).split() == ["nuaa", "496", "0.993", "1.2", "%", "12.2", "%", "4.3", "%"]
+    assert next(line for line in lines if line.startswith("  viguardieiro ")).split()[:3] == ["viguardieiro", "17", "–"]
+    assert "leave-one-source-out (recipe r abc, 2 seeds;" in out
+    assert next(line for line in lines if line.startswith("  a_camera ")).split() == ["a_camera", "0.850", "0.900", "0.800", "10.0", "%"]
+    assert next(line for line in lines if line.startswith("  gc535 ")).endswith("(never trained on)")
+    assert "mean 0.625, worst 0.400 over 2 domains (mean per seed: 0.600 / 0.650)" in out
+    path.write_bytes(build_tiny_model(metadata={"metrics": "not json"}))
+    assert "metrics: not json" in invoke("info", "-m", path).stdout
+
+
 def test_verbose_after_the_subcommand_gives_debug_lines(tmp_path, nuaa_dir, model):
     frame = sample_files(nuaa_dir / "real", 1)[0]
     quiet = invoke("run", "-m", model, frame)

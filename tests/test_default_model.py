@@ -144,8 +144,17 @@ def test_cli_info_shows_the_default(capsys):
     result = CliRunner().invoke(main, ["info"])
     assert result.exit_code == 0
     assert "hybrid_mnv2" in result.output and "int8" in result.output
-    shown = json.loads(result.output.split("metrics: ", 1)[1].splitlines()[0])
-    assert shown["nuaa"]["n"] > 0 and "loso" in shown
+    # The figures it carries, as tables: its own test splits, then the leave-one-source-out table it was chosen on.
+    info = SpoofModel("default").info
+    own, loso = result.output.split("\nleave-one-source-out (", 1)
+    nuaa = next(line.split() for line in own.splitlines() if line.strip().startswith("nuaa "))
+    assert int(nuaa[1]) == info.metrics["nuaa"]["n"] and float(nuaa[2]) == pytest.approx(info.metrics["nuaa"]["auc"], abs=5e-4)
+    rows = {line.split()[0]: line.split() for line in loso.splitlines()[2:] if line.startswith("  ") and not line.strip().startswith("mean")}
+    assert set(rows) == set(info.metrics["loso"]["domains"])
+    seeds = 1 + len(info.metrics["loso"].get("replicates", []))
+    assert seeds == 2 and "2 seeds" in loso.splitlines()[0]
+    mean_line = next(line for line in loso.splitlines() if line.strip().startswith("mean "))
+    assert mean_line.split()[1].rstrip(",") == "0.856"  # the model card's 11-domain mean (README)
 
 
 def test_spoofnet_int8_loads_by_name_with_its_figures():
