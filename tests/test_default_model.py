@@ -189,3 +189,26 @@ def test_spoofnet_file_is_sha256_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(model_mod, "ASSETS_DIR", tmp_path)
     with pytest.raises(ModelError, match="SHA-256"):
         SpoofModel("spoofnet")
+
+
+def test_model_card_table_is_the_one_the_default_carries():
+    """README's leave-one-source-out table (seed columns and their mean) is the table in the default's
+    metadata, to the printed digit: the figures users read cannot drift from the file they load."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| held-out domain | seed 42 (shipped) | seed 7 | **mean of 2 seeds** |")
+    rows = {}
+    for line in readme[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:4]
+    loso = SpoofModel("default").info.metrics["loso"]
+    seeds = [{d: v["auc"] for d, v in loso["domains"].items()}, loso["replicates"][0]["auc"]]
+    names = {d: d for d in seeds[0]} | {"nuaa": "NUAA (all subjects)", "gc535": "gc535 (never trained on)"}
+    for domain, label in names.items():
+        expected = [f"{seeds[0][domain]:.3f}", f"{seeds[1][domain]:.3f}", f"{(seeds[0][domain] + seeds[1][domain]) / 2:.3f}"]
+        assert rows[label] == expected, domain
+    means = [np.mean(list(run.values())) for run in seeds]
+    assert rows["mean, 11 domains"] == [f"{means[0]:.3f}", f"{means[1]:.3f}", f"{np.mean(means):.3f}"]
