@@ -427,6 +427,8 @@ def metrics_lines(text: str) -> list[str]:
     sets = {k: v for k, v in figures.items() if isinstance(v, dict) and "n" in v}
     loso = figures.get("loso") if isinstance(figures.get("loso"), dict) else None
     rest = {k: v for k, v in figures.items() if k not in sets and k != "loso"}
+    from .model import loso_runs, loso_summary
+
     lines = []
     if sets:
         lines.append(f"metrics ({figures.get('how', 'this file')}):")
@@ -438,9 +440,8 @@ def metrics_lines(text: str) -> list[str]:
         rest.pop("how", None)
     for key, value in rest.items():
         lines.append(f"metrics {key}: {value if isinstance(value, str) else json.dumps(value)}")
-    if loso and isinstance(loso.get("domains"), dict):
-        replicates = [r for r in loso.get("replicates", []) if isinstance(r, dict) and isinstance(r.get("auc"), dict)]
-        runs = [{d: v.get("auc") for d, v in loso["domains"].items()}] + [r["auc"] for r in replicates]
+    runs = loso_runs(figures)
+    if runs:
         lines.append(f"leave-one-source-out (recipe {loso.get('recipe', '?')} {loso.get('recipe_hash', '')}, {len(runs)} seed{'s' if len(runs) > 1 else ''}; "
                      f"each domain scored by a model trained without it):")
         width = max(len("held-out domain"), *(len(d) for d in loso["domains"]))
@@ -454,12 +455,9 @@ def metrics_lines(text: str) -> list[str]:
             per_seed = f"{' '.join(_num(a) for a in aucs):<{seeds}}  " if seeds else ""
             lines.append(f"  {domain:<{width}}  {_num(mean)}  {per_seed}{_pct(row.get('bpcer_at_apcer_5')):>12}"
                          + ("  (never trained on)" if domain in never else ""))
-        scored = [d for d in loso["domains"] if all(isinstance(run.get(d), (int, float)) for run in runs)]
-        if scored:
-            means = [sum(run[d] for d in scored) / len(scored) for run in runs]
-            worsts = [min(run[d] for d in scored) for run in runs]
-            lines.append(f"  mean {sum(means) / len(means):.3f}, worst {sum(worsts) / len(worsts):.3f} over {len(scored)} domains"
-                         + (f" (mean per seed: {' / '.join(f'{m:.3f}' for m in means)})" if len(runs) > 1 else ""))
+        if (summary := loso_summary(figures)) is not None:
+            lines.append(f"  mean {summary['mean']:.3f}, worst {summary['worst']:.3f} over {len(summary['domains'])} domains"
+                         + (f" (mean per seed: {' / '.join(f'{m:.3f}' for m in summary['seed_means'])})" if len(runs) > 1 else ""))
     return lines
 
 
@@ -479,11 +477,14 @@ def models(as_json) -> None:
         click.echo(json.dumps({"default": DEFAULT_MODEL, "models": rows, "detector": detector}, indent=2))
         return
     width = max([len("name")] + [len(row["name"]) + 1 for row in rows])  # +1: the default's '*'
-    click.echo(f"{'name':<{width}} {'precision':<9} {'input':>5} {'threshold':>9} {'size':>8}  file")
+    # LOSO: leave-one-source-out AUC, mean / worst held-out domain (the figure models are chosen on)
+    click.echo(f"{'name':<{width}} {'precision':<9} {'input':>5} {'threshold':>9} {'size':>8}  {'LOSO mean/worst':>15}  file")
     for row in rows:
         size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "missing"
         names = row["name"] + ("*" if row["aliases"] else "")
-        click.echo(f"{names:<{width}} {row['precision']:<9} {row['input_size'] or '?':>5} {row['threshold'] if row['threshold'] is not None else '?':>9.4} {size:>8}  {row['file']}")
+        loso = f"{row['loso_auc_mean']:.3f} / {row['loso_auc_worst']:.3f}" if row.get("loso_auc_mean") is not None else "–"
+        click.echo(f"{names:<{width}} {row['precision']:<9} {row['input_size'] or '?':>5} {row['threshold'] if row['threshold'] is not None else '?':>9.4} "
+                   f"{size:>8}  {loso:>15}  {row['file']}")
     aliases = sorted({a for row in rows for a in row["aliases"]})
     if aliases:
         click.echo(f"* also available as: {', '.join(aliases)} (the default used when no --model is given)")

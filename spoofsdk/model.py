@@ -492,8 +492,34 @@ def load_model(model: str | os.PathLike | bytes | None = None, **kwargs: Any) ->
     return SpoofModel(model, **kwargs)
 
 
+def loso_runs(metrics: Mapping[str, Any]) -> list[dict[str, float]]:
+    """The leave-one-source-out AUC per held-out domain of each seed a model's ``metrics`` carry
+    (``metrics['loso']``: the table, then each of its ``replicates``); [] for a model without one."""
+    loso = metrics.get("loso") if isinstance(metrics, Mapping) else None
+    if not isinstance(loso, Mapping) or not isinstance(loso.get("domains"), Mapping):
+        return []
+    runs = [{d: v.get("auc") for d, v in loso["domains"].items() if isinstance(v, Mapping)}]
+    runs += [dict(r["auc"]) for r in loso.get("replicates", []) if isinstance(r, Mapping) and isinstance(r.get("auc"), Mapping)]
+    return runs
+
+
+def loso_summary(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Mean and worst leave-one-source-out AUC over the domains every seed scored, each averaged over the
+    seeds (one seed's held-out fold moves by more than recipes differ), with each seed's mean; None
+    without a table. The figure models are chosen on (README, model card)."""
+    runs = loso_runs(metrics)
+    domains = [d for d in (runs[0] if runs else {}) if all(isinstance(run.get(d), (int, float)) for run in runs)]
+    if not domains:
+        return None
+    means = [sum(run[d] for d in domains) / len(domains) for run in runs]
+    worsts = [min(run[d] for d in domains) for run in runs]
+    return {"mean": sum(means) / len(means), "worst": sum(worsts) / len(worsts), "seed_means": means,
+            "seeds": len(runs), "domains": domains}
+
+
 def embedded_models() -> list[dict[str, Any]]:
-    """Every embedded model file: name, precision, input size, threshold, size, and the names it answers to.
+    """Every embedded model file: name, precision, input size, threshold, size, leave-one-source-out AUC
+    (mean and worst, where its metadata has the table), and the names it answers to.
 
     Reads the metadata only (no onnxruntime session). A registered file that is missing is
     listed with ``size_bytes`` None.
@@ -507,13 +533,15 @@ def embedded_models() -> list[dict[str, Any]]:
                 continue
             path = ASSETS_DIR / filename
             row = {"name": name, "precision": precision, "file": str(path), "aliases": [], "size_bytes": None,
-                   "input_size": None, "threshold": None, "architecture": None}
+                   "input_size": None, "threshold": None, "architecture": None, "loso_auc_mean": None, "loso_auc_worst": None}
             if path.is_file():
                 data = path.read_bytes()
                 row["size_bytes"] = len(data)
                 try:
                     info = parse_metadata(read_metadata_props(data), str(path))
                     row.update(input_size=info.input_size, threshold=info.threshold, architecture=info.architecture)
+                    if (loso := loso_summary(info.metrics)) is not None:
+                        row.update(loso_auc_mean=loso["mean"], loso_auc_worst=loso["worst"])
                 except ModelError:
                     pass
             rows[filename] = row

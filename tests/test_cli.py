@@ -205,6 +205,17 @@ def test_models_lists_the_embedded_models_and_detector():
     data = json.loads(invoke("models", "--json").stdout)
     assert {row["file"].rsplit("/", 1)[-1] for row in data["models"]} == files
     assert any("default" in row["aliases"] for row in data["models"])
+    # the leave-one-source-out mean / worst of each model that carries the table, "–" for one that does not
+    from spoofsdk.model import SpoofModel, loso_summary
+
+    for row in data["models"]:
+        summary = loso_summary(SpoofModel(row["file"]).info.metrics)
+        line = next(line for line in result.stdout.splitlines() if line.endswith(row["file"]))
+        if summary is None:
+            assert row["loso_auc_mean"] is None and "  –  " in line
+        else:
+            assert row["loso_auc_mean"] == pytest.approx(summary["mean"]) and f"{summary['mean']:.3f} / {summary['worst']:.3f}" in line
+    assert sum(row["loso_auc_mean"] is not None for row in data["models"]) >= 4  # the default and mnv2probe, both precisions
 
 
 def test_save_errors_are_clear(tmp_path, nuaa_dir, model):

@@ -143,3 +143,16 @@ def test_non_finite_input_never_scores_live():
 def test_metrics_are_a_mapping_or_nothing(text, expected):
     info = parse_metadata(read_metadata_props(build_tiny_model(metadata={"metrics": text})))
     assert info.metrics == expected
+
+
+def test_loso_summary_averages_seeds_over_the_domains_every_seed_scored():
+    from spoofsdk.model import loso_runs, loso_summary
+
+    metrics = {"loso": {"domains": {"a": {"auc": 0.9}, "b": {"auc": 0.5}, "c": {"auc": None}},
+                        "replicates": [{"auc": {"a": 0.7, "b": 0.7, "c": 0.8}}, {"summary": {}}]}}  # no per-domain AUC: not a seed
+    assert loso_runs(metrics) == [{"a": 0.9, "b": 0.5, "c": None}, {"a": 0.7, "b": 0.7, "c": 0.8}]
+    summary = loso_summary(metrics)
+    assert summary["domains"] == ["a", "b"] and summary["seeds"] == 2  # c: no AUC in one seed (a live-only source)
+    assert summary["seed_means"] == pytest.approx([0.7, 0.7])
+    assert summary["mean"] == pytest.approx(0.7) and summary["worst"] == pytest.approx((0.5 + 0.7) / 2)
+    assert loso_summary({"nuaa": {"auc": 1.0}}) is None and loso_summary({}) is None and loso_runs({"loso": "x"}) == []
