@@ -422,13 +422,14 @@ def metrics_lines(text: str) -> list[str]:
         figures = json.loads(text)
     except json.JSONDecodeError:
         return [f"metrics: {text}"]
+    from .model import loso_runs, loso_summary
+
     if not isinstance(figures, dict):
         return [f"metrics: {text}"]
     sets = {k: v for k, v in figures.items() if isinstance(v, dict) and "n" in v}
-    loso = figures.get("loso") if isinstance(figures.get("loso"), dict) else None
-    rest = {k: v for k, v in figures.items() if k not in sets and k != "loso"}
-    from .model import loso_runs, loso_summary
-
+    runs = loso_runs(figures)
+    loso = figures["loso"] if runs else {}
+    rest = {k: v for k, v in figures.items() if k not in sets and not (k == "loso" and runs)}
     lines = []
     if sets:
         lines.append(f"metrics ({figures.get('how', 'this file')}):")
@@ -440,7 +441,6 @@ def metrics_lines(text: str) -> list[str]:
         rest.pop("how", None)
     for key, value in rest.items():
         lines.append(f"metrics {key}: {value if isinstance(value, str) else json.dumps(value)}")
-    runs = loso_runs(figures)
     if runs:
         lines.append(f"leave-one-source-out (recipe {loso.get('recipe', '?')} {loso.get('recipe_hash', '')}, {len(runs)} seed{'s' if len(runs) > 1 else ''}; "
                      f"each domain scored by a model trained without it):")
@@ -449,6 +449,7 @@ def metrics_lines(text: str) -> list[str]:
         lines.append(f"  {'held-out domain':<{width}}  {'AUC':>5}  " + (f"{'per seed':<{seeds}}  " if seeds else "") + f"{'BPCER@APCER5':>12}")
         never = set(loso.get("test_only", []))
         for domain, row in loso["domains"].items():
+            row = row if isinstance(row, dict) else {}
             aucs = [run.get(domain) for run in runs]
             known = [a for a in aucs if isinstance(a, (int, float))]
             mean = sum(known) / len(known) if known else float("nan")
