@@ -10,7 +10,6 @@ for it (edgenet).
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
