@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spoofsdk.model import loso_summary
 from spoofsdk_train.macs import onnx_params_macs  # the one MAC counter on a graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,13 +275,17 @@ def read_loso(path: Path) -> dict | None:
     s = loso["summary"]
     domains = {d: v.get("auc") for d, v in loso.get("domains", {}).items()}
     # Replicates (the same recipe run with other seeds, scripts/embed_default.py --crossval ...): the figures
-    # are the mean over every run, because one seed's fold moves by more than recipes differ.
+    # are the mean over every run, because one seed's fold moves by more than recipes differ. AUC mean and
+    # worst are the runtime's own reading of the table (spoofsdk.model.loso_summary, `spoofsdk models`).
+    auc = loso_summary({"loso": loso})
+    if auc is None:
+        return None
     runs = [s] + [r["summary"] for r in loso.get("replicates", []) if "auc" in r.get("summary", {})]
     bp = [r["bpcer_at_apcer_5"]["mean"] for r in runs if "bpcer_at_apcer_5" in r]
     return {"recipe": loso.get("recipe"), "recipe_hash": loso.get("recipe_hash"), "how": loso.get("how"),
-            "auc_mean": sum(r["auc"]["mean"] for r in runs) / len(runs), "auc_worst": sum(r["auc"]["worst"] for r in runs) / len(runs),
+            "auc_mean": auc["mean"], "auc_worst": auc["worst"],
             "bpcer_at_apcer_5_mean": sum(bp) / len(bp) if len(bp) == len(runs) else s.get("bpcer_at_apcer_5", {}).get("mean"),
-            "seeds": len(runs), "auc_mean_per_seed": [r["auc"]["mean"] for r in runs],
+            "seeds": auc["seeds"], "auc_mean_per_seed": auc["seed_means"],
             "domains": domains, "n_domains": sum(1 for v in domains.values() if _defined(v)),
             "file": _rel(path)}
 

@@ -26,9 +26,8 @@ from spoofsdk import metrics  # noqa: E402
 from spoofsdk.clitools import Command, run_main  # noqa: E402
 from spoofsdk.crop import resize_square  # noqa: E402
 from spoofsdk.folders import read_image  # noqa: E402
-from spoofsdk.model import SpoofModel, read_metadata_props, write_metadata_props  # noqa: E402
+from spoofsdk.model import LOSO_FIGURES, SpoofModel, read_metadata_props, write_metadata_props  # noqa: E402
 
-LOSO_FIGURES = ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")
 FIELDS = ("n", "auc", "eer", "apcer", "bpcer", "acer", "accuracy", "bpcer_at_apcer_5", "bpcer_at_apcer_1")
 
 

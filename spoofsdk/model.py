@@ -492,15 +492,39 @@ def load_model(model: str | os.PathLike | bytes | None = None, **kwargs: Any) ->
     return SpoofModel(model, **kwargs)
 
 
-def loso_runs(metrics: Mapping[str, Any]) -> list[dict[str, float]]:
-    """The leave-one-source-out AUC per held-out domain of each seed a model's ``metrics`` carry
-    (``metrics['loso']``: the table, then each of its ``replicates``); [] for a model without one."""
+#: The figures a leave-one-source-out table holds per held-out domain (``spoofsdk-train crossval``), in the
+#: order the trainer's tables print them.
+LOSO_FIGURES = ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")
+
+
+def loso_tables(metrics: Mapping[str, Any]) -> list[dict[str, dict[str, float | None]]]:
+    """Every seed's leave-one-source-out figures per held-out domain that a model's ``metrics`` carry
+    (``metrics['loso']``: the table, then each of its ``replicates``); [] for a model without one.
+
+    Each run maps domain -> {figure: value} over :data:`LOSO_FIGURES`, a figure the table lacks is None:
+    a replicate embedded before session 10 holds per-domain AUC only."""
     loso = metrics.get("loso") if isinstance(metrics, Mapping) else None
     if not isinstance(loso, Mapping) or not isinstance(loso.get("domains"), Mapping):
         return []
-    runs = [{d: v.get("auc") for d, v in loso["domains"].items() if isinstance(v, Mapping)}]
-    runs += [dict(r["auc"]) for r in loso.get("replicates", []) if isinstance(r, Mapping) and isinstance(r.get("auc"), Mapping)]
+
+    def figures(domains: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+        return {d: {k: v.get(k) for k in LOSO_FIGURES} for d, v in domains.items() if isinstance(v, Mapping)}
+
+    runs = [figures(loso["domains"])]
+    for rep in loso.get("replicates", []):
+        if not isinstance(rep, Mapping):
+            continue
+        if isinstance(rep.get("domains"), Mapping) and rep["domains"]:
+            runs.append(figures(rep["domains"]))
+        elif isinstance(rep.get("auc"), Mapping):
+            runs.append(figures({d: {"auc": a} for d, a in rep["auc"].items()}))
     return runs
+
+
+def loso_runs(metrics: Mapping[str, Any]) -> list[dict[str, float]]:
+    """The leave-one-source-out AUC per held-out domain of each seed a model's ``metrics`` carry
+    (:func:`loso_tables`, AUC only); [] for a model without one."""
+    return [{d: v["auc"] for d, v in run.items()} for run in loso_tables(metrics)]
 
 
 def loso_summary(metrics: Mapping[str, Any]) -> dict[str, Any] | None:

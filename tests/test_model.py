@@ -156,3 +156,20 @@ def test_loso_summary_averages_seeds_over_the_domains_every_seed_scored():
     assert summary["seed_means"] == pytest.approx([0.7, 0.7])
     assert summary["mean"] == pytest.approx(0.7) and summary["worst"] == pytest.approx((0.5 + 0.7) / 2)
     assert loso_summary({"nuaa": {"auc": 1.0}}) is None and loso_summary({}) is None and loso_runs({"loso": "x"}) == []
+
+
+def test_loso_tables_give_every_figure_per_seed_and_none_where_a_replicate_lacks_it():
+    from spoofsdk.model import LOSO_FIGURES, loso_runs, loso_tables
+
+    full = {"auc": 0.9, "eer": 0.2, "apcer": 0.1, "bpcer": 0.3, "bpcer_at_apcer_5": 0.4}
+    metrics = {"loso": {"domains": {"a": full, "b": "malformed"},
+                        "replicates": [{"domains": {"a": dict(full, auc=0.8)}, "auc": {"a": 0.1}},  # full figures win over the AUC map
+                                       {"auc": {"a": 0.7}},  # embedded before session 10: AUC only
+                                       {"domains": {}, "auc": {"a": 0.6}}, "not a replicate", {"summary": {}}]}}
+    tables = loso_tables(metrics)
+    assert tables[0] == {"a": full}  # a malformed domain entry is left out, not read as figures
+    assert tables[1]["a"] == dict(full, auc=0.8)
+    assert tables[2] == {"a": {k: (0.7 if k == "auc" else None) for k in LOSO_FIGURES}}
+    assert tables[3]["a"]["auc"] == 0.6 and len(tables) == 4
+    assert loso_runs(metrics) == [{"a": 0.9}, {"a": 0.8}, {"a": 0.7}, {"a": 0.6}]
+    assert loso_tables({}) == [] and loso_tables({"loso": {"domains": []}}) == [] and loso_tables([]) == []

@@ -24,12 +24,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from spoofsdk.errors import SpoofSDKError
+from spoofsdk.model import LOSO_FIGURES as FIGURES, loso_tables, read_metadata_props
 
 from .crossval import read_scored_fold
 
 __all__ = ["CompareError", "read_run", "read_model_runs", "read_runs", "compare", "render_compare", "parse_variants"]
-
-FIGURES = ("auc", "eer", "apcer", "bpcer", "bpcer_at_apcer_5")
 
 
 class CompareError(SpoofSDKError, ValueError):
@@ -76,26 +75,19 @@ def read_model_runs(path: str | Path) -> list[dict]:
     replicate (the other seeds). A replicate embedded before session 10 holds per-domain AUC only: its
     other figures are missing (None) and the per-domain means of those figures come from the seeds that
     hold them."""
-    from spoofsdk.model import read_metadata_props
-
     path = Path(path)
     try:
-        loso = json.loads(read_metadata_props(path.read_bytes()).get("metrics", "{}")).get("loso")
+        metrics = json.loads(read_metadata_props(path.read_bytes()).get("metrics", "{}"))
+        loso = metrics.get("loso")
     except (OSError, ValueError, AttributeError, SpoofSDKError) as e:
         raise CompareError(f"{path}: not a readable spoofsdk model ({type(e).__name__}: {e})") from e
-    if not isinstance(loso, dict) or not isinstance(loso.get("domains"), dict) or not loso["domains"]:
+    tables = loso_tables(metrics)
+    if not tables or not tables[0]:
         raise CompareError(f"{path}: the model carries no leave-one-source-out table (metrics['loso'])")
     test_only = list(loso.get("test_only", []))
-
-    def run(label: str, domains: dict) -> dict:
-        rows = {d: {k: (v.get(k) if isinstance(v, dict) else None) for k in FIGURES} for d, v in domains.items()}
-        return {"path": f"{path} ({label})", "complete": True, "test_only": test_only, "domains": rows}
-
-    runs = [run(f"{loso.get('recipe', '?')} {loso.get('recipe_hash', '')}".strip(), loso["domains"])]
-    for i, rep in enumerate(loso.get("replicates", []), 1):
-        domains = rep.get("domains") or {d: {"auc": a} for d, a in rep.get("auc", {}).items()}
-        runs.append(run(f"replicate {i}", domains))
-    return runs
+    labels = [f"{loso.get('recipe', '?')} {loso.get('recipe_hash', '')}".strip()] + [f"replicate {i}" for i in range(1, len(tables))]
+    return [{"path": f"{path} ({label})", "complete": True, "test_only": test_only, "domains": rows}
+            for label, rows in zip(labels, tables)]
 
 
 def read_runs(path: str | Path) -> list[dict]:
