@@ -16,6 +16,7 @@ pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with
 
 from spoofsdk_train.crossval import crossval, fold_plan
 from spoofsdk_train.data import prepare, read_manifest
+from spoofsdk_train.evaluate import choose_threshold
 from spoofsdk_train.recipe import load_recipe
 from spoofsdk_train.synthetic import make_synthetic
 
@@ -69,6 +70,11 @@ def test_crossval_end_to_end_probe(domains, tmp_path, monkeypatch):
         assert 0.0 <= r["auc"] <= 1.0 and 0.0 < r["threshold"] < 1.0
         scores = np.load(tmp_path / "loso" / "folds" / r["domain"] / "held_out_scores.npz")
         assert len(scores["scores"]) == 24
+        # the validation scores the frozen threshold was chosen on: the training domains' val crops only
+        val = np.load(tmp_path / "loso" / "folds" / r["domain"] / "val_scores.npz")
+        assert len(val["scores"]) == len(val["labels"]) == len(val["domains"]) == fold["n_val"] > 0
+        assert set(val["domains"]) <= set(fold["train_domains"]) and r["domain"] not in set(val["domains"])
+        assert choose_threshold(val["labels"], val["scores"], recipe.eval.threshold)[0] == pytest.approx(r["threshold"])
     s = result["summary"]["auc"]
     assert s["mean"] == pytest.approx(np.mean([r["auc"] for r in rows])) and s["worst"] == min(r["auc"] for r in rows)
     md = (tmp_path / "loso" / "crossval.md").read_text()
@@ -105,6 +111,7 @@ def test_crossval_end_to_end_probe(domains, tmp_path, monkeypatch):
     assert not (tmp_path / "loso" / "crossval.json").exists()
     assert not (tmp_path / "loso" / "folds" / "camA" / "fold.json").exists()
     assert not (tmp_path / "loso" / "folds" / "camA" / "held_out_scores.npz").exists()
+    assert not (tmp_path / "loso" / "folds" / "camA" / "val_scores.npz").exists()
     assert not list((tmp_path / "loso").rglob("*.partial*"))
 
 

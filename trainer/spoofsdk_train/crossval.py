@@ -171,7 +171,7 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     done = _finished_fold(out, fold_recipe, held["dataset"])
     if done is not None:
         return done
-    for stale in ("fold.json", "held_out_scores.npz"):  # another recipe's result must not outlive its retraining
+    for stale in ("fold.json", "held_out_scores.npz", "val_scores.npz"):  # another recipe's result must not outlive its retraining
         (out / stale).unlink(missing_ok=True)
     t0 = time.time()
     if _trained_not_scored(out, fold_recipe):
@@ -182,7 +182,12 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     model, _, _ = model_from_checkpoint(out / "best.pt")
     score = _scorer(model, fold_recipe)
     val = load_crops([read_manifest(p) for p in fold["train"]], "val")
-    thr, how = choose_threshold(val.labels, score(val), recipe.eval.threshold)
+    val_scores = score(val)
+    thr, how = choose_threshold(val.labels, val_scores, recipe.eval.threshold)
+    # The validation scores the threshold came from, kept beside the held-out ones: a threshold rule can be
+    # studied on the folds (scripts/threshold_rules_loso.py) without scoring every training domain again.
+    np.savez_compressed(out / "val_scores.partial.npz", labels=val.labels, scores=val_scores, domains=np.asarray(val.sets))
+    os.replace(out / "val_scores.partial.npz", out / "val_scores.npz")
     test = _all_splits(held)
     scores = score(test)
     row = _row(held["dataset"], test.labels, scores, thr, train_names, round(time.time() - t0, 1))
