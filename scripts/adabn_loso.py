@@ -26,10 +26,6 @@ from spoofsdk_train.data import CropSet, read_manifest
 from spoofsdk_train.train import model_from_checkpoint, predict_scores
 
 
-def subset(crops: CropSet, idx: np.ndarray) -> CropSet:
-    return CropSet(crops.images[idx], crops.labels[idx], [crops.sets[i] for i in idx], [crops.files[i] for i in idx])
-
-
 def adapted(model: torch.nn.Module, recipe, crops: CropSet, batch_size: int = 128) -> torch.nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are the plain average over ``crops``."""
     m = copy.deepcopy(model).eval()
@@ -62,10 +58,10 @@ def cli(run: Path, data: Path, domains: tuple[str, ...], threads: int) -> None:
         crops = _all_splits(read_manifest(data / held_out))
         order = np.random.default_rng(0).permutation(len(crops))
         adapt_idx, test_idx = order[: len(order) // 2], order[len(order) // 2 :]
-        test = subset(crops, test_idx)
+        test = crops.subset(test_idx)
         row = {"domain": held_out, "unchanged": metrics.roc_auc(test.labels, predict_scores(model, test, recipe))}
         for name, idx in (("all", adapt_idx), ("live", adapt_idx[crops.labels[adapt_idx] == 1]), ("200", adapt_idx[:200])):
-            row[name] = metrics.roc_auc(test.labels, predict_scores(adapted(model, recipe, subset(crops, idx)), test, recipe))
+            row[name] = metrics.roc_auc(test.labels, predict_scores(adapted(model, recipe, crops.subset(idx)), test, recipe))
         rows.append(row)
         click.echo(f"{held_out:20s} unchanged {row['unchanged']:.3f}  adapted on all {row['all']:.3f}  "
                    f"on live only {row['live']:.3f}  on 200 {row['200']:.3f}")

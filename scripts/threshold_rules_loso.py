@@ -35,7 +35,7 @@ def val_scores(fold: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         import torch
 
-        from spoofsdk_train.crossval import _scorer
+        from spoofsdk_train.crossval import _scorer, write_val_scores
         from spoofsdk_train.data import load_crops, read_manifest
         from spoofsdk_train.train import model_from_checkpoint
 
@@ -48,7 +48,7 @@ def val_scores(fold: Path) -> dict[str, np.ndarray]:
         thr, _ = choose_threshold(val.labels, scores, info["threshold_rule_requested"])
         if abs(thr - info["threshold"]) > 1e-4:
             raise click.ClickException(f"{fold}: validation scored again gives threshold {thr:.5f}, the fold chose {info['threshold']:.5f}")
-        np.savez_compressed(fold / "val_scores.npz", labels=val.labels, scores=scores, domains=np.asarray(val.sets))
+        write_val_scores(fold, val, scores)
     z = np.load(path)
     return {"labels": z["labels"], "scores": z["scores"], "domains": z["domains"].astype(str)}
 

@@ -160,6 +160,14 @@ def _training_seconds(out: Path) -> float:
         return 0.0
 
 
+def write_val_scores(out: Path, val: CropSet, scores: np.ndarray) -> None:
+    """``out/val_scores.npz``: the validation crops' labels, P(real) and domain, the scores a fold's threshold
+    came from. Kept beside the held-out ones, so a threshold rule can be studied on the folds
+    (scripts/threshold_rules_loso.py) without scoring every training domain again; written whole or not at all."""
+    np.savez_compressed(out / "val_scores.partial.npz", labels=val.labels, scores=scores, domains=np.asarray(val.sets))
+    os.replace(out / "val_scores.partial.npz", out / "val_scores.npz")
+
+
 def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     """Train on the fold's domains, choose the threshold on their val crops, score the held-out domain."""
     from .train import model_from_checkpoint, train
@@ -184,10 +192,7 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     val = load_crops([read_manifest(p) for p in fold["train"]], "val")
     val_scores = score(val)
     thr, how = choose_threshold(val.labels, val_scores, recipe.eval.threshold)
-    # The validation scores the threshold came from, kept beside the held-out ones: a threshold rule can be
-    # studied on the folds (scripts/threshold_rules_loso.py) without scoring every training domain again.
-    np.savez_compressed(out / "val_scores.partial.npz", labels=val.labels, scores=val_scores, domains=np.asarray(val.sets))
-    os.replace(out / "val_scores.partial.npz", out / "val_scores.npz")
+    write_val_scores(out, val, val_scores)
     test = _all_splits(held)
     scores = score(test)
     row = _row(held["dataset"], test.labels, scores, thr, train_names, round(time.time() - t0, 1))
