@@ -308,6 +308,9 @@ def test_full_loop_trains_on_the_teachers_view_of_every_augmented_batch(tiny_dat
     train(tiny_recipe(tiny_data, "train.epochs=1", "train.distill_alpha=0.25", "synth.p_synth=1.0", "synth.apply_to=\"real_only\""),
           tmp_path / "s", progress=False)
     assert set(torch.cat(targets).tolist()) == {0.0, 0.125}  # synthesized attacks 0, real attacks 0.75 * 0 + 0.25 * 0.5
+    # The run's log says its attacks were partly made here; a run without synthesis says nothing of it.
+    assert "attack synthesis: p_synth 1.00 (replay 0.50 / print 0.50) on real crops" in (tmp_path / "s" / "train.log").read_text()
+    assert "attack synthesis" not in (tmp_path / "l" / "train.log").read_text()
 
 
 def test_distill_alpha_outside_zero_to_one_and_unknown_gates_are_refused(tiny_data, tmp_path):

@@ -516,6 +516,10 @@ def _build_run(recipe: Recipe, out: Path, world: int, rank: int, local_rank: int
              str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "off", t.channels_last)
     ds = TrainDataset(train_crops, Augmenter(recipe.augment), m.input_size, m.color_order, m.mean, m.std, t.seed,
                       synth=AttackSynthesizer(recipe.synth))
+    if ds.synth is not None:  # the only trace in a run's log that its attacks were partly made here
+        sc = ds.synth.cfg
+        log.info("attack synthesis: p_synth %.2f (replay %.2f / print %.2f) on %s crops, style mixing p %.2f (%s)",
+                 sc.p_synth, sc.p_replay, sc.p_print, sc.apply_to.replace("_only", ""), sc.p_style_mix, sc.style_method)
     sampler = BalancedSampler(train_crops, d.sampling, d.epoch_size, world, rank, t.seed)
     per_rank_batch = max(1, t.batch_size // world)
     loader = DataLoader(ds, batch_size=per_rank_batch, sampler=sampler, num_workers=t.num_workers,
