@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .crop import as_bgr_uint8
-from .detect import DEFAULT_DETECTOR, Detection, FaceDetector, make_detector
+from .detect import DEFAULT_DETECTOR, Detection, FaceDetector, make_detector, usable_detections
 from .errors import DetectorError, ImageError, SpoofSDKError
 from .model import ModelInfo, SpoofModel, load_model
 from .quality import QualityConfig, assess, face_inside, measure, quality_config
@@ -166,9 +166,8 @@ class LivenessChecker:
             raise
         except Exception as e:  # a third-party detector or cv2 failing is a detector problem, typed as such
             raise DetectorError(f"face detection failed: {e}") from e
-        # Drop degenerate boxes: a detector bug must not reach the crop as a crash.
-        good = [d for d in dets if d.box[2] > 1 and d.box[3] > 1 and np.isfinite(d.box).all()]
-        good.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)
+        # A detector bug (a third-party one) must reach the caller typed, never as a crash or a crop of nothing.
+        good = usable_detections(dets, frame.shape)
         return good[: self.max_faces] if self.max_faces else good
 
     def _faces(

@@ -93,13 +93,17 @@ def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _checked_box(box: Sequence[float], scale: float) -> tuple[float, float, float, float]:
-    """``box`` as floats; a box without positive finite size is an ImageError, a bad scale a ValueError."""
+def _checked_box(box: Sequence[float], scale: float, frame_shape: Sequence[int]) -> tuple[float, float, float, float]:
+    """``box`` as floats. ImageError: a box without positive finite size, or wholly outside the frame
+    (a detector's error: shifting the crop in would score a patch the box never held); ValueError: a bad scale."""
     x, y, w, h = (float(v) for v in box)
-    if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h]).all():
+    if not (w > 0 and h > 0) or not np.isfinite([x, y, w, h, x + w, y + h]).all():
         raise ImageError(f"face box must have positive finite size, got {tuple(box)}")
     if not scale > 0:
         raise ValueError(f"crop scale must be positive, got {scale}")
+    frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
+    if x >= frame_w or y >= frame_h or x + w <= 0 or y + h <= 0:
+        raise ImageError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
     return x, y, w, h
 
 
@@ -111,7 +115,7 @@ def crop_region(
     Returns ``((x0, y0, x1, y1), shifted)``. The square may extend past the frame only
     along an axis where it is larger than the frame.
     """
-    x, y, w, h = _checked_box(box, scale)
+    x, y, w, h = _checked_box(box, scale, frame_shape)
     frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
     side = max(1, int(round(max(w, h) * scale)))
     cx, cy = x + w / 2.0, y + h / 2.0
@@ -135,11 +139,8 @@ def shift_cap_region(
     the frame (its far edge at most at pixel ``W-1``/``H-1``), corners are truncated to
     integers and the cut includes its far corner pixel.
     """
-    x, y, w, h = _checked_box(box, scale)
+    x, y, w, h = _checked_box(box, scale, frame_shape)
     frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
-    # A box wholly outside the frame is a detector error: shifting it in would score a random patch.
-    if x >= frame_w or y >= frame_h or x + w <= 0 or y + h <= 0:
-        raise ImageError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
     scale = min((frame_h - 1) / h, (frame_w - 1) / w, float(scale))
     cx, cy = x + w / 2.0, y + h / 2.0
     x0, x1 = cx - w * scale / 2.0, cx + w * scale / 2.0
@@ -221,9 +222,7 @@ def crop_face(frame: np.ndarray, box: Sequence[float], scale: float, size: int, 
     side = x1 - x0
     pad_left, pad_top = max(0, -x0), max(0, -y0)
     pad_right, pad_bottom = max(0, x1 - frame_w), max(0, y1 - frame_h)
-    inside = frame[max(y0, 0) : min(y1, frame_h), max(x0, 0) : min(x1, frame_w)]
-    if inside.size == 0:
-        raise ImageError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
+    inside = frame[max(y0, 0) : min(y1, frame_h), max(x0, 0) : min(x1, frame_w)]  # never empty: the box overlaps the frame
     padded_fraction = 0.0
     if pad_left or pad_top or pad_right or pad_bottom:
         inside = cv2.copyMakeBorder(

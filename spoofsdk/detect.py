@@ -28,7 +28,7 @@ import numpy as np
 from .crop import MAX_BOX_TO_FRAME, as_bgr_uint8
 from .errors import DetectorError
 
-__all__ = ["Detection", "FaceDetector", "HaarDetector", "YuNetDetector", "make_detector", "YUNET_ENV", "YUNET_MODEL", "DEFAULT_DETECTOR"]
+__all__ = ["Detection", "FaceDetector", "usable_detections", "HaarDetector", "YuNetDetector", "make_detector", "YUNET_ENV", "YUNET_MODEL", "DEFAULT_DETECTOR"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,41 @@ class Detection:
     @property
     def area(self) -> float:
         return self.box[2] * self.box[3]
+
+
+def usable_detections(dets: object, frame_shape: tuple[int, ...]) -> list[Detection]:
+    """The faces of a detector's answer that can be cropped, largest first.
+
+    A detector that breaks its contract (not a list of :class:`Detection`, a box that is not four
+    numbers, landmarks that are not (x, y) pairs) raises :class:`DetectorError`: the caller's frame
+    is then ``unknown``, never scored. Boxes that are well formed but hold no face of this frame
+    (non-finite, at most 1 px wide or high, wholly outside it) are dropped, as a detector's noise.
+    """
+    if not isinstance(dets, (list, tuple)):
+        raise DetectorError(f"the detector must return a list of Detection, got {type(dets).__name__}")
+    frame_h, frame_w = frame_shape[:2]
+    good = []
+    for d in dets:
+        if not isinstance(d, Detection):
+            raise DetectorError(f"the detector must return Detection objects, got {type(d).__name__}")
+        try:
+            box = np.asarray(d.box, dtype=np.float64)
+            marks = None if d.landmarks is None else np.asarray(d.landmarks, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise DetectorError(f"detection {d!r} is not numeric: {e}") from None
+        if box.shape != (4,):
+            raise DetectorError(f"a detection box must be (x, y, w, h), got {d.box!r}")
+        if marks is not None and (marks.ndim != 2 or marks.shape[1] != 2):
+            raise DetectorError(f"detection landmarks must be (x, y) pairs, got {d.landmarks!r}")
+        x, y, w, h = box
+        with np.errstate(over="ignore"):  # a box of 1e308: its far edge overflows, and is dropped as non-finite
+            far = (x + w, y + h)
+        if not (np.isfinite(box).all() and np.isfinite(far).all() and w > 1 and h > 1):
+            continue
+        if x >= frame_w or y >= frame_h or far[0] <= 0 or far[1] <= 0:
+            continue
+        good.append(d)
+    return sorted(good, key=lambda d: d.box[2] * d.box[3], reverse=True)
 
 
 @runtime_checkable

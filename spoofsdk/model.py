@@ -160,6 +160,9 @@ class ModelInfo:
         return d
 
 
+MIN_STD, MAX_NORM = 1e-4, 1e3  # bounds of the metadata's normalisation (see parse_metadata)
+
+
 def _floats(key: str, text: str, n: int) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -194,8 +197,12 @@ def parse_metadata(props: Mapping[str, str], source: str = "model") -> ModelInfo
         raise MetadataError(f"{source}: color_order must be RGB or BGR, got {props['color_order']!r}")
     mean = _floats("mean", props["mean"], 3)
     std = _floats("std", props["std"], 3)
-    if min(std) <= 0:
-        raise MetadataError(f"{source}: std must be positive, got {props['std']!r}")
+    # Inputs are 0..1 before (x - mean) / std: 1/255 (a model fed 0..255) is the smallest std in use. A std far
+    # below it, or a huge mean, turns every crop into overflow in float32, and every face into a silent 0.
+    if not all(MIN_STD <= v <= MAX_NORM for v in std):
+        raise MetadataError(f"{source}: std must lie in {MIN_STD:g}..{MAX_NORM:g}, got {props['std']!r}")
+    if not all(abs(v) <= MAX_NORM for v in mean):
+        raise MetadataError(f"{source}: mean must lie in -{MAX_NORM:g}..{MAX_NORM:g}, got {props['mean']!r}")
     (crop_scale,) = _floats("crop_scale", props["crop_scale"], 1)
     if not 0.5 <= crop_scale <= 4.0:
         raise MetadataError(f"{source}: crop_scale must be in [0.5, 4], got {crop_scale}")
@@ -411,10 +418,12 @@ class SpoofModel:
         ):
             raise ModelError(f"{source}: input shape {shape} does not match metadata input_size {self.info.input_size}")
         self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        if self._fixed_batch not in (None, 1):  # predict() runs one face at a time on a fixed batch; only 1 fits
+            raise ModelError(f"{source}: input batch is fixed at {self._fixed_batch}; export it with a dynamic batch or a batch of 1")
         n_out = outputs[0].shape[-1] if outputs[0].shape else None
-        expected = 1 if self.info.output == "logit1" else len(self.info.class_order)
-        if isinstance(n_out, int) and n_out != expected:
-            raise ModelError(f"{source}: output has {n_out} values but metadata output/class_order describe {expected}")
+        self._n_out = 1 if self.info.output == "logit1" else len(self.info.class_order)
+        if isinstance(n_out, int) and n_out != self._n_out:
+            raise ModelError(f"{source}: output has {n_out} values but metadata output/class_order describe {self._n_out}")
         self._real = np.array([c == "real" for c in self.info.class_order])
 
     @property
@@ -429,18 +438,24 @@ class SpoofModel:
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as e:  # onnxruntime raises its own exception types
             raise ModelError(f"inference failed on {self.source}: {e}") from e
-        out = np.asarray(out, dtype=np.float64).reshape(batch.shape[0], -1)
-        if self.info.output == "logit1":
-            scores = 1.0 / (1.0 + np.exp(-out[:, 0]))
-        else:
-            # Softmax; P(real) sums every class named real (one for logits2, any for logitsN).
-            z = out - out.max(axis=1, keepdims=True)
-            p = np.exp(z)
-            scores = p[:, self._real].sum(axis=1) / p.sum(axis=1)
-        # A non-finite output or input is broken data: it must never read as live (a quantized
-        # model maps an all-NaN input to a finite, possibly high, score).
-        finite_input = np.isfinite(batch.reshape(batch.shape[0], -1)).all(axis=1)
-        return np.where(np.isfinite(scores) & finite_input, scores, 0.0)
+        out = np.asarray(out, dtype=np.float64)
+        if out.size != batch.shape[0] * self._n_out:  # a symbolic output width the load could not check
+            raise ModelError(f"{self.source}: output of shape {out.shape} for {batch.shape[0]} face(s); "
+                             f"metadata output/class_order describe {self._n_out} value(s) per face")
+        out = out.reshape(batch.shape[0], self._n_out)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow and inf - inf are caught below, row by row
+            if self.info.output == "logit1":
+                scores = 1.0 / (1.0 + np.exp(-out[:, 0]))
+            else:
+                # Softmax; P(real) sums every class named real (one for logits2, any for logitsN).
+                z = out - out.max(axis=1, keepdims=True)
+                p = np.exp(z)
+                scores = p[:, self._real].sum(axis=1) / p.sum(axis=1)
+        # A non-finite output or input is broken data: it must never read as live. The raw outputs are
+        # checked, not only the score: a logit of +inf (an FP16 overflow) gives a finite P(real) of 1.0,
+        # and a quantized model maps an all-NaN input to a finite, possibly high, score.
+        finite = np.isfinite(out).all(axis=1) & np.isfinite(batch.reshape(batch.shape[0], -1)).all(axis=1)
+        return np.where(np.isfinite(scores) & finite, scores, 0.0)
 
     def crop_face(self, frame: np.ndarray, box: Sequence[float]) -> FaceCrop:
         """The crop this model takes of face ``box`` in ``frame``: its crop scale, input size and crop policy."""

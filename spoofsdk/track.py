@@ -174,7 +174,18 @@ class IoUTracker:
         return max(self.config.forget_after, self.config.gap_frames * interval)
 
     def tick(self, t: float) -> None:
-        """Note that a frame arrived at ``t`` (every processed frame, detected or followed)."""
+        """Note that a frame arrived at ``t`` (every processed frame, detected or followed).
+
+        A time earlier than the last frame's (a restarted clock, a file source looping, timestamps from
+        another source) ends every track: their evidence was counted on the old clock, and a face
+        would otherwise come back on the new one already ``real``, with no gap ever measured.
+        """
+        if self._last_frame_t is not None and t < self._last_frame_t:
+            if self.tracks:
+                log.warning("t=%.3f s comes before the last frame's %.3f s: the clock went back; every face track starts again",
+                            t, self._last_frame_t)
+            self.tracks.clear()
+            self._intervals.clear()
         if self._last_frame_t is not None and t > self._last_frame_t:
             self._intervals.append(t - self._last_frame_t)
         self._last_frame_t = t

@@ -77,7 +77,7 @@ def build_tiny_model(
     metadata: dict | None = None,
     seed: int = 0,
     drop_keys: tuple[str, ...] = (),
-    fixed_batch: bool = False,
+    fixed_batch: bool | int = False,
 ) -> bytes:
     """A small ONNX classifier (conv -> relu -> global average pool -> linear) with spoofsdk metadata.
 
@@ -93,7 +93,7 @@ def build_tiny_model(
     b = np.zeros(8, dtype=np.float32)
     fc = rng.normal(0, 1.0, size=(8, n_out)).astype(np.float32)
     fcb = np.zeros(n_out, dtype=np.float32)
-    batch = 1 if fixed_batch else "N"
+    batch = "N" if fixed_batch is False else 1 if fixed_batch is True else int(fixed_batch)
     nodes = [
         helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),

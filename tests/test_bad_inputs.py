@@ -341,6 +341,9 @@ BAD_METADATA = {
     "input_size_garbage": {"input_size": "big"},
     "mean_two_values": {"mean": "0.5,0.5"},
     "std_zero": {"std": "0,0,0"},
+    "std_underflowing_float32": {"std": "1e-50,1,1"},  # finite as float64, 0 in float32: every face a silent 0
+    "std_huge": {"std": "1e30,1,1"},
+    "mean_huge": {"mean": "1e300,0,0"},
     "output_unknown": {"output": "logits7"},
     "class_order_without_real": {"class_order": "spoof,fake"},
     "color_order_unknown": {"color_order": "XYZ"},

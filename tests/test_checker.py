@@ -138,6 +138,48 @@ def test_custom_detector_and_its_failures(real_frames):
         LivenessChecker(build_tiny_model(), detector=42)
 
 
+class Answer:
+    """A detector that says whatever it is given (a third-party one breaking the Detection contract)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def detect(self, frame):
+        return self.answer
+
+
+@pytest.mark.parametrize("answer, match", [
+    (None, "list of Detection"),
+    ([((10.0, 10.0, 50.0, 50.0), 0.9)], "Detection objects"),
+    ([Detection((10.0, 10.0, 50.0), 0.9)], r"\(x, y, w, h\)"),
+    ([Detection(("a", "b", "c", "d"), 0.9)], "not numeric"),
+    ([Detection((10.0, 10.0, 50.0, 50.0), 0.9, landmarks=(1.0, 2.0, 3.0))], "pairs"),
+])
+def test_a_detector_breaking_its_contract_is_a_typed_error_and_an_unknown_stream_frame(answer, match):
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    checker = LivenessChecker(build_tiny_model(), detector=Answer(answer), quality=False, detect_every=1)
+    with pytest.raises(DetectorError, match=match):
+        checker.check(frame)
+    result = checker.feed(frame, t=0.0)  # a stream goes on: that frame is unknown, never scored
+    assert result.label == UNKNOWN and result.reason == Reason.ERROR and not result.faces
+
+
+def test_boxes_holding_no_face_of_the_frame_are_dropped_not_cropped():
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    face = Detection((40.0, 40.0, 120.0, 120.0), 0.9)
+    nothing = [
+        Detection((1000.0, 1000.0, 50.0, 50.0), 0.9),  # wholly outside: shifting it in would score a random patch
+        Detection((-80.0, 10.0, 60.0, 60.0), 0.9),
+        Detection((1e308, 10.0, 1e308, 50.0), 0.9),  # its far edge overflows
+        Detection((10.0, float("nan"), 50.0, 50.0), 0.9),
+    ]
+    checker = LivenessChecker(build_tiny_model(), detector=Answer(nothing + [face]), quality=False)
+    assert [f.box for f in checker.check(frame).faces] == [(40, 40, 120, 120)]
+    checker = LivenessChecker(build_tiny_model(), detector=Answer(nothing), quality=False)
+    result = checker.feed(frame, t=0.0)
+    assert result.label == UNKNOWN and result.reason == Reason.NO_FACE
+
+
 def test_yunet_checker(real_frames, yunet_path):
     checker = LivenessChecker(build_tiny_model(), yunet_model=yunet_path)
     assert checker.detector.name == "yunet"

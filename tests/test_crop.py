@@ -99,3 +99,17 @@ def test_a_face_box_far_larger_than_the_frame_is_refused_not_padded():
     crop_face(big, (-100, -50, 400, 300), 1.0, 64)  # a close face up to twice the frame still crops (padded)
     with pytest.raises(ImageError, match="larger than 2x"):
         crop_face(big, (-100, -50, 401, 300), 1.0, 64)
+
+
+@pytest.mark.parametrize("policy", ["pad", "shift_cap"])
+def test_a_face_box_wholly_outside_the_frame_is_refused_under_every_crop_policy(policy):
+    """Shifting the square back inside would score a patch the box never held (found by a review: the pad
+    policy cropped (185, 105, 320, 240) of a 320x240 frame for the box (1000, 1000, 50, 50))."""
+    frame = np.full((240, 320, 3), 100, np.uint8)
+    for box in [(1000, 1000, 50, 50), (320, 10, 40, 40), (10, -60, 40, 60), (-41, 10, 40, 40)]:
+        with pytest.raises(ImageError, match="lies outside"):
+            crop_face(frame, box, 1.5, 64, policy)
+    for box in [(1e308, 10, 1e308, 50), (1e308, 10, 50, 50), (10, 10, float("inf"), 50), (10, float("nan"), 50, 50)]:
+        with pytest.raises(ImageError):
+            crop_face(frame, box, 1.5, 64, policy)
+    assert crop_face(frame, (-39, 10, 40, 40), 1.5, 64, policy).image.shape == (64, 64, 3)  # one column in: a face at the edge

@@ -44,7 +44,7 @@ def test_model_without_any_metadata():
 
 @pytest.mark.parametrize(
     "key, value, message",
-    [("threshold", "1.5", "threshold"), ("input_size", "64x32", "square"), ("std", "0,1,1", "positive"),
+    [("threshold", "1.5", "threshold"), ("input_size", "64x32", "square"), ("std", "0,1,1", "std must lie in"), ("std", "1e-50,1,1", "std must lie in"), ("mean", "1e300,0,0", "mean must lie in"),
      ("class_order", "fake,real", "class_order"), ("precision", "fp64", "precision"), ("spoofsdk_format", "9", "format")],
 )
 def test_invalid_metadata_values(key, value, message):
@@ -118,6 +118,44 @@ def test_non_finite_output_never_reads_as_live():
     m = load_model(build_tiny_model())
     scores = m.predict(np.full((2, 3, 64, 64), np.nan, np.float32))
     assert (scores == 0.0).all()
+
+
+class CannedSession:
+    """Stands in for the onnxruntime session: answers every run with the same output array."""
+
+    def __init__(self, out):
+        self.out = np.asarray(out, np.float32)
+
+    def run(self, names, feeds):
+        return [self.out]
+
+
+@pytest.mark.parametrize("output, out", [
+    ("logit1", [[np.inf], [0.0]]),  # sigmoid(+inf) is a finite 1.0
+    ("logits2", [[-np.inf, 0.0], [0.0, 0.0]]),  # softmax gives P(real) 1.0
+    ("logits2", [[np.nan, 0.0], [0.0, 0.0]]),
+    ("logits2", [[np.inf, np.inf], [0.0, 0.0]]),  # inf - inf
+])
+def test_a_non_finite_logit_never_reads_as_live(output, out):
+    m = load_model(build_tiny_model(output=output))
+    m.session = CannedSession(out)
+    scores = m.predict(np.zeros((2, 3, 64, 64), np.float32))
+    assert scores[0] == 0.0 and scores[1] == pytest.approx(0.5)
+
+
+def test_an_output_wider_or_narrower_than_the_metadata_says_is_a_model_error():
+    """A graph with a symbolic output width loads; the width is checked on the first answer."""
+    m = load_model(build_tiny_model(output="logits2"))
+    for out in (np.zeros((2, 3)), np.zeros((2, 1)), np.zeros((1, 2))):
+        m.session = CannedSession(out)
+        with pytest.raises(ModelError, match="describe 2 value"):
+            m.predict(np.zeros((2, 3, 64, 64), np.float32))
+
+
+def test_a_fixed_batch_other_than_one_is_refused_at_load():
+    assert load_model(build_tiny_model(fixed_batch=True)).predict(np.zeros((3, 3, 64, 64), np.float32)).shape == (3,)
+    with pytest.raises(ModelError, match="batch is fixed at 2"):
+        load_model(build_tiny_model(fixed_batch=2))
 
 
 def test_import_is_light():

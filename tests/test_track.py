@@ -91,6 +91,31 @@ def test_low_frame_after_real_is_not_real_in_a_stream(tiny_model_path):
     assert labels[9] == REAL and labels[10] == SPOOF and labels[11] != REAL
 
 
+def test_a_clock_going_back_ends_every_track(tiny_model_path, caplog):
+    """A face real on the old clock must earn it again when the timestamps restart (a reused track
+    would come back real on its first frame: t - last_seen is negative, so it was never forgotten)."""
+    from spoofsdk import LivenessChecker
+    from spoofsdk.detect import Detection
+
+    class FaceAfterAGap:
+        def detect(self, frame):
+            return [] if frame.mean() < 1 else [Detection(box=(40.0, 40.0, 120.0, 120.0), score=0.99)]
+
+    checker = LivenessChecker(tiny_model_path, detector=FaceAfterAGap(), quality=False, detect_every=1)
+    checker.model.score_crops = lambda crops: np.full(len(crops), 0.99)
+    face, empty = np.full((240, 320, 3), 128, np.uint8), np.zeros((240, 320, 3), np.uint8)
+    before = [checker.feed(face, t=10.0 + 0.1 * i) for i in range(8)]
+    assert before[-1].label == REAL
+    with caplog.at_level("WARNING", logger="spoofsdk"):
+        checker.feed(empty, t=0.0)  # the clock restarts; no face for a second
+    after = checker.feed(face, t=1.0)
+    assert after.label == UNKNOWN and after.reason == Reason.COLLECTING_EVIDENCE
+    assert after.faces[0].track_id != before[-1].faces[0].track_id
+    assert any("clock went back" in r.getMessage() for r in caplog.records)
+    # On the new clock the face earns real as any new face does.
+    assert [checker.feed(face, t=1.0 + 0.1 * i).label for i in range(1, 8)][-1] == REAL
+
+
 def test_unknown_frames_are_not_evidence():
     track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
     labels = _run(track, [0.9, None, None, 0.9, None, None, None, 0.9, None, 0.9])
