@@ -56,7 +56,7 @@ def usable_detections(dets: object, frame_shape: tuple[int, ...]) -> list[Detect
     """The faces of a detector's answer that can be cropped, largest first.
 
     A detector that breaks its contract (not a list of :class:`Detection`, a box that is not four
-    numbers, landmarks that are not (x, y) pairs) raises :class:`DetectorError`: the caller's frame
+    numbers, a score that is not a number, landmarks that are not (x, y) pairs) raises :class:`DetectorError`: the caller's frame
     is then ``unknown``, never scored. Boxes that are well formed but hold no face of this frame
     (non-finite, at most 1 px wide or high, wholly outside it) are dropped, as a detector's noise.
     """
@@ -70,6 +70,7 @@ def usable_detections(dets: object, frame_shape: tuple[int, ...]) -> list[Detect
         try:
             box = np.asarray(d.box, dtype=np.float64)
             marks = None if d.landmarks is None else np.asarray(d.landmarks, dtype=np.float64)
+            score = float(d.score)
         except (TypeError, ValueError) as e:
             raise DetectorError(f"detection {d!r} is not numeric: {e}") from None
         if box.shape != (4,):
@@ -83,7 +84,9 @@ def usable_detections(dets: object, frame_shape: tuple[int, ...]) -> list[Detect
             continue
         if x >= frame_w or y >= frame_h or far[0] <= 0 or far[1] <= 0:
             continue
-        good.append(d)
+        # Handed on as plain floats: what passed as numbers here ("12", numpy scalars) stays numbers downstream.
+        good.append(Detection(tuple(float(v) for v in box), score,  # type: ignore[arg-type]
+                              None if marks is None else tuple((float(a), float(b)) for a, b in marks)))
     return sorted(good, key=lambda d: d.box[2] * d.box[3], reverse=True)
 
 

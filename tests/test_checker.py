@@ -154,6 +154,7 @@ class Answer:
     ([Detection((10.0, 10.0, 50.0), 0.9)], r"\(x, y, w, h\)"),
     ([Detection(("a", "b", "c", "d"), 0.9)], "not numeric"),
     ([Detection((10.0, 10.0, 50.0, 50.0), 0.9, landmarks=(1.0, 2.0, 3.0))], "pairs"),
+    ([Detection((10.0, 10.0, 50.0, 50.0), "high")], "not numeric"),
 ])
 def test_a_detector_breaking_its_contract_is_a_typed_error_and_an_unknown_stream_frame(answer, match):
     frame = np.full((240, 320, 3), 128, np.uint8)
@@ -175,6 +176,10 @@ def test_boxes_holding_no_face_of_the_frame_are_dropped_not_cropped():
     ]
     checker = LivenessChecker(build_tiny_model(), detector=Answer(nothing + [face]), quality=False)
     assert [f.box for f in checker.check(frame).faces] == [(40, 40, 120, 120)]
+    # Numbers in other clothes (numeric strings, numpy scalars) are numbers from here on.
+    odd = Detection(("40", np.float32(40), np.int64(120), "120"), "0.9", landmarks=(("60", 80), (100, 80), (80, 100), (65, 130), (95, 130)))
+    face_result = LivenessChecker(build_tiny_model(), detector=Answer([odd]), quality=False).check(frame).faces[0]
+    assert face_result.box == (40, 40, 120, 120) and face_result.detector_score == 0.9
     checker = LivenessChecker(build_tiny_model(), detector=Answer(nothing), quality=False)
     result = checker.feed(frame, t=0.0)
     assert result.label == UNKNOWN and result.reason == Reason.NO_FACE
