@@ -93,6 +93,13 @@ def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def overlaps_frame(box: Sequence[float], frame_shape: Sequence[int]) -> bool:
+    """True when face ``box`` = ``(x, y, w, h)`` shares at least some area with a frame of ``frame_shape``.
+    A box wholly outside holds no face of the frame (a detector's error): it is dropped or refused, never cropped."""
+    x, y, w, h = (float(v) for v in box)
+    return x < int(frame_shape[1]) and y < int(frame_shape[0]) and x + w > 0 and y + h > 0
+
+
 def _checked_box(box: Sequence[float], scale: float, frame_shape: Sequence[int]) -> tuple[float, float, float, float]:
     """``box`` as floats. ImageError: a box without positive finite size, or wholly outside the frame
     (a detector's error: shifting the crop in would score a patch the box never held); ValueError: a bad scale."""
@@ -101,9 +108,8 @@ def _checked_box(box: Sequence[float], scale: float, frame_shape: Sequence[int])
         raise ImageError(f"face box must have positive finite size, got {tuple(box)}")
     if not scale > 0:
         raise ValueError(f"crop scale must be positive, got {scale}")
-    frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
-    if x >= frame_w or y >= frame_h or x + w <= 0 or y + h <= 0:
-        raise ImageError(f"face box {tuple(box)} lies outside the {frame_w}x{frame_h} frame")
+    if not overlaps_frame((x, y, w, h), frame_shape):
+        raise ImageError(f"face box {tuple(box)} lies outside the {int(frame_shape[1])}x{int(frame_shape[0])} frame")
     return x, y, w, h
 
 

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .crop import MAX_BOX_TO_FRAME, as_bgr_uint8
+from .crop import MAX_BOX_TO_FRAME, as_bgr_uint8, overlaps_frame
 from .errors import DetectorError
 
 __all__ = ["Detection", "FaceDetector", "usable_detections", "HaarDetector", "YuNetDetector", "make_detector", "YUNET_ENV", "YUNET_MODEL", "DEFAULT_DETECTOR"]
@@ -62,7 +62,6 @@ def usable_detections(dets: object, frame_shape: tuple[int, ...]) -> list[Detect
     """
     if not isinstance(dets, (list, tuple)):
         raise DetectorError(f"the detector must return a list of Detection, got {type(dets).__name__}")
-    frame_h, frame_w = frame_shape[:2]
     good = []
     for d in dets:
         if not isinstance(d, Detection):
@@ -80,14 +79,12 @@ def usable_detections(dets: object, frame_shape: tuple[int, ...]) -> list[Detect
         x, y, w, h = box
         with np.errstate(over="ignore"):  # a box of 1e308: its far edge overflows, and is dropped as non-finite
             far = (x + w, y + h)
-        if not (np.isfinite(box).all() and np.isfinite(far).all() and w > 1 and h > 1):
-            continue
-        if x >= frame_w or y >= frame_h or far[0] <= 0 or far[1] <= 0:
+        if not (np.isfinite(box).all() and np.isfinite(far).all() and w > 1 and h > 1 and overlaps_frame(box, frame_shape)):
             continue
         # Handed on as plain floats: what passed as numbers here ("12", numpy scalars) stays numbers downstream.
         good.append(Detection(tuple(float(v) for v in box), score,  # type: ignore[arg-type]
                               None if marks is None else tuple((float(a), float(b)) for a, b in marks)))
-    return sorted(good, key=lambda d: d.box[2] * d.box[3], reverse=True)
+    return _sorted(good)
 
 
 @runtime_checkable
@@ -214,8 +211,7 @@ class YuNetDetector:
             # A face of this frame overlaps the frame and is no larger than crop_face accepts: on degenerate
             # frames (one row, say) YuNet has returned boxes millions of pixels wide. A face partly outside is
             # kept: the quality gate reports it (cut by the border), which tells the user what to do.
-            overlaps = x < frame_w and y < frame_h and x + w > 0 and y + h > 0
-            if w > 1 and h > 1 and overlaps and max(w, h) <= MAX_BOX_TO_FRAME * max(frame_h, frame_w):
+            if w > 1 and h > 1 and overlaps_frame((x, y, w, h), frame.shape) and max(w, h) <= MAX_BOX_TO_FRAME * max(frame_h, frame_w):
                 out.append(Detection(box=(x, y, w, h), score=float(row[14]), landmarks=marks))
         return _sorted(out)
 
