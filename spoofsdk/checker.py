@@ -226,9 +226,14 @@ class LivenessChecker:
         scores = np.mean([m.score_crops([c[i] for c in crops]) for i, m in enumerate(self.models)], axis=0)
         per_face = _ms(start) / len(crops)
         for face, score in zip(faces, scores):
+            face.timings["model"] = per_face
+            if not np.isfinite(score):  # the model gave no number for this face: an error, not an attack
+                face.reason = Reason.ERROR
+                face.message = "the model's output for this face is not a number (broken input or numeric overflow)"
+                log.warning("face %s: %s", face.box, face.message)
+                continue
             face.score = float(score)
             face.label = REAL if score >= self.threshold else SPOOF
-            face.timings["model"] = per_face
 
     # -- image mode -------------------------------------------------------------------------
     def check(self, image: np.ndarray | str | os.PathLike) -> FrameResult:
@@ -284,7 +289,9 @@ class LivenessChecker:
         face it finds covers less than :data:`MIN_CROP_FACE_SHARE` of it, the image is a full
         frame, not a face crop, and scoring it whole would judge the room rather than the face
         (a live face drops from 0.93 to 0.35). It is refused as ``unknown``/``not_a_crop``. An
-        image where no face is found is scored as a crop (detectors miss some tight crops).
+        image where no face is found is scored as a crop (detectors miss some tight crops: YuNet
+        misses up to a quarter of one webcam's), and says so: its ``message`` reads "no face found..."
+        and ``quality["face_share"]`` is 0 (else the share the largest face covers).
         """
         start = time.perf_counter()
         if verify:
@@ -299,6 +306,9 @@ class LivenessChecker:
                 log.debug("%s: not a crop (face share %.2f)", path, share)
                 return FrameResult.from_faces([face], path=str(path), timings={"total": _ms(start)})
             face = self.check_face(image)
+            face.quality["face_share"] = 0.0 if share is None else share
+            if share is None and face.score is not None:
+                face.message = "no face found in the image: scored whole, as the face crop it was given as"
         else:
             face = self.check_face(path)
         return FrameResult.from_faces([face], path=str(path), timings={"total": _ms(start)})
@@ -374,6 +384,8 @@ class LivenessChecker:
         faces = self._faces(image, boxes, det_scores, landmarks)
         for face, tr in zip(faces, tracks):
             gated = face.score is None
+            if face.reason == Reason.ERROR:
+                tr.discard_evidence()  # a broken answer in the middle of a streak: the face earns `real` again
             label, reason, message = tr.observe(face.score, t, self.threshold, self.tracker.config)
             face.track_id, face.smoothed_score = tr.id, tr.ema
             if not gated:

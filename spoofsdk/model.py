@@ -431,7 +431,13 @@ class SpoofModel:
         return self.info.threshold
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """P(real) for each image of a normalised NCHW float32 batch."""
+        """P(real) for each image of a normalised NCHW float32 batch.
+
+        NaN where the input or the model's raw output is not finite (broken data, an FP16
+        overflow): that face has no score. NaN compares false with every threshold, so it never
+        reads as live; :class:`~spoofsdk.LivenessChecker` reports such a face ``unknown`` (reason
+        ``error``) and :mod:`spoofsdk.metrics` refuses it.
+        """
         if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
             return np.concatenate([self.predict(batch[i : i + 1]) for i in range(batch.shape[0])])
         try:
@@ -451,11 +457,11 @@ class SpoofModel:
                 z = out - out.max(axis=1, keepdims=True)
                 p = np.exp(z)
                 scores = p[:, self._real].sum(axis=1) / p.sum(axis=1)
-        # A non-finite output or input is broken data: it must never read as live. The raw outputs are
-        # checked, not only the score: a logit of +inf (an FP16 overflow) gives a finite P(real) of 1.0,
-        # and a quantized model maps an all-NaN input to a finite, possibly high, score.
+        # A non-finite output or input is broken data: no score at all, neither live nor attack. The raw
+        # outputs are checked, not only the score: a logit of +inf (an FP16 overflow) gives a finite
+        # P(real) of 1.0, and a quantized model maps an all-NaN input to a finite, possibly high, score.
         finite = np.isfinite(out).all(axis=1) & np.isfinite(batch.reshape(batch.shape[0], -1)).all(axis=1)
-        return np.where(np.isfinite(scores) & finite, scores, 0.0)
+        return np.where(np.isfinite(scores) & finite, scores, np.nan)
 
     def crop_face(self, frame: np.ndarray, box: Sequence[float]) -> FaceCrop:
         """The crop this model takes of face ``box`` in ``frame``: its crop scale, input size and crop policy."""

@@ -2,7 +2,7 @@
 
 Labels are ``real``, ``spoof`` or ``unknown`` everywhere; ``score`` is always P(live face)
 and is ``None`` whenever no score was computed (no face, a quality gate refused the face,
-the input could not be read). ``unknown`` always carries a ``reason`` code and a
+the input could not be read, the model's output was not a number). ``unknown`` always carries a ``reason`` code and a
 human-readable ``message``.
 """
 from __future__ import annotations

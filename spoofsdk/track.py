@@ -98,6 +98,12 @@ class FaceTrack:
     template: np.ndarray | None = field(default=None, repr=False)
     """Grey patch of the face on the small tracking frame, for :func:`follow_box`."""
 
+    def discard_evidence(self) -> None:
+        """Forget the smoothed score, the streak and a ``real`` decision (after a frame the model could not score)."""
+        self.ema, self.streak, self.streak_start = None, 0, None
+        if self.state == REAL:
+            self.state = UNKNOWN
+
     def observe(self, score: float | None, t: float, threshold: float, config: SmoothingConfig) -> tuple[str, str | None, str]:
         """Add one frame's evidence. ``score`` None means a quality gate refused the frame.
 

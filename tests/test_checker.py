@@ -78,8 +78,19 @@ def test_check_face_is_centre_square_resize_then_model(checker, gc535_dir):
     # The trainer prepares crop data sets with this same function (spoofsdk_train.data.prepare).
     expected = checker.model.score_crops([fit_face_crop(crop, checker.info.input_size)])[0]
     assert face.score == pytest.approx(float(expected), abs=1e-9) and face.box is None
-    assert checker.check_crop_file(path).score == face.score
+    checked = checker.check_crop_file(path)
+    assert checked.score == face.score and checked.faces[0].quality["face_share"] > 0.3 and not checked.message
     assert checker.check_face(cv2.GaussianBlur(crop, (0, 0), 10)).label == UNKNOWN
+
+
+def test_a_crop_without_a_face_is_scored_and_says_so(checker, tmp_path):
+    """Detectors miss some tight crops, so crop mode scores them; the result must not hide it."""
+    path = tmp_path / "noise.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    result = checker.check_crop_file(path)
+    face = result.faces[0]
+    assert face.score is not None and face.quality["face_share"] == 0.0
+    assert result.message.startswith("no face found") and json.loads(result.to_json())["message"] == result.message
 
 
 class CountingDetector:
@@ -217,3 +228,29 @@ def test_stream_survives_detector_and_model_failures(tiny_model_path):
     checker.model.score_crops = broken
     result = checker.feed(frame, t=1.0)
     assert result.label == UNKNOWN and result.reason == "error" and "inference failed" in result.error
+
+
+def test_a_face_the_model_cannot_score_is_an_unknown_error_and_ends_its_streak(tiny_model_path):
+    """A non-finite model output is neither live nor an attack: ``unknown``/``error``; a track loses its ``real``."""
+    checker = LivenessChecker(
+        tiny_model_path, detector=Answer([Detection((40.0, 40.0, 120.0, 120.0), 0.9)]), quality=False,
+        detect_every=1, threshold=0.01, smoothing=SmoothingConfig(min_frames=2, min_seconds=0),
+    )
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    good = checker.model.score_crops
+    nan_out = lambda crops: np.full(len(crops), np.nan)  # noqa: E731  what predict gives for a broken output
+
+    checker.model.score_crops = nan_out
+    face = checker.check(frame).faces[0]
+    assert face.label == UNKNOWN and face.reason == Reason.ERROR and face.score is None and "not a number" in face.message
+
+    checker.model.score_crops = good
+    labels = [checker.feed(frame, t=0.1 * i).label for i in range(3)]
+    assert labels[-1] == REAL
+    checker.model.score_crops = nan_out
+    broken = checker.feed(frame, t=0.3)
+    assert broken.label == UNKNOWN and broken.reason == Reason.ERROR and broken.faces[0].track_id is not None
+    checker.model.score_crops = good
+    after = checker.feed(frame, t=0.4)
+    assert after.label == UNKNOWN and after.reason == Reason.COLLECTING_EVIDENCE  # real is earned again
+    assert checker.feed(frame, t=0.5).label == REAL

@@ -87,3 +87,27 @@ def test_js_crops_match_the_runtime(tmp_path, nuaa_dir, policy):
         off_by_one += int((diff > 0).sum())
         total += diff.size
     assert off_by_one / total < 0.005, f"{off_by_one} of {total} values differ by 1"
+
+
+PROBABILITY = """
+const { probability } = await import(process.argv[2]);
+const cases = [
+  [[Infinity], { output: "logit1", classOrder: ["spoof", "real"] }],
+  [[-Infinity, 0], { output: "logits2", classOrder: ["spoof", "real"] }],
+  [[NaN, 0], { output: "logits2", classOrder: ["spoof", "real"] }],
+  [[Infinity, Infinity], { output: "logits2", classOrder: ["spoof", "real"] }],
+  [[0], { output: "logit1", classOrder: ["spoof", "real"] }],
+  [[0, Math.log(3)], { output: "logits2", classOrder: ["spoof", "real"] }],
+];
+console.log(JSON.stringify(cases.map(([v, cfg]) => probability(Float32Array.from(v), cfg))));
+"""
+
+
+def test_js_probability_gives_no_score_for_a_non_finite_output(tmp_path):
+    """As SpoofModel.predict: a non-finite logit (sigmoid(+inf) = 1.0 would read live) has no score."""
+    node = _node()
+    (tmp_path / "p.mjs").write_text(PROBABILITY)
+    out = subprocess.run([node, str(tmp_path / "p.mjs"), PIPELINE.as_uri()], check=True, timeout=60, capture_output=True, text=True).stdout
+    got = json.loads(out)
+    assert got[:4] == [None] * 4
+    assert got[4] == pytest.approx(0.5) and got[5] == pytest.approx(0.75)

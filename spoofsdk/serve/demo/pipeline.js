@@ -253,8 +253,11 @@ export function toTensor(rgb, size, colorOrder, mean, std) {
   return out;
 }
 
-// P(live) from the model's raw output, as SpoofModel.predict reads it.
+// P(live) from the model's raw output, as SpoofModel.predict reads it; null when the output is not a
+// number (a logit of +Infinity would give a finite 1.0, i.e. live): that face has no score.
 export function probability(values, cfg) {
+  const width = cfg.output === "logit1" ? 1 : cfg.classOrder.length;
+  if (!Array.from(values.slice(0, width)).every(Number.isFinite)) return null;
   let p;
   if (cfg.output === "logit1") {
     p = 1 / (1 + Math.exp(-values[0]));
@@ -266,7 +269,7 @@ export function probability(values, cfg) {
     const real = e.reduce((a, v, i) => a + (cfg.classOrder[i] === "real" ? v : 0), 0);
     p = real / e.reduce((a, b) => a + b, 0);
   }
-  return Number.isFinite(p) ? p : 0;
+  return Number.isFinite(p) ? p : null;
 }
 
 // --- YuNet (cv2.FaceDetectorYN's pre- and post-processing) ---------------------------------------
@@ -394,8 +397,12 @@ export class Pipeline {
     if (q.max_padded !== null && crop.padded > q.max_padded && !faceInside) {
       return Object.assign(face, { reason: "cut_by_border", message: "face too close to the frame border: centre the face or step back" });
     }
-    face.score = await this.scoreCrop(crop.rgb);
-    face.label = face.score >= this.cfg.threshold ? "real" : "spoof";
+    const score = await this.scoreCrop(crop.rgb);
+    if (score === null) {
+      return Object.assign(face, { reason: "error", message: "the model's output for this face is not a number (broken input or numeric overflow)" });
+    }
+    face.score = score;
+    face.label = score >= this.cfg.threshold ? "real" : "spoof";
     return face;
   }
 
