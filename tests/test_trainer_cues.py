@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("spoofsdk_train", reason="the trainer (pip install -e ./trainer) is not installed")
 
 from spoofsdk.metrics import roc_auc
-from spoofsdk_train.augment import Augmenter, match_cues
+from spoofsdk_train.augment import Augmenter, dim, match_cues
 from spoofsdk_train.cues import STATISTICS, crop_statistics, cue_table, flips, format_cues
 from spoofsdk_train.data import prepare
 
@@ -122,3 +122,33 @@ def test_cue_matching_reaches_its_targets_on_real_crops(data_dir):
     median = np.median(np.abs(errors), axis=0)
     assert median[0] <= 3 and median[1] <= 3 and median[2] <= 8 and median[3] <= 0.3, median
     assert np.percentile(np.abs(errors[:, 3]), 90) <= 0.6  # sharpness: a blur/sharpen step apart at worst, mostly
+
+
+def test_dim_reaches_its_level_keeps_dark_crops_and_is_seeded(data_dir):
+    webcam = require(data_dir / "webcam", "webcam face crops")
+    crops = [cv2.resize(cv2.imread(str(f)), (128, 128), interpolation=cv2.INTER_AREA) for f in sample_files(webcam, 8)]
+    for crop in crops:
+        for level in (25.0, 45.0):
+            out = dim(crop, level, 2.0, np.random.default_rng(0))
+            assert out.shape == crop.shape and out.dtype == np.uint8
+            expected = min(level, crop_statistics(crop)[0])  # a crop darker than the level keeps its exposure
+            assert abs(crop_statistics(out)[0] - expected) <= 1.5  # grey mean (statistic 0), noise and rounding aside
+            assert np.array_equal(out, dim(crop, level, 2.0, np.random.default_rng(0)))
+        dark = dim(crop, 25.0, 0.0, np.random.default_rng(0))  # an exposure cut: every value by one factor
+        bright = crop.astype(np.float32) > 40
+        ratio = dark[bright] / crop[bright].astype(np.float32)
+        assert np.percentile(np.abs(ratio - np.median(ratio)), 95) < 0.03
+    night = (crops[0] * 0.1).astype(np.uint8)  # already darker than the level: exposure kept, noise added
+    kept = dim(night, 60.0, 0.0, np.random.default_rng(0))
+    assert np.abs(kept.astype(int) - night.astype(int)).max() <= 1
+
+
+def test_dim_is_off_by_default_without_touching_the_random_stream():
+    images, _ = _two_class_crops(2)
+    base = {"hflip": 0.5, "blur_p": 0.5, "noise_p": 0.5, "jpeg_p": 0.5}
+    plain = Augmenter(base)(images[0], np.random.default_rng(3))
+    assert np.array_equal(plain, Augmenter({**base, "lowlight_p": 0.0})(images[0], np.random.default_rng(3)))
+    on = Augmenter({**base, "lowlight_p": 1.0, "lowlight_level": [30.0, 30.0]})
+    a = on(images[0], np.random.default_rng(3))
+    assert np.array_equal(a, on(images[0], np.random.default_rng(3))) and a.dtype == np.uint8
+    assert cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).mean() < cv2.cvtColor(plain, cv2.COLOR_BGR2GRAY).mean() - 20
