@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -369,6 +370,10 @@ def compare(ref: dict, cur: dict, ref_crops: dict, cur_crops: dict) -> tuple[lis
                 problems.append(f"{name} {img}: no identical-input run")
                 continue
             th = r["threshold"]
+            scores = (rr["score"], cc["ref_input_score"]) + ((cc["score"],) if cc["face"] else ())
+            if not all(math.isfinite(v) for v in scores):  # NaN: no score (max() below would skip it silently)
+                problems.append(f"{name} {img}: a side gave no score (non-finite model output)")
+                continue
             d_out = max(d_out, _maxdiff(rr["outputs"], cc["ref_input_outputs"]))
             d_score = max(d_score, abs(rr["score"] - cc["ref_input_score"]))
             flips += (rr["score"] >= th) != (cc["ref_input_score"] >= th)

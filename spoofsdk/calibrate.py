@@ -107,7 +107,7 @@ def collect_scores(
         if on_result is not None:
             on_result(result)
         if result.score is None:
-            skipped[result.reason or Reason.ERROR] += 1
+            skipped[str(result.reason or Reason.ERROR)] += 1
             continue
         labels.append(label)
         scores.append(result.score)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .crop import as_bgr_uint8
 from .detect import DEFAULT_DETECTOR, Detection, FaceDetector, make_detector, usable_detections
-from .errors import DetectorError, ImageError, SpoofSDKError
+from .errors import DetectorError, ImageError, ModelError, SpoofSDKError
 from .model import ModelInfo, SpoofModel, load_model
 from .quality import QualityConfig, assess, face_inside, measure, quality_config
 from .results import REAL, SPOOF, UNKNOWN, FaceResult, FrameResult, Reason
@@ -118,6 +118,7 @@ class LivenessChecker:
         self.tracker = IoUTracker(smoothing)
         self.detect_every = max(1, int(detect_every))
         self.max_image_pixels = int(max_image_pixels)
+        self._warned_non_finite = False
         self.reset()
 
     @staticmethod
@@ -230,7 +231,9 @@ class LivenessChecker:
             if not np.isfinite(score):  # the model gave no number for this face: an error, not an attack
                 face.reason = Reason.ERROR
                 face.message = "the model's output for this face is not a number (broken input or numeric overflow)"
-                log.warning("face %s: %s", face.box, face.message)
+                # Once per checker: a broken model in a 30 fps stream would otherwise log every frame.
+                (log.debug if self._warned_non_finite else log.warning)("%s: %s", self.model.source, face.message)
+                self._warned_non_finite = True
                 continue
             face.score = float(score)
             face.label = REAL if score >= self.threshold else SPOOF
@@ -291,7 +294,8 @@ class LivenessChecker:
         (a live face drops from 0.93 to 0.35). It is refused as ``unknown``/``not_a_crop``. An
         image where no face is found is scored as a crop (detectors miss some tight crops: YuNet
         misses up to a quarter of one webcam's), and says so: its ``message`` reads "no face found..."
-        and ``quality["face_share"]`` is 0 (else the share the largest face covers).
+        and ``quality["face_share"]`` is 0 (else the share the largest face covers). Without
+        ``verify`` nothing is detected: no ``face_share``, and the image is scored as given.
         """
         start = time.perf_counter()
         if verify:
@@ -299,7 +303,7 @@ class LivenessChecker:
             share = self.crop_face_share(image)
             if share is not None and share < MIN_CROP_FACE_SHARE:
                 face = FaceResult(
-                    label=UNKNOWN, reason=Reason.NOT_A_CROP, threshold=self.threshold,
+                    label=UNKNOWN, reason=Reason.NOT_A_CROP, threshold=self.threshold, quality={"face_share": share},
                     message=f"not a face crop: the face covers {share:.0%} of the image (a crop: over {MIN_CROP_FACE_SHARE:.0%}); "
                     "run without --crops to detect and crop it",
                 )
@@ -335,6 +339,12 @@ class LivenessChecker:
         except (SpoofSDKError, cv2.error) as e:
             # A detector or model failure on one frame must not end the stream: that frame is
             # unknown (never real), no track gains evidence from it, and the next frame retries.
+            # A model that failed on the faces of this frame also ends their streaks, as a
+            # non-finite answer does (_feed_image): a broken model never keeps a face `real`.
+            if isinstance(e, ModelError):
+                for tr in self.tracker.tracks:
+                    if tr.last_seen == t:
+                        tr.discard_evidence()
             return FrameResult.failed(Reason.ERROR, f"{type(e).__name__}: {e}", frame=index, t=t)
 
     def _feed_image(self, image: np.ndarray, t: float, index: int, start: float) -> FrameResult:

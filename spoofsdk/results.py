@@ -90,7 +90,9 @@ class FaceResult:
     """Human-readable explanation, e.g. ``face too small: 52 px < 80 px (move closer)``."""
     detector_score: float | None = None
     quality: dict[str, float] = field(default_factory=dict)
-    """Quality figures: ``face_px``, ``sharpness``, ``brightness``, ``clipped``, ``border_cut``, ``padded``."""
+    """Quality figures: ``face_px``, ``sharpness``, ``brightness``, ``clipped``, ``border_cut``, ``padded``;
+    in crop mode (:meth:`LivenessChecker.check_crop_file`) also ``face_share``, the share of the image the
+    largest detected face covers (0: none found)."""
     threshold: float | None = None
     track_id: int | None = None
     """Stream mode: the track this face belongs to."""

@@ -14,6 +14,8 @@ turns its per-frame scores into a decision:
 - a frame refused by a quality gate (``unknown``) is not evidence: it neither adds to the
   streak nor moves the EMA, and that frame is reported as ``unknown`` with the gate's reason;
 - a score below the threshold resets the streak, so the evidence must be consistent;
+- a frame the model could not score (an error, a non-finite output) ends the streak and a ``real``
+  decision (:meth:`FaceTrack.discard_evidence`): the face must earn ``real`` again;
 - a track not seen for its *gap* is forgotten; a face that comes back starts a new track and
   must earn ``real`` again. The gap is ``forget_after`` seconds, or ``gap_frames`` times the
   source's real frame interval when frames arrive slower than that (a slow board, ``--every N``,
@@ -99,8 +101,11 @@ class FaceTrack:
     """Grey patch of the face on the small tracking frame, for :func:`follow_box`."""
 
     def discard_evidence(self) -> None:
-        """Forget the smoothed score, the streak and a ``real`` decision (after a frame the model could not score)."""
-        self.ema, self.streak, self.streak_start = None, 0, None
+        """After a frame the model could not score: the streak and a ``real`` decision end.
+
+        The EMA stays: it holds the track's history of low scores too, which an error must not wash out.
+        """
+        self.streak, self.streak_start = 0, None
         if self.state == REAL:
             self.state = UNKNOWN
 

@@ -83,6 +83,14 @@ def test_int8_label_flip_fails_even_when_small(co):
     assert any("label flips" in p for p in problems)
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_side_without_a_score_fails(co, strict):
+    """NaN (a non-finite output) is no score: max() would skip it and a label check would read it as spoof."""
+    ref = _side("int8", [0.2, 0.7], strict=strict)
+    _, problems, _ = co.compare(ref, _arm(ref, [float("nan"), 0.7]), {}, {})
+    assert any("gave no score" in p for p in problems)
+
+
 def test_int8_with_8bit_weights_against_an_x86_host_without_vnni_checks_labels_only(co):
     """Such a host clips 8-bit weight products in int16 (docs/QUANTIZATION.md): its INT8 scores are not the
     reference, so the score difference is reported; a label flip still fails. With VNNI, or 7-bit weights, the

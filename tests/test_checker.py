@@ -8,7 +8,7 @@ import pytest
 from spoofsdk import LivenessChecker
 from spoofsdk.crop import fit_face_crop
 from spoofsdk.detect import Detection, HaarDetector
-from spoofsdk.errors import DetectorError
+from spoofsdk.errors import DetectorError, ModelError
 from spoofsdk.results import REAL, SPOOF, UNKNOWN, Reason
 from spoofsdk.track import SmoothingConfig
 
@@ -254,3 +254,22 @@ def test_a_face_the_model_cannot_score_is_an_unknown_error_and_ends_its_streak(t
     after = checker.feed(frame, t=0.4)
     assert after.label == UNKNOWN and after.reason == Reason.COLLECTING_EVIDENCE  # real is earned again
     assert checker.feed(frame, t=0.5).label == REAL
+
+    def raising(crops):  # an inference error, not a NaN: the same end for the streak
+        raise ModelError("inference failed")
+
+    checker.model.score_crops = raising
+    assert checker.feed(frame, t=0.6).reason == Reason.ERROR
+    checker.model.score_crops = good
+    assert checker.feed(frame, t=0.7).label == UNKNOWN and checker.feed(frame, t=0.8).label == REAL
+
+
+def test_an_ensemble_with_one_broken_member_has_no_score(tiny_model_path):
+    """The mean of P(live) over models is NaN when one of them is: unknown/error, never the other model's word."""
+    checker = LivenessChecker([tiny_model_path, tiny_model_path], detector=Answer([Detection((40.0, 40.0, 120.0, 120.0), 0.9)]),
+                              quality=False, threshold=0.01)
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    assert checker.check(frame).label == REAL
+    checker.models[1].score_crops = lambda crops: np.full(len(crops), np.nan)
+    result = checker.check(frame)
+    assert result.label == UNKNOWN and result.reason == Reason.ERROR and result.score is None

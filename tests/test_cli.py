@@ -319,6 +319,7 @@ def test_crops_on_full_frames_are_refused(nuaa_dir, gc535_dir, model):
     lines = _lines(result)
     assert [line["reason"] for line in lines] == ["not_a_crop", "not_a_crop"]
     assert all(line["score"] is None and "without --crops" in line["message"] for line in lines)
+    assert all(0 < line["faces"][0]["quality"]["face_share"] < 0.4 for line in lines)  # why it was refused
     crops = sample_files(gc535_dir / "test" / "real", 4)
     scored = _lines(invoke("run", "--json", "--crops", "-m", model, *crops))
     assert all(line["reason"] != "not_a_crop" for line in scored)

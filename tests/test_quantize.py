@@ -339,3 +339,20 @@ def test_int8_calibration_reads_the_image_input_from_the_graph_and_refuses_two_i
     two = helper.make_graph([conv], "g2", [x, second], [y], initializer=[weight])
     with pytest.raises(QuantizeError, match="one image input"):
         _image_input_name(two)
+
+
+def test_a_quantized_model_that_overflows_is_counted_not_a_nan_report(fp32_path):
+    """A crop the quantized model cannot score (NaN: an overflow) is a disagreement and a count, never a NaN figure."""
+    rng = np.random.default_rng(1)
+    samples = [q.Sample(_face_like(rng, 64, 120 + 60 * (i % 2), 5.0), i % 2, f"c{i}", domain="d" + str(i % 3 == 0)) for i in range(12)]
+    fp32, quant = SpoofModel(fp32_path), SpoofModel(fp32_path)
+    good = quant.predict
+    quant.predict = lambda batch: np.where(np.arange(len(batch)) == 0, np.nan, good(batch))  # row 0 of each batch
+    rep = q.evaluate_pair(fp32, quant, samples, rounds=0)
+    assert rep["n_unscored"] == {"fp32": 0, "quantized": 1}
+    assert rep["decision_agreement"] == pytest.approx(11 / 12) and rep["max_abs_dscore"] < 1e-6
+    assert rep["fp32"]["n"] == rep["quantized"]["n"] == 11  # both columns on the crops both scored
+    json.loads(json.dumps(rep, allow_nan=False))  # valid JSON: no NaN anywhere
+    text = q.format_report({**rep, "precision": "int8", "name": "m", "architecture": "a", "how": {"tool": "t"},
+                            "size_bytes": {"fp32": 4e6, "int8": 1e6}, "size_ratio": 0.25})
+    assert "NO SCORE" in text and "INT8 on 1" in text

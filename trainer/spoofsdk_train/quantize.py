@@ -241,6 +241,25 @@ def _scores(model: SpoofModel, tensors: np.ndarray, batch: int = 32) -> np.ndarr
     return np.concatenate([model.predict(tensors[i : i + batch]) for i in range(0, len(tensors), batch)]) if len(tensors) else np.zeros(0)
 
 
+def _decisions(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """1 real, 0 spoof, -1 no score (a non-finite model output: the runtime's ``unknown``/``error``)."""
+    finite = np.isfinite(scores)
+    return np.where(finite, (np.where(finite, scores, 0.0) >= threshold).astype(np.int64), -1)
+
+
+def _score_differences(s32: np.ndarray, sq: np.ndarray, threshold: float) -> dict:
+    """How far the quantized scores move from FP32's, on the crops both scored; a crop one of them
+    could not score (NaN: an overflow) is counted, and is a disagreement, never a silent NaN figure."""
+    both = np.isfinite(s32) & np.isfinite(sq)
+    diff = np.abs(s32[both] - sq[both])
+    return {
+        "max_abs_dscore": float(diff.max()) if diff.size else None,
+        "mean_abs_dscore": float(diff.mean()) if diff.size else None,
+        "decision_agreement": float((_decisions(s32, threshold) == _decisions(sq, threshold)).mean()),
+        "n_unscored": {"fp32": int((~np.isfinite(s32)).sum()), "quantized": int((~np.isfinite(sq)).sum())},
+    }
+
+
 def _metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     from spoofsdk.metrics import summary
 
@@ -258,13 +277,11 @@ def evaluate_pair(
         tensors = to_tensor([s.crop for s in samples], fp32.info.color_order, fp32.info.mean, fp32.info.std)
         s32, sq = _scores(fp32, tensors), _scores(quant, tensors)
         thr = fp32.info.threshold
-        diff = np.abs(s32 - sq)
         out["n_samples"] = len(samples)
-        out["max_abs_dscore"] = float(diff.max())
-        out["mean_abs_dscore"] = float(diff.mean())
-        out["decision_agreement"] = float(((s32 >= thr) == (sq >= thr)).mean())
+        out.update(_score_differences(s32, sq, thr))
         labels = np.array([-1 if s.label is None else s.label for s in samples])
-        known = labels >= 0
+        # Accuracy on the crops both models scored, so that the two columns and their delta compare alike.
+        known = (labels >= 0) & np.isfinite(s32) & np.isfinite(sq)
         if known.any() and len(set(labels[known].tolist())) == 2:
             out["fp32"] = _metrics(labels[known], s32[known], thr)
             out["quantized"] = _metrics(labels[known], sq[known], thr)
@@ -278,8 +295,10 @@ def evaluate_pair(
             # Several prepared data sets: quantization may cost one camera what it does not cost the pool.
             out["per_domain"] = {}
             for name in sorted(set(domains)):
-                idx = np.array([i for i, d in enumerate(domains) if d == name and labels[i] >= 0])
-                row: dict[str, Any] = {"n": int(len(idx)), "decision_agreement": float(((s32[idx] >= thr) == (sq[idx] >= thr)).mean())}
+                labelled = np.array([i for i, d in enumerate(domains) if d == name and labels[i] >= 0], dtype=np.int64)
+                agree = _decisions(s32[labelled], thr) == _decisions(sq[labelled], thr)
+                row: dict[str, Any] = {"n": int(len(labelled)), "decision_agreement": float(agree.mean()) if labelled.size else None}
+                idx = labelled[known[labelled]]
                 if len(set(labels[idx].tolist())) == 2:
                     row["fp32_auc"] = metrics.roc_auc(labels[idx], s32[idx])
                     row["quantized_auc"] = metrics.roc_auc(labels[idx], sq[idx])
@@ -434,9 +453,13 @@ def format_report(rep: dict) -> str:
         )
     if "n_samples" in rep:
         lines.append(
-            f"  scores         max |d| {rep['max_abs_dscore']:.3g}, mean |d| {rep['mean_abs_dscore']:.3g}, "
+            f"  scores         max |d| {_fmt(rep['max_abs_dscore'], 'g')}, mean |d| {_fmt(rep['mean_abs_dscore'], 'g')}, "
             f"decisions agree {rep['decision_agreement'] * 100:.2f}% on {rep['n_samples']} crops"
         )
+        unscored = rep.get("n_unscored", {})
+        if any(unscored.values()):
+            lines.append(f"  NO SCORE       (non-finite output) FP32 on {unscored['fp32']} crop(s), {p.upper()} on {unscored['quantized']}: "
+                         "the runtime reports those faces unknown/error")
     if "fp32" in rep:
         a, b = rep["fp32"], rep["quantized"]
         lines.append(f"  {'metric':<16}{'FP32':>9}{p.upper():>9}{'delta':>9}")
@@ -449,7 +472,8 @@ def format_report(rep: dict) -> str:
         for name, r in rep["per_domain"].items():
             auc = (f"{_fmt(r['fp32_auc']):>10}{_fmt(r['quantized_auc']):>10}{_fmt(r['delta_auc'], 'g'):>9}" if "delta_auc" in r
                    else f"{'-':>10}{'-':>10}{'-':>9}")
-            lines.append(f"  {name:<20}{r['n']:>6}{auc}{r['decision_agreement'] * 100:>7.1f}%")
+            agree = f"{r['decision_agreement'] * 100:>7.1f}%" if r["decision_agreement"] is not None else f"{'-':>8}"
+            lines.append(f"  {name:<20}{r['n']:>6}{auc}{agree}")
         if "max_abs_delta_auc_per_domain" in rep:
             lines.append(f"  worst |delta AUC| over domains: {rep['max_abs_delta_auc_per_domain']:.4f}")
     return "\n".join(lines)
@@ -503,10 +527,8 @@ def sweep_int8(
         m = models[row["config"]]
         if etensors is not None:
             sq = _scores(m, etensors)
-            row["max_abs_dscore"] = float(np.abs(sq - s32).max())
-            row["mean_abs_dscore"] = float(np.abs(sq - s32).mean())
-            row["decision_agreement"] = float(((sq >= thr) == (s32 >= thr)).mean())
-            known = labels >= 0
+            row.update(_score_differences(s32, sq, thr))
+            known = (labels >= 0) & np.isfinite(sq)
             if known.any() and len(set(labels[known].tolist())) == 2:
                 row["metrics"] = _metrics(labels[known], sq[known], thr)
     x = etensors[:1] if etensors is not None else ctensors[:1]
