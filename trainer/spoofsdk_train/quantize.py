@@ -243,8 +243,7 @@ def _scores(model: SpoofModel, tensors: np.ndarray, batch: int = 32) -> np.ndarr
 
 def _decisions(scores: np.ndarray, threshold: float) -> np.ndarray:
     """1 real, 0 spoof, -1 no score (a non-finite model output: the runtime's ``unknown``/``error``)."""
-    finite = np.isfinite(scores)
-    return np.where(finite, (np.where(finite, scores, 0.0) >= threshold).astype(np.int64), -1)
+    return np.where(np.isfinite(scores), scores >= threshold, -1).astype(np.int64)  # NaN >= t is False, silently
 
 
 def _score_differences(s32: np.ndarray, sq: np.ndarray, threshold: float) -> dict:
