@@ -7,7 +7,10 @@ summary go to stderr. Exit status:
 - 1: a fatal problem (model, detector or source cannot be opened, the stream broke, the
   output cannot be written), or, for image files, at least one input could not be read
   (missing, not an image, over the size limit): those are reported on their own line, the
-  run carries on with the rest, and the exit status says that something was skipped;
+  run carries on with the rest, and the exit status says that something was skipped; or the
+  model gave no score for some face (reason ``error``: a non-finite output, or an inference
+  error on a stream frame): that face was not judged either, and a run whose model fails on
+  every face must not look like a clean one;
 - 2: a usage error (bad option, missing argument).
 """
 from __future__ import annotations
@@ -192,6 +195,17 @@ def _emit(result, as_json: bool) -> None:
     click.echo(result.to_json() if as_json else _human(result))
 
 
+def _model_failed(result) -> bool:
+    """The model gave no score for this frame or one of its faces (reason ``error``)."""
+    from .results import Reason
+
+    return result.reason == Reason.ERROR or any(face.reason == Reason.ERROR for face in result.faces)
+
+
+def _unscored_message(n: int, total: int, unit: str) -> str:
+    return f"the model gave no score in {n} of {total} {unit} (reason error: see their lines; the model file may be damaged or overflow at this precision)"
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--camera", default=None, help="Camera: index (0), /dev/videoN, a GStreamer pipeline, 'picamera2', an rtsp:// (or http://) stream, or a video file.")
@@ -264,7 +278,7 @@ def _run_images(checker, inputs, crops: bool, as_json: bool, max_frames: int | N
     if missing:
         log.warning("%d input(s) not found: %s", len(missing), ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else ""))
     report = RunReport(len(paths), "images", quiet)
-    failed = 0
+    failed = unscored = 0
     for path in paths:
         try:
             result = checker.check_crop_file(path) if crops else checker.check(path)
@@ -276,11 +290,14 @@ def _run_images(checker, inputs, crops: bool, as_json: bool, max_frames: int | N
             report.close()
             raise _fail(f"{path}: {e}") from e
         log.debug("%s: %s %s %s", path, result.label, result.score, result.reason or "")
+        unscored += _model_failed(result)
         report.add(result)
         _emit(result, as_json)
     report.close()
-    if failed:
-        raise _fail(f"{failed} of {len(paths)} inputs could not be read (see their lines above)")
+    problems = ([f"{failed} of {len(paths)} inputs could not be read (see their lines above)"] if failed else []) + (
+        [_unscored_message(unscored, len(paths), "images")] if unscored else [])
+    if problems:
+        raise _fail("; ".join(problems))
 
 
 def _run_stream(checker, camera, video, as_json, save, show, every, max_frames, quiet, camera_kwargs) -> None:
@@ -300,8 +317,10 @@ def _run_stream(checker, camera, video, as_json, save, show, every, max_frames, 
     report = RunReport(total, "frames", quiet)
     writer = None
     failure: str | None = None
+    unscored = 0
     try:
         for frame, result in checker.stream_frames(source, max_frames=max_frames):
+            unscored += _model_failed(result)
             report.add(result)
             _emit(result, as_json)
             if (save or show) and frame.image is not None:
@@ -330,7 +349,9 @@ def _run_stream(checker, camera, video, as_json, save, show, every, max_frames, 
             log.info("dropped %d stale camera frames (processing slower than the camera)", dropped)
         report.close()
     if failure:
-        raise _fail(failure)
+        raise _fail(failure + (f"; {_unscored_message(unscored, report.count, 'frames')}" if unscored else ""))
+    if unscored:
+        raise _fail(_unscored_message(unscored, report.count, "frames"))
 
 
 def _check_save_path(path: Path) -> None:

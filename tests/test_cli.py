@@ -2,6 +2,7 @@
 import json
 
 import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -382,3 +383,36 @@ def test_slow_processing_still_turns_a_live_face_real(tmp_path, nuaa_dir, model)
     assert "slower than the tracker" in result.stderr
     fixed = invoke("run", "--json", "-q", "-m", model, "--threshold", "0.01", "--video", video, "--every", "10", "--track-gap", "0.2")
     assert _lines(fixed)[-1]["label"] == "real"  # the gap still widens to 3 frame intervals
+
+
+def _nan_model(path):
+    """The tiny model with a NaN bias: every output is NaN, as a damaged file or an FP16 overflow gives."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(build_tiny_model())
+    for i, init in enumerate(m.graph.initializer):
+        if init.name == "fcb":
+            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.full(2, np.nan, np.float32), "fcb"))
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+def test_a_model_that_scores_nothing_does_not_exit_clean(tmp_path, nuaa_dir, model):
+    """Every face unknown/error is not "read and judged": exit 1 with the count on stderr, the lines still printed;
+    a stream the same; a model that scores exits 0 on the same inputs."""
+    broken = _nan_model(tmp_path / "nan.onnx")
+    crops = []
+    for i in range(3):
+        crops.append(tmp_path / f"crop{i}.png")
+        cv2.imwrite(str(crops[-1]), np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    result = invoke("run", "--json", "--crops", "-m", broken, *crops)
+    assert result.exit_code == 1 and "no score in 3 of 3 images" in result.stderr
+    lines = _lines(result)
+    assert [(line["label"], line["faces"][0]["reason"], line["score"]) for line in lines] == [("unknown", "error", None)] * 3
+    assert invoke("run", "--json", "--crops", "-m", model, *crops).exit_code == 0
+
+    video = write_video(tmp_path / "in.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:4])
+    result = invoke("run", "--json", "-m", broken, "--video", video, "--no-quality")
+    assert result.exit_code == 1 and "no score in 4 of 4 frames" in result.stderr, result.stderr
+    assert all(line["label"] == "unknown" for line in _lines(result))
