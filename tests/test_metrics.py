@@ -93,3 +93,11 @@ def test_threshold_at_bpcer_by_hand():
     assert threshold_at_bpcer(labels, scores, 0.0) == 0.6  # every real accepted, as high as possible
     assert threshold_at_bpcer(labels, scores, 0.25) == 0.7  # one real of four may be rejected
     assert threshold_at_bpcer(labels, scores, 1.0) > 0.9
+
+
+def test_a_score_that_is_not_a_number_is_refused_and_located():
+    """No AUC over a NaN (a crop the model could not score): the error says how many and where."""
+    scores = np.linspace(0, 1, 10)
+    scores[[3, 7]] = [np.nan, np.inf]
+    with pytest.raises(ValueError, match=r"2 of 10 are not \(at index 3, 7\)"):
+        m.roc_auc(np.arange(10) % 2, scores)
