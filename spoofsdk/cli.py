@@ -7,10 +7,10 @@ summary go to stderr. Exit status:
 - 1: a fatal problem (model, detector or source cannot be opened, the stream broke, the
   output cannot be written), or, for image files, at least one input could not be read
   (missing, not an image, over the size limit): those are reported on their own line, the
-  run carries on with the rest, and the exit status says that something was skipped; or the
-  model gave no score for some face (reason ``error``: a non-finite output, or an inference
-  error on a stream frame): that face was not judged either, and a run whose model fails on
-  every face must not look like a clean one;
+  run carries on with the rest, and the exit status says that something was skipped; or some
+  face or frame got no score (reason ``error``: a non-finite model output, an inference or, on
+  a stream, a detector error): it was not judged either, and a run whose model fails on every
+  face must not look like a clean one;
 - 2: a usage error (bad option, missing argument).
 """
 from __future__ import annotations
@@ -195,15 +195,17 @@ def _emit(result, as_json: bool) -> None:
     click.echo(result.to_json() if as_json else _human(result))
 
 
-def _model_failed(result) -> bool:
-    """The model gave no score for this frame or one of its faces (reason ``error``)."""
+def _not_scored(result) -> bool:
+    """This frame, or one of its faces, has reason ``error``: the model gave no score (a non-finite output,
+    an inference error) or, on a stream frame, the detector failed."""
     from .results import Reason
 
     return result.reason == Reason.ERROR or any(face.reason == Reason.ERROR for face in result.faces)
 
 
 def _unscored_message(n: int, total: int, unit: str) -> str:
-    return f"the model gave no score in {n} of {total} {unit} (reason error: see their lines; the model file may be damaged or overflow at this precision)"
+    return (f"no score in {n} of {total} {unit} (reason error: the model, or on a stream the detector, failed; see their lines: "
+            "a damaged model file or an overflow at this precision gives this on every face)")
 
 
 @main.command()
@@ -290,7 +292,7 @@ def _run_images(checker, inputs, crops: bool, as_json: bool, max_frames: int | N
             report.close()
             raise _fail(f"{path}: {e}") from e
         log.debug("%s: %s %s %s", path, result.label, result.score, result.reason or "")
-        unscored += _model_failed(result)
+        unscored += _not_scored(result)
         report.add(result)
         _emit(result, as_json)
     report.close()
@@ -320,7 +322,7 @@ def _run_stream(checker, camera, video, as_json, save, show, every, max_frames, 
     unscored = 0
     try:
         for frame, result in checker.stream_frames(source, max_frames=max_frames):
-            unscored += _model_failed(result)
+            unscored += _not_scored(result)
             report.add(result)
             _emit(result, as_json)
             if (save or show) and frame.image is not None:
