@@ -132,3 +132,43 @@ def test_mobilenetv2_hybrid_loads_the_imagenet_trunk():
     trunk = load_imagenet_trunk(14)
     assert all(torch.equal(a, b) for a, b in zip(list(model.low.state_dict().values()) + list(model.high.state_dict().values()),
                                                  trunk.state_dict().values()))
+
+
+def test_input_standardisation_removes_exposure_and_colour_cast_and_nothing_else():
+    """``input_norm``: "channel" is blind to a per-channel gain and offset (exposure, white balance,
+    contrast), "image" only to one gain and offset for the whole image (colour relations kept), "none" is
+    the identity; a flat image gives finite zeros, not a division by zero."""
+    from spoofsdk_train.models.mobilenetv2 import InputStandardisation
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    gain, offset = torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1), torch.tensor([0.3, -0.2, 0.9]).view(1, 3, 1, 1)
+    channel, image, none = InputStandardisation("channel"), InputStandardisation("image"), InputStandardisation("none")
+    assert torch.allclose(channel(x * gain + offset), channel(x), atol=1e-4)
+    assert torch.allclose(image(x * 1.7 - 0.4), image(x), atol=1e-4)
+    assert not torch.allclose(image(x * gain + offset), image(x), atol=1e-2)  # a colour cast survives "image"
+    assert torch.allclose(channel(x).mean((2, 3)), torch.zeros(2, 3), atol=1e-5)
+    assert torch.allclose(channel(x).std((2, 3), unbiased=False), torch.ones(2, 3), atol=1e-3)
+    assert torch.equal(none(x), x)
+    flat = channel(torch.full((1, 3, 8, 8), 0.7))
+    assert torch.isfinite(flat).all() and flat.abs().max() < 1e-2
+    with pytest.raises(ValueError, match="input_norm"):
+        InputStandardisation("instance")
+
+
+@pytest.mark.parametrize("name", ["hybrid_mnv2", "mnv2probe"])
+def test_input_norm_makes_the_model_blind_to_exposure_and_keeps_its_state_dict(name):
+    """The option adds no weights (every checkpoint trained without it loads into it and vice versa), and
+    the model's answer no longer moves with the exposure or white balance of the crop."""
+    from spoofsdk_train.models.mobilenetv2 import InputStandardisation
+
+    torch.manual_seed(0)
+    plain = build_model(name, pretrained=False).eval()
+    normed = build_model(name, pretrained=False, input_norm="channel").eval()
+    normed.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    darker_and_bluer = x * torch.tensor([1.2, 0.6, 0.5]).view(1, 3, 1, 1) - 0.4
+    with torch.no_grad():
+        assert torch.allclose(normed(darker_and_bluer), normed(x), atol=1e-4)
+        # ... and it is the same network behind the standardisation
+        assert torch.allclose(normed(x), plain(InputStandardisation("channel")(x)), atol=1e-5)

@@ -84,7 +84,7 @@ class ProbeCache:
         self.model, self.recipe, self.teacher, self.batch_size = model, recipe, teacher, batch_size
         m = recipe.model
         shaping = {"model": {"architecture": m.architecture, "input_size": m.input_size, "color_order": m.color_order,
-                             "mean": m.mean, "std": m.std, "kwargs": {k: v for k, v in m.kwargs.items() if k in ("split", "depth", "std_high", "pretrained")}},
+                             "mean": m.mean, "std": m.std, "kwargs": {k: v for k, v in m.kwargs.items() if k in ("split", "depth", "std_high", "pretrained", "input_norm")}},
                    "augment": recipe.augment, "synth": recipe.synth, "seed": recipe.train.seed, "teacher": teacher is not None}
         self.key = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 

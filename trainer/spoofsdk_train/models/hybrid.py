@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import register
-from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, load_imagenet_trunk
+from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, InputStandardisation, load_imagenet_trunk
 
 __all__ = ["MobileNetV3Small", "HybridNet", "MobileNetV2Hybrid"]
 
@@ -152,8 +152,9 @@ class MobileNetV2Hybrid(FrozenStages):
 
     STRIDE8 = 7  # features[:7] ends at stride 8 (32 channels)
 
-    def __init__(self, depth: int = 14, freeze: int = 7, dropout: float = 0.3, pretrained: bool = True):
+    def __init__(self, depth: int = 14, freeze: int = 7, dropout: float = 0.3, pretrained: bool = True, input_norm: str = "none"):
         super().__init__()
+        self.input_norm = InputStandardisation(input_norm)
         if not self.STRIDE8 < depth <= 19:
             raise ValueError(f"depth must be in {self.STRIDE8 + 1}..19 (the texture branch reads stage {self.STRIDE8}), got {depth}")
         if not 0 <= freeze <= depth:
@@ -165,7 +166,7 @@ class MobileNetV2Hybrid(FrozenStages):
         self.head = fusion_head(TRUNK_CHANNELS[depth] + 64, dropout)
 
     def forward(self, x):
-        s8 = self.low(x)
+        s8 = self.low(self.input_norm(x))
         top = self.high(s8)
         return self.head(torch.cat([top.mean((2, 3)), self.texture(s8)], dim=1))
 

@@ -25,15 +25,16 @@ import torch
 from torch import nn
 
 from . import register
-from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, load_imagenet_trunk
+from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, InputStandardisation, load_imagenet_trunk
 
 __all__ = ["MobileNetV2Probe"]
 
 
 class MobileNetV2Probe(FrozenStages):
     def __init__(self, split: int = 7, depth: int = 14, hidden: int = 0, dropout: float = 0.3, std_high: bool = False,
-                 pretrained: bool = True):
+                 pretrained: bool = True, input_norm: str = "none"):
         super().__init__()
+        self.input_norm = InputStandardisation(input_norm)
         if not 1 <= split < depth <= 19:
             raise ValueError(f"need 1 <= split < depth <= 19, got split={split} depth={depth}")
         trunk = load_imagenet_trunk(depth, pretrained=pretrained)
@@ -59,7 +60,7 @@ class MobileNetV2Probe(FrozenStages):
 
     def statistics(self, x: torch.Tensor) -> torch.Tensor:
         """The raw (unstandardised) texture statistics of a normalised NCHW batch."""
-        a = self.low(x)
+        a = self.low(self.input_norm(x))
         b = self.high(a)
         a_mean, a_std = self._mean_std(a)
         b_mean, b_std = self._mean_std(b)

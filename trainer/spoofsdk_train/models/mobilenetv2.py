@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["MobileNetV2", "InvertedResidual", "imagenet_weights_path", "load_imagenet_trunk", "TRUNK_CHANNELS", "FrozenStages"]
+__all__ = ["MobileNetV2", "InvertedResidual", "imagenet_weights_path", "load_imagenet_trunk", "TRUNK_CHANNELS", "FrozenStages",
+           "InputStandardisation", "INPUT_NORMS"]
 
 # (expansion t, output channels c, repeats n, first stride s): torchvision's / the paper's table.
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -117,3 +118,43 @@ class FrozenStages(nn.Module):
         for m in getattr(self, "_frozen", ()):
             m.eval()
         return self
+
+
+INPUT_NORMS = ("none", "channel", "image")
+
+
+class InputStandardisation(nn.Module):
+    """Per-image standardisation of the (already mean/std-normalised) input, inside the graph.
+
+    Why: on held-out cameras the models' worst errors follow exposure and colour temperature (NUAA's
+    over-exposed live faces scored as attacks, warm prints as live; gc535's darker live faces), cues that
+    belong to the camera and the room, not to the attack. Augmentation asks the network to ignore them;
+    this removes them exactly, at training and at run time alike (it is part of the exported model, so the
+    runtime's preprocessing and metadata do not change).
+
+    - ``"none"``: identity.
+    - ``"channel"``: each colour channel to zero mean and unit variance over the image (grey-world white
+      balance plus contrast normalisation).
+    - ``"image"``: one mean and variance over all channels and pixels (exposure and contrast only; the
+      colour relations between channels are kept).
+
+    Variance as E[x^2] - E[x]^2 clamped below, which exports to plain ReduceMean/Mul/Sub/Sqrt/Div: a flat
+    image (variance near 0) is divided by 1e-3 at most, not by zero.
+    """
+
+    def __init__(self, mode: str = "none"):
+        super().__init__()
+        if mode not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        dims = (2, 3) if self.mode == "channel" else (1, 2, 3)
+        mean = x.mean(dims, keepdim=True)
+        var = (x * x).mean(dims, keepdim=True) - mean * mean
+        return (x - mean) / torch.sqrt(torch.clamp(var, min=1e-6))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
