@@ -78,7 +78,7 @@ def cli(models, data, assets, crossval) -> None:
             scores = np.concatenate([model.score_crops(crops[i : i + 64]) for i in range(0, len(crops), 64)])
             try:
                 s = metrics.summary(labels, scores, info.threshold)
-            except ValueError as e:  # a crop the model could not score (NaN): say which model and which data
+            except ValueError as e:  # e.g. a crop the model could not score (NaN): say which model and which data
                 raise click.ClickException(f"{path.name} on the {manifest.parent.name} test split: {e}") from e
             # A one-class test split (live faces only) has error rates but no AUC/EER.
             figures[manifest.parent.name] = {k: float(s[k]) for k in FIELDS if k in s and np.isfinite(s[k])}

@@ -8,9 +8,9 @@ summary go to stderr. Exit status:
   output cannot be written), or, for image files, at least one input could not be read
   (missing, not an image, over the size limit): those are reported on their own line, the
   run carries on with the rest, and the exit status says that something was skipped; or some
-  face or frame got no score (reason ``error``: a non-finite model output, an inference or, on
-  a stream, a detector error): it was not judged either, and a run whose model fails on every
-  face must not look like a clean one;
+  face or frame got no score (reason ``error``: a non-finite model output, or on a stream an
+  inference or detector error on that frame; in image mode those errors are fatal): it was not
+  judged either, and a run whose model fails on every face must not look like a clean one;
 - 2: a usage error (bad option, missing argument).
 """
 from __future__ import annotations
@@ -196,15 +196,16 @@ def _emit(result, as_json: bool) -> None:
 
 
 def _not_scored(result) -> bool:
-    """This frame, or one of its faces, has reason ``error``: the model gave no score (a non-finite output,
-    an inference error) or, on a stream frame, the detector failed."""
+    """This frame, or one of its faces, has reason ``error``: the model gave no score (a non-finite output)
+    or, on a stream frame, inference or detection failed."""
     from .results import Reason
 
     return result.reason == Reason.ERROR or any(face.reason == Reason.ERROR for face in result.faces)
 
 
 def _unscored_message(n: int, total: int, unit: str) -> str:
-    return (f"no score in {n} of {total} {unit} (reason error: the model, or on a stream the detector, failed; see their lines: "
+    failed = "the model or the detector failed" if unit == "frames" else "the model gave a non-finite output"
+    return (f"no score in {n} of {total} {unit} (reason error: {failed}; see their lines: "
             "a damaged model file or an overflow at this precision gives this on every face)")
 
 

@@ -43,7 +43,7 @@ def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("labels must be 0 (attack) or 1 (real)")
     if not np.isfinite(s).all():
         bad = np.flatnonzero(~np.isfinite(s))
-        # The positions let a caller name the crops (a NaN here is a model that could not score them).
+        # The positions, for a caller to find the crops (a NaN here is a model that could not score them).
         raise ValueError(f"scores must be finite: {bad.size} of {s.size} are not (at index {', '.join(map(str, bad[:5]))}"
                          + (", ..." if bad.size > 5 else "") + ")")
     return y, s

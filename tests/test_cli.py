@@ -391,9 +391,8 @@ def _nan_model(path):
     from onnx import numpy_helper
 
     m = onnx.load_from_string(build_tiny_model())
-    for i, init in enumerate(m.graph.initializer):
-        if init.name == "fcb":
-            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.full(2, np.nan, np.float32), "fcb"))
+    (i,) = [i for i, init in enumerate(m.graph.initializer) if init.name == "fcb"]
+    m.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.full(2, np.nan, np.float32), "fcb"))
     path.write_bytes(m.SerializeToString())
     return path
 
@@ -415,4 +414,22 @@ def test_a_model_that_scores_nothing_does_not_exit_clean(tmp_path, nuaa_dir, mod
     video = write_video(tmp_path / "in.avi", sorted((nuaa_dir / "real" / "0002").glob("*.jpg"))[:4])
     result = invoke("run", "--json", "-m", broken, "--video", video, "--no-quality")
     assert result.exit_code == 1 and "no score in 4 of 4 frames" in result.stderr, result.stderr
-    assert all(line["label"] == "unknown" for line in _lines(result))
+    lines = _lines(result)
+    assert len(lines) == 4 and all(line["label"] == "unknown" and line["faces"] for line in lines)
+    assert all(face["reason"] == "error" for line in lines for face in line["faces"])
+
+    # an unreadable image and a face without a score: both counted, one exit
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    both = invoke("run", "--json", "--crops", "-m", broken, bad, crops[0])
+    assert both.exit_code == 1 and "1 of 2 inputs could not be read" in both.stderr and "no score in 1 of 2 images" in both.stderr
+
+
+def test_a_stream_frame_that_failed_counts_as_not_scored():
+    """A stream frame whose inference or detection failed is FrameResult.failed(ERROR): not judged; an
+    unreadable image (bad_image) is counted apart."""
+    from spoofsdk.cli import _not_scored
+    from spoofsdk.results import Reason
+
+    assert _not_scored(FrameResult.failed(Reason.ERROR, "DetectorError: boom", frame=3, t=0.3))
+    assert not _not_scored(FrameResult.failed(Reason.BAD_IMAGE, "not an image", path="x.jpg"))

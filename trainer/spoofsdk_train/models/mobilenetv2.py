@@ -138,8 +138,11 @@ class InputStandardisation(nn.Module):
     - ``"image"``: one mean and variance over all channels and pixels (exposure and contrast only; the
       colour relations between channels are kept).
 
-    Variance as E[x^2] - E[x]^2 clamped below, which exports to plain ReduceMean/Mul/Sub/Sqrt/Div: a flat
-    image (variance near 0) is divided by 1e-3 at most, not by zero.
+    Variance as E[x^2] - E[x]^2 clamped at 1e-6, which exports to plain ReduceMean/Mul/Sub/Sqrt/Div: the
+    divisor is never below 1e-3, so a flat image gives zeros, not a division by zero. Measured this way
+    (docs/TRAINING.md, session 15; not kept). Were the option used again: a two-pass variance (E[(x - mean)^2])
+    and a floor nearer one grey level (about 1e-2 after ImageNet normalisation) would keep a nearly flat or
+    clipped channel's JPEG noise from being blown up to unit variance, and survive FP16 arithmetic.
     """
 
     def __init__(self, mode: str = "none"):
