@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import register
-from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, InputStandardisation, load_imagenet_trunk
+from .mobilenetv2 import TRUNK_CHANNELS, FrozenStages, InputStandardisation, load_imagenet_trunk, mean_std
 
 __all__ = ["MobileNetV2Probe"]
 
@@ -51,19 +51,12 @@ class MobileNetV2Probe(FrozenStages):
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.feature_dim, 1))
         self.freeze(self.low, self.high)  # the whole trunk runs as ImageNet left it, BatchNorm statistics included
 
-    @staticmethod
-    def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = x.mean((2, 3))
-        # sqrt(E[x^2] - E[x]^2), clamped: exports to plain ReduceMean/Mul/Sub/Sqrt.
-        var = (x * x).mean((2, 3)) - mean * mean
-        return mean, torch.sqrt(torch.clamp(var, min=1e-6))
-
     def statistics(self, x: torch.Tensor) -> torch.Tensor:
         """The raw (unstandardised) texture statistics of a normalised NCHW batch."""
         a = self.low(self.input_norm(x))
         b = self.high(a)
-        a_mean, a_std = self._mean_std(a)
-        b_mean, b_std = self._mean_std(b)
+        a_mean, a_std = mean_std(a, (2, 3))
+        b_mean, b_std = mean_std(b, (2, 3))
         parts = [a_mean, a_std, b_mean] + ([b_std] if self.std_high else [])
         return torch.cat(parts, 1)
 

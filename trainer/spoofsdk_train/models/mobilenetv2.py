@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 __all__ = ["MobileNetV2", "InvertedResidual", "imagenet_weights_path", "load_imagenet_trunk", "TRUNK_CHANNELS", "FrozenStages",
-           "InputStandardisation", "INPUT_NORMS"]
+           "InputStandardisation", "INPUT_NORMS", "mean_std"]
 
 # (expansion t, output channels c, repeats n, first stride s): torchvision's / the paper's table.
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -120,6 +120,14 @@ class FrozenStages(nn.Module):
         return self
 
 
+def mean_std(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over ``dims``: sqrt(E[x^2] - E[x]^2), the variance clamped at 1e-6.
+    Exports to plain ReduceMean/Mul/Sub/Sqrt (no ReduceVariance), and the std is never below 1e-3."""
+    mean = x.mean(dims, keepdim=keepdim)
+    var = (x * x).mean(dims, keepdim=keepdim) - mean * mean
+    return mean, torch.sqrt(torch.clamp(var, min=1e-6))
+
+
 INPUT_NORMS = ("none", "channel", "image")
 
 
@@ -138,8 +146,8 @@ class InputStandardisation(nn.Module):
     - ``"image"``: one mean and variance over all channels and pixels (exposure and contrast only; the
       colour relations between channels are kept).
 
-    Variance as E[x^2] - E[x]^2 clamped at 1e-6, which exports to plain ReduceMean/Mul/Sub/Sqrt/Div: the
-    divisor is never below 1e-3, so a flat image gives zeros, not a division by zero. Measured this way
+    Mean and std from :func:`mean_std` (as mnv2probe's texture statistics): the divisor is never below
+    1e-3, so a flat image gives zeros, not a division by zero. Measured this way
     (docs/TRAINING.md, session 15; not kept). Were the option used again: a two-pass variance (E[(x - mean)^2])
     and a floor nearer one grey level (about 1e-2 after ImageNet normalisation) would keep a nearly flat or
     clipped channel's JPEG noise from being blown up to unit variance, and survive FP16 arithmetic.
@@ -154,10 +162,8 @@ class InputStandardisation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "none":
             return x
-        dims = (2, 3) if self.mode == "channel" else (1, 2, 3)
-        mean = x.mean(dims, keepdim=True)
-        var = (x * x).mean(dims, keepdim=True) - mean * mean
-        return (x - mean) / torch.sqrt(torch.clamp(var, min=1e-6))
+        mean, std = mean_std(x, (2, 3) if self.mode == "channel" else (1, 2, 3), keepdim=True)
+        return (x - mean) / std
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
