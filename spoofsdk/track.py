@@ -10,12 +10,19 @@ turns its per-frame scores into a decision:
   at or above the threshold, spanning at least ``min_seconds``, *and* the EMA above the
   threshold plus a margin;
 - once ``real``, the track stays real until the EMA falls below the threshold minus the
-  margin (hysteresis: no flicker around the threshold);
+  margin (hysteresis: no flicker around the threshold), or a frame scores below the threshold,
+  or none of its last ``min_frames`` scored frames reached the threshold plus the margin: the
+  hysteresis bridges a dip, never a face whose own frames no longer earn ``real`` (a photo held
+  up in place of a live face, scoring just above the threshold, would otherwise ride on the live
+  face's history);
 - a frame refused by a quality gate (``unknown``) is not evidence: it neither adds to the
   streak nor moves the EMA, and that frame is reported as ``unknown`` with the gate's reason;
 - a score below the threshold resets the streak, so the evidence must be consistent;
 - a frame the model could not score (an error, a non-finite output) ends the streak and a ``real``
   decision (:meth:`FaceTrack.discard_evidence`): the face must earn ``real`` again;
+- a track missed by the detector on a frame and found again keeps its history, but its next
+  ``real`` needs a frame at the ``real`` level after the gap (the face that comes back may be a
+  photo put in its place; a live face that scores well is real again on its first frame back);
 - a track not seen for its *gap* is forgotten; a face that comes back starts a new track and
   must earn ``real`` again. The gap is ``forget_after`` seconds, or ``gap_frames`` times the
   source's real frame interval when frames arrive slower than that (a slow board, ``--every N``,
@@ -97,6 +104,8 @@ class FaceTrack:
     state: str = UNKNOWN
     streak: int = 0
     streak_start: float | None = None
+    since_on: int | None = None
+    """Scored frames since the last one at or above the ``real`` level (0: this one); None: none yet."""
     template: np.ndarray | None = field(default=None, repr=False)
     """Grey patch of the face on the small tracking frame, for :func:`follow_box`."""
 
@@ -106,6 +115,16 @@ class FaceTrack:
         The EMA stays: it holds the track's history of low scores too, which an error must not wash out.
         """
         self.streak, self.streak_start = 0, None
+        if self.state == REAL:
+            self.state = UNKNOWN
+
+    def resume_after_gap(self) -> None:
+        """The track is found again after frames without it: the face may not be the one that left.
+
+        The EMA and the streak stay (they hold low scores too), but the last frame at the ``real``
+        level was before the gap: ``real`` needs a new one.
+        """
+        self.since_on = None
         if self.state == REAL:
             self.state = UNKNOWN
 
@@ -126,14 +145,22 @@ class FaceTrack:
             self.streak, self.streak_start = 0, None
         on = min(threshold + config.margin, (threshold + 1.0) / 2.0)
         off = max(threshold - config.margin, threshold / 2.0)
+        self.since_on = 0 if score >= on else (None if self.since_on is None else self.since_on + 1)
+        # The face's own recent frames must reach the `real` level now and then: the EMA alone would
+        # let a photo swapped in for a live face, scoring between the threshold and that level, ride
+        # on the live face's history for as long as it stays there.
+        recent = self.since_on is not None and self.since_on < config.min_frames
         if self.state == REAL:
             # Hysteresis keeps a live face from flickering on EMA noise, but a frame whose own
             # score is below the threshold is never reported real: the face may have been swapped
             # for a photo inside the same box (fail closed; it must earn `real` again).
             if self.ema < off or score < threshold:
                 self.state = SPOOF
+            elif not recent:
+                self.state = UNKNOWN
         elif (
             self.ema >= on
+            and recent
             and self.streak >= config.min_frames
             and self.streak_start is not None
             and t - self.streak_start >= config.min_seconds
@@ -145,11 +172,14 @@ class FaceTrack:
             self.state = UNKNOWN
         if self.state == UNKNOWN:
             span = 0.0 if self.streak_start is None else t - self.streak_start
-            return (
-                UNKNOWN,
-                Reason.COLLECTING_EVIDENCE,
-                f"collecting evidence: {self.streak}/{config.min_frames} frames, {span:.2f}/{config.min_seconds:.2f} s above threshold",
-            )
+            if self.streak < config.min_frames or span < config.min_seconds:
+                message = (f"collecting evidence: {self.streak}/{config.min_frames} frames, "
+                           f"{span:.2f}/{config.min_seconds:.2f} s above threshold")
+            elif not recent:
+                message = f"collecting evidence: none of the last {config.min_frames} frames scored {on:.3f} or more"
+            else:
+                message = f"collecting evidence: smoothed score {self.ema:.3f}, {on:.3f} needed"
+            return UNKNOWN, Reason.COLLECTING_EVIDENCE, message
         return self.state, None, ""
 
 
@@ -162,6 +192,7 @@ class IoUTracker:
         self._next_id = 1
         self._intervals: deque[float] = deque(maxlen=INTERVAL_WINDOW)
         self._last_frame_t: float | None = None
+        self._previous_frame_t: float | None = None
         self.slow_source_warned = False
 
     def reset(self) -> None:
@@ -169,6 +200,7 @@ class IoUTracker:
         self._next_id = 1
         self._intervals.clear()
         self._last_frame_t = None
+        self._previous_frame_t = None
         self.slow_source_warned = False
 
     @property
@@ -197,8 +229,10 @@ class IoUTracker:
                             t, self._last_frame_t)
             self.tracks.clear()
             self._intervals.clear()
+            self._previous_frame_t = None
         if self._last_frame_t is not None and t > self._last_frame_t:
             self._intervals.append(t - self._last_frame_t)
+            self._previous_frame_t = self._last_frame_t
         self._last_frame_t = t
         interval = self.frame_interval
         if interval is not None and interval > self.config.forget_after and not self.slow_source_warned:
@@ -251,6 +285,8 @@ class IoUTracker:
                 self._next_id += 1
                 self.tracks.append(track)
             else:
+                if self._previous_frame_t is not None and track.last_seen < self._previous_frame_t:
+                    track.resume_after_gap()  # missed on the frame(s) between: see FaceTrack.resume_after_gap
                 track.box = tuple(box)  # type: ignore[assignment]
                 track.last_seen = t
                 track.hits += 1
