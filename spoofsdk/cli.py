@@ -221,7 +221,7 @@ def _unscored_message(n: int, total: int, unit: str) -> str:
 @_detector_options
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, help="Decision threshold on P(live), overriding the model's.")
 @click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Score only the largest N faces.")
-@click.option("--crops", is_flag=True, help="Inputs are already tight face crops: no detection. An image where a small face is found is refused as not_a_crop.")
+@click.option("--crops", is_flag=True, help="Inputs are already tight face crops, scored whole. An image where a small face is found is refused as not_a_crop; one where none is found is scored but unknown (no_face).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout, one per image or frame.")
 @click.option("--save", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the annotated video (--video/--camera): OUT.webm (VP8, plays in browsers), OUT.mp4 (H.264 where OpenCV has it, else MPEG-4 Part 2) or OUT.avi (MJPEG).")
 @click.option("--show", is_flag=True, help="Show the annotated stream in a window (needs an OpenCV with GUI).")

@@ -83,14 +83,33 @@ def test_check_face_is_centre_square_resize_then_model(checker, gc535_dir):
     assert checker.check_face(cv2.GaussianBlur(crop, (0, 0), 10)).label == UNKNOWN
 
 
-def test_a_crop_without_a_face_is_scored_and_says_so(checker, tmp_path):
-    """Detectors miss some tight crops, so crop mode scores them; the result must not hide it."""
+def test_a_crop_without_a_face_is_scored_but_never_decided(tmp_path):
+    """Detectors miss some tight crops, so crop mode scores them (the score is there to measure with),
+    but without a face there is no decision: unknown / no_face, never real. A review found rotated full
+    frames (no face found) scored whole and called real."""
     path = tmp_path / "noise.png"
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    checker = LivenessChecker(build_tiny_model(), threshold=1e-6)  # every score would be real
     result = checker.check_crop_file(path)
     face = result.faces[0]
     assert face.score is not None and face.quality["face_share"] == 0.0
+    assert (result.label, result.reason, face.label) == (UNKNOWN, Reason.NO_FACE, UNKNOWN)
     assert result.message.startswith("no face found") and json.loads(result.to_json())["message"] == result.message
+    # the array API verifies the same way; verify=False scores the crop as given, for crops cut by the caller
+    image = cv2.imread(str(path))
+    assert checker.check_face(image).label == UNKNOWN and checker.check_face(image).score == face.score
+    unverified = checker.check_face(image, verify=False)
+    assert unverified.label == REAL and unverified.score == face.score and "face_share" not in unverified.quality
+
+
+def test_check_face_refuses_a_full_frame(nuaa_dir):
+    """check_face on a whole camera frame (a face covering a few % of it) would judge the room: a review
+    found 22 of 31 NUAA attack frames called real that way. It is refused as not_a_crop, no score."""
+    frame = cv2.imread(str(sample_files(nuaa_dir / "attack" / "0008", 1)[0]))
+    checker = LivenessChecker(build_tiny_model(), threshold=1e-6)  # every score would be real
+    face = checker.check_face(frame)
+    assert (face.label, face.reason, face.score) == (UNKNOWN, Reason.NOT_A_CROP, None)
+    assert 0 < face.quality["face_share"] < 0.4 and "not a face crop" in face.message
 
 
 class CountingDetector:
