@@ -70,6 +70,9 @@ OPTIONAL_KEYS: dict[str, str] = {
     "(MiniFASNet's: rectangle scaled from the box, scale capped to fit, shifted inside, never padded); see spoofsdk.crop",
 }
 OUTPUTS = ("logits2", "logit1", "logitsN")
+# onnxruntime's element type string -> the NumPy dtype fed or read. Other exporters' FP16 files take float16
+# input (the trainer's FP16 export keeps float32 I/O); predict() casts each batch to the input's dtype.
+FLOAT_TENSOR_TYPES: dict[str, type] = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 PRECISIONS = ("fp32", "fp16", "int8")
 
 # name -> precision -> (file in assets/, sha256). Written by scripts/embed_default.py; see the
@@ -412,6 +415,17 @@ class SpoofModel:
             raise ModelError(f"{source}: the model has no output")
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
+        # onnxruntime checks the feed's element type on every run: a float16 input loaded fine and then failed
+        # every face with INVALID_ARGUMENT. Read it here, refuse what a normalised crop cannot be cast to.
+        if inputs[0].type not in FLOAT_TENSOR_TYPES:
+            raise ModelError(f"{source}: input element type is {inputs[0].type}; the runtime feeds normalised crops "
+                             f"as one of {', '.join(FLOAT_TENSOR_TYPES)}")
+        self.input_dtype = np.dtype(FLOAT_TENSOR_TYPES[inputs[0].type])
+        # Only the first output is read. A BOOL output read as logits is 0s and 1s (a test model scored every
+        # face 0.5, `real` under any threshold below 0.5); integers or strings are no logits either. Refused.
+        if outputs[0].type not in FLOAT_TENSOR_TYPES:
+            raise ModelError(f"{source}: output {self.output_name!r} has element type {outputs[0].type}; "
+                             f"the {self.info.output} output must be one of {', '.join(FLOAT_TENSOR_TYPES)}")
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] not in (3, "3") or any(
             isinstance(d, int) and d != self.info.input_size for d in shape[2:]
@@ -420,10 +434,19 @@ class SpoofModel:
         self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
         if self._fixed_batch not in (None, 1):  # predict() runs one face at a time on a fixed batch; only 1 fits
             raise ModelError(f"{source}: input batch is fixed at {self._fixed_batch}; export it with a dynamic batch or a batch of 1")
-        n_out = outputs[0].shape[-1] if outputs[0].shape else None
         self._n_out = 1 if self.info.output == "logit1" else len(self.info.class_order)
-        if isinstance(n_out, int) and n_out != self._n_out:
-            raise ModelError(f"{source}: output has {n_out} values but metadata output/class_order describe {self._n_out}")
+        out_shape = list(outputs[0].shape or [])
+        # predict() reads the output batch-first, n_out values per face. The values per face are every dimension
+        # after the batch (a [N, 2, 2] output has 4, not the 2 its last dimension suggests); a rank-1 output is
+        # its own width. Symbolic dimensions are checked on the first answer (predict).
+        per_face = out_shape[1:] if len(out_shape) >= 2 else out_shape
+        if per_face and all(isinstance(d, int) for d in per_face) and int(np.prod(per_face)) != self._n_out:
+            raise ModelError(f"{source}: output of shape {out_shape} has {int(np.prod(per_face))} values per face but "
+                             f"metadata output/class_order describe {self._n_out}")
+        # With a dynamic input batch, a fixed first output dimension above 1 is not the batch (a class-major
+        # [2, N] output): its size matches N faces, so predict() would pair one face's logit with another's.
+        if self._fixed_batch is None and len(out_shape) >= 2 and isinstance(out_shape[0], int) and out_shape[0] > 1:
+            raise ModelError(f"{source}: output of shape {out_shape} does not lead with the batch dimension")
         self._real = np.array([c == "real" for c in self.info.class_order])
 
     @property
@@ -431,7 +454,7 @@ class SpoofModel:
         return self.info.threshold
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """P(real) for each image of a normalised NCHW float32 batch.
+        """P(real) for each image of a normalised NCHW float32 batch (cast to the model's input type).
 
         NaN where the input or the model's raw output is not finite (broken data, an FP16
         overflow): that face has no score. NaN compares false with every threshold, so it never
@@ -440,11 +463,15 @@ class SpoofModel:
         """
         if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
             return np.concatenate([self.predict(batch[i : i + 1]) for i in range(batch.shape[0])])
+        # Cast to the model's input type (onnxruntime refuses any other). A value beyond float16's range becomes
+        # inf here, which is what the model sees, so the finiteness check below reads the cast batch.
+        with np.errstate(over="ignore"):
+            feed = np.asarray(batch, dtype=self.input_dtype)
         try:
-            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+            out = self.session.run([self.output_name], {self.input_name: feed})[0]
         except Exception as e:  # onnxruntime raises its own exception types
             raise ModelError(f"inference failed on {self.source}: {e}") from e
-        out = np.asarray(out, dtype=np.float64)
+        out = np.asarray(out, dtype=np.float64)  # float16 / float32 / double logits: the score maths in float64
         if out.size != batch.shape[0] * self._n_out:  # a symbolic output width the load could not check
             raise ModelError(f"{self.source}: output of shape {out.shape} for {batch.shape[0]} face(s); "
                              f"metadata output/class_order describe {self._n_out} value(s) per face")
@@ -460,7 +487,7 @@ class SpoofModel:
         # A non-finite output or input is broken data: no score at all, neither live nor attack. The raw
         # outputs are checked, not only the score: a logit of +inf (an FP16 overflow) gives a finite
         # P(real) of 1.0, and a quantized model maps an all-NaN input to a finite, possibly high, score.
-        finite = np.isfinite(out).all(axis=1) & np.isfinite(batch.reshape(batch.shape[0], -1)).all(axis=1)
+        finite = np.isfinite(out).all(axis=1) & np.isfinite(feed.reshape(feed.shape[0], -1)).all(axis=1)
         return np.where(np.isfinite(scores) & finite, scores, np.nan)
 
     def crop_face(self, frame: np.ndarray, box: Sequence[float]) -> FaceCrop:

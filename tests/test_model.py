@@ -211,3 +211,119 @@ def test_loso_tables_give_every_figure_per_seed_and_none_where_a_replicate_lacks
     assert tables[3]["a"]["auc"] == 0.6 and len(tables) == 4
     assert loso_runs(metrics) == [{"a": 0.9}, {"a": 0.8}, {"a": 0.7}, {"a": 0.6}]
     assert loso_tables({}) == [] and loso_tables({"loso": {"domains": []}}) == [] and loso_tables([]) == []
+
+
+def _with_tail(nodes, output, elem_type, shape, initializers=()):
+    """The tiny model with ``nodes`` run after its logits and ``output`` as its only graph output."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load_from_string(build_tiny_model())
+    proto.graph.node.extend(nodes)
+    proto.graph.initializer.extend(initializers)
+    del proto.graph.output[:]
+    proto.graph.output.append(helper.make_tensor_value_info(output, elem_type, shape))
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _cast_input(data, elem_type, output_type=None):
+    """The model fed through a Cast from ``elem_type`` (a uint8 or int64 image input; a double one), and its
+    logits cast to ``output_type`` when given."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load_from_string(data)
+    nodes = [helper.make_node("Cast", ["raw"], ["input"], to=TensorProto.FLOAT), *proto.graph.node]
+    if output_type is not None:
+        nodes.append(helper.make_node("Cast", ["logits"], ["out"], to=output_type))
+        proto.graph.output[0].name = "out"
+        proto.graph.output[0].type.tensor_type.elem_type = output_type
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    proto.graph.input[0].name = "raw"
+    proto.graph.input[0].type.tensor_type.elem_type = elem_type
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _fp16_twin(data):
+    """The same model with every weight, the input and the output in float16 (a full FP16 export)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    proto = onnx.load_from_string(data)
+    for init in proto.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize("kind", ["bool", "int64", "string"])
+def test_an_output_that_is_not_float_is_refused_at_load(kind):
+    """A BOOL output loaded and scored every face of this model 0.5: `real` under any threshold below 0.5."""
+    from onnx import TensorProto, helper
+
+    if kind == "bool":
+        data = _with_tail([helper.make_node("Greater", ["logits", "zero"], ["out"])], "out", TensorProto.BOOL, ["N", 2],
+                          [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    else:
+        to = TensorProto.INT64 if kind == "int64" else TensorProto.STRING
+        data = _with_tail([helper.make_node("Cast", ["logits"], ["out"], to=to)], "out", to, ["N", 2])
+    with pytest.raises(ModelError, match=rf"'out' has element type tensor\({kind}\)"):
+        load_model(data)
+
+
+@pytest.mark.parametrize("elem_type, name", [(2, "uint8"), (7, "int64")])  # TensorProto.UINT8, TensorProto.INT64
+def test_an_input_that_is_not_float_is_refused_at_load(elem_type, name):
+    """It loaded, then failed every face: the runtime feeds normalised float crops."""
+    with pytest.raises(ModelError, match=rf"input element type is tensor\({name}\)"):
+        load_model(_cast_input(build_tiny_model(), elem_type))
+
+
+@pytest.mark.parametrize("shape, nodes, message", [
+    (["N", 2, 2], [("Unsqueeze", ["logits", "axis1"], ["u"], {}), ("Concat", ["u", "u"], ["out"], {"axis": 1})], "4 values per face"),
+    ([2, "N"], [("Transpose", ["logits"], ["out"], {"perm": [1, 0]})], "does not lead with the batch"),
+], ids=["rank3", "class_major"])
+def test_an_output_shape_predict_would_misread_is_refused_at_load(shape, nodes, message):
+    """[N, 2, 2]: the last dimension matches logits2 but each face has 4 values. [2, N] (class-major): its size
+    matches N faces, so a batch was read pairing one face's spoof logit with another face's."""
+    from onnx import TensorProto, helper
+
+    data = _with_tail([helper.make_node(op, i, o, **kw) for op, i, o, kw in nodes], "out", TensorProto.FLOAT, shape,
+                      [helper.make_tensor("axis1", TensorProto.INT64, [1], [1])])
+    with pytest.raises(ModelError, match=message):
+        load_model(data)
+
+
+@pytest.mark.parametrize("precision, dtype, atol", [
+    # P(real) = sigmoid(d), d the difference of the logits, whose slope p(1 - p) is at most 1/4. FP16 keeps 11
+    # significant bits (relative 2**-11 ~ 4.9e-4 per rounding); the input, every weight and each of the five ops'
+    # results round once, so where the slope is large (d of order 1) d moves by a few 1e-3 and P(real) by under
+    # 1e-3 (measured 1.4e-4 on these faces, at most 3.3e-4 over four seeds of the tiny model).
+    ("fp16", np.float16, 1e-3),
+    ("double", np.float64, 1e-9),  # double input cast to float32 inside, double output: the same float32 graph
+])
+def test_a_float16_or_double_model_scores_like_its_float32_twin(precision, dtype, atol):
+    """A float16-input model (other exporters' FP16 files) loaded, then failed every face with INVALID_ARGUMENT."""
+    from onnx import TensorProto
+
+    data = build_tiny_model()
+    twin = load_model(_fp16_twin(data) if precision == "fp16" else _cast_input(data, TensorProto.DOUBLE, TensorProto.DOUBLE))
+    assert twin.input_dtype == dtype
+    crops = [np.full((64, 64, 3), v, np.uint8) for v in (0, 50, 100, 150, 200, 255)]
+    want, got = load_model(data).score_crops(crops), twin.score_crops(crops)
+    assert got.dtype == np.float64 and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    assert np.ptp(want) > 0.5  # the faces' scores span far more than the tolerance: the comparison is not vacuous
+
+
+def test_an_input_beyond_float16_range_has_no_score_on_a_float16_model():
+    """The cast to float16 turns 1e5 into inf, which the model sees: no score, as for a non-finite input."""
+    m = load_model(_fp16_twin(build_tiny_model()))
+    batch = np.zeros((2, 3, 64, 64), np.float32)
+    batch[0, 1, 2, 3] = 1e5  # finite in float32; float16 ends at 65504
+    scores = m.predict(batch)
+    assert np.isnan(scores[0]) and 0.0 < scores[1] < 1.0
