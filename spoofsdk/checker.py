@@ -258,22 +258,50 @@ class LivenessChecker:
         timings = {"detect": (t_faces - t_detect) * 1000.0, "faces": _ms(t_faces), "total": _ms(start)}
         return FrameResult.from_faces(faces, path=path, image_size=(frame.shape[1], frame.shape[0]), timings=timings)
 
-    def check_face(self, crop: np.ndarray | str | os.PathLike) -> FaceResult:
-        """One already-cropped face (BGR array or file path): no detection, resized to the model input.
+    def check_face(self, crop: np.ndarray | str | os.PathLike, verify: bool = True) -> FaceResult:
+        """One already-cropped face (BGR array or file path), resized to the model input.
 
-        The quality gates that apply to a crop (size, blur, exposure) still apply.
+        With ``verify`` (the default), the detector first looks at the image, so that a full frame
+        given as a crop is never scored whole (that judges the room, not the face: a live face drops
+        from 0.93 to 0.35):
+
+        - the largest face found covers less than :data:`MIN_CROP_FACE_SHARE` of the image: it is a
+          full frame, refused as ``unknown`` / ``not_a_crop``, no score;
+        - no face found: detectors miss some tight crops (YuNet up to a quarter of one webcam's), so
+          the image is scored whole and the score kept (to measure with), but it is ``unknown`` /
+          ``no_face``, never ``real`` or ``spoof``: without a face there is no decision to make
+          (a rotated full frame scored whole came back ``real``);
+        - ``quality["face_share"]`` is the share of the image the largest face covers (0 without one).
+
+        With ``verify=False`` nothing is detected: the image is scored as given, for callers whose
+        crops come from their own detector. The quality gates that apply to a crop (size, blur,
+        exposure) apply either way.
         """
         start = time.perf_counter()
         if isinstance(crop, (str, os.PathLike)):
             crop = read_image(crop, self.max_image_pixels)
         image = self._frame(crop)
+        share = self.crop_face_share(image) if verify else None
+        if share is not None and share < MIN_CROP_FACE_SHARE:
+            return FaceResult(
+                label=UNKNOWN, reason=Reason.NOT_A_CROP, threshold=self.threshold, quality={"face_share": share},
+                message=f"not a face crop: the face covers {share:.0%} of the image (a crop: over {MIN_CROP_FACE_SHARE:.0%}); "
+                "check the whole image instead (spoofsdk run without --crops) to detect and crop it",
+                timings={"total": _ms(start)},
+            )
         report = assess(measure(image), self.quality)
         face = FaceResult(label=UNKNOWN, quality=report.figures, threshold=self.threshold)
+        if verify:
+            face.quality["face_share"] = 0.0 if share is None else share
         face.timings["quality"] = _ms(start)
         if not report.ok:
             face.reason, face.message = report.reason, report.message
             return face
         self._score([[m.fit_crop(image) for m in self.models]], [face])
+        if verify and share is None and face.score is not None:
+            face.label, face.reason = UNKNOWN, Reason.NO_FACE
+            face.message = ("no face found in the image: scored whole as the crop it was given as (score kept), "
+                            "but without a face it is neither real nor spoof")
         return face
 
     def crop_face_share(self, image: np.ndarray) -> float | None:
@@ -286,35 +314,11 @@ class LivenessChecker:
         return float(w * h) / float(frame.shape[0] * frame.shape[1])
 
     def check_crop_file(self, path: str | os.PathLike, verify: bool = True) -> FrameResult:
-        """:meth:`check_face` on a file, wrapped as a frame result (what ``spoofsdk run --crops`` prints).
-
-        With ``verify`` (the default), the detector first looks at the image: when the largest
-        face it finds covers less than :data:`MIN_CROP_FACE_SHARE` of it, the image is a full
-        frame, not a face crop, and scoring it whole would judge the room rather than the face
-        (a live face drops from 0.93 to 0.35). It is refused as ``unknown``/``not_a_crop``. An
-        image where no face is found is scored as a crop (detectors miss some tight crops: YuNet
-        misses up to a quarter of one webcam's), and says so: its ``message`` reads "no face found..."
-        and ``quality["face_share"]`` is 0 (else the share the largest face covers). Without
-        ``verify`` nothing is detected: no ``face_share``, and the image is scored as given.
-        """
+        """:meth:`check_face` on a file, wrapped as a frame result (what ``spoofsdk run --crops`` prints)."""
         start = time.perf_counter()
-        if verify:
-            image = read_image(path, self.max_image_pixels)
-            share = self.crop_face_share(image)
-            if share is not None and share < MIN_CROP_FACE_SHARE:
-                face = FaceResult(
-                    label=UNKNOWN, reason=Reason.NOT_A_CROP, threshold=self.threshold, quality={"face_share": share},
-                    message=f"not a face crop: the face covers {share:.0%} of the image (a crop: over {MIN_CROP_FACE_SHARE:.0%}); "
-                    "run without --crops to detect and crop it",
-                )
-                log.debug("%s: not a crop (face share %.2f)", path, share)
-                return FrameResult.from_faces([face], path=str(path), timings={"total": _ms(start)})
-            face = self.check_face(image)
-            face.quality["face_share"] = 0.0 if share is None else share
-            if share is None and face.score is not None:
-                face.message = "no face found in the image: scored whole, as the face crop it was given as"
-        else:
-            face = self.check_face(path)
+        face = self.check_face(path, verify=verify)
+        if face.reason == Reason.NOT_A_CROP:
+            log.debug("%s: not a crop (face share %.2f)", path, face.quality["face_share"])
         return FrameResult.from_faces([face], path=str(path), timings={"total": _ms(start)})
 
     # -- stream mode ------------------------------------------------------------------------
