@@ -17,8 +17,11 @@ The policy (a biometric check must not become less secure by being calibrated):
   BPCER is flat (the common case on a few hundred images), this is the most secure threshold
   that costs no extra rejections, not the least secure one. With ``target_bpcer``: the highest
   threshold whose BPCER stays within the target, raised to the cap if it would exceed it.
-- A new threshold below the model's own is less secure in general (it accepts more of
-  every kind of attack, seen or not): a warning says so.
+- **Never below the model's own threshold unless asked.** A threshold below the model's accepts
+  more of every kind of attack, seen in the folder or not, even where it keeps these attacks
+  out: the chosen threshold is raised to the model's own, with a warning saying what the lower
+  one would give, unless ``allow_lower_threshold`` or ``allow_higher_apcer`` (then a warning says
+  it is less secure).
 
 Images without a scored face (no face, refused by a quality gate, unreadable) cannot inform
 a threshold: they are skipped and counted per reason.
@@ -71,6 +74,7 @@ class CalibrationResult:
     warnings: list[str] = field(default_factory=list)
     target_bpcer: float | None = None
     allow_higher_apcer: bool = False
+    allow_lower_threshold: bool = False
 
     @property
     def direction(self) -> str:
@@ -122,6 +126,7 @@ def choose_threshold(
     target_apcer: float | None = None,
     target_bpcer: float | None = None,
     allow_higher_apcer: bool = False,
+    allow_lower_threshold: bool = False,
 ) -> tuple[float, float, list[str]]:
     """The calibrated threshold, the APCER cap it obeyed, and warnings. See the module docstring."""
     warnings: list[str] = []
@@ -154,6 +159,16 @@ def choose_threshold(
             threshold = lowest_in_cap
     # The highest-threshold rule never lands below the cap's lowest threshold; keep the order explicit.
     threshold = max(threshold, lowest_in_cap)
+    # allow_higher_apcer already consents to a less secure threshold: accepting more attacks needs a lower one.
+    if threshold < model_threshold and not (allow_lower_threshold or allow_higher_apcer):
+        lower = error_rates(labels, scores, threshold)
+        kept = error_rates(labels, scores, model_threshold)
+        warnings.append(
+            f"kept the model's threshold {model_threshold:.4f}: the best one on these images, {threshold:.4f}, is lower "
+            f"(BPCER {kept.bpcer:.4f} -> {lower.bpcer:.4f} here, but it accepts more of every attack not in this folder); "
+            "pass --allow-lower-threshold / allow_lower_threshold=True to use it"
+        )
+        threshold = model_threshold
     return float(threshold), float(cap), warnings
 
 
@@ -211,6 +226,7 @@ def calibrate(
     target_bpcer: float | None = None,
     allow_higher_apcer: bool = False,
     on_result: Callable[[Any], None] | None = None,
+    allow_lower_threshold: bool = False,
     **checker_kwargs: Any,
 ) -> CalibrationResult:
     """Choose the threshold for ``folder`` (see the module docstring); write the calibrated model to ``out`` if given."""
@@ -233,7 +249,8 @@ def calibrate(
             f"(skipped: {dict(skipped) or 'none'})"
         )
     previous = checker.model.threshold
-    threshold, cap, warnings = choose_threshold(labels, scores, previous, target_apcer, target_bpcer, allow_higher_apcer)
+    threshold, cap, warnings = choose_threshold(labels, scores, previous, target_apcer, target_bpcer, allow_higher_apcer,
+                                                allow_lower_threshold)
     # Metadata thresholds live in (0, 1); a score at exactly 1.0 or 0.0 would push it out.
     clipped = float(np.clip(threshold, 1e-6, 1.0 - 1e-6))
     if clipped != threshold:
@@ -260,6 +277,7 @@ def calibrate(
         warnings=warnings,
         target_bpcer=None if target_bpcer is None else float(target_bpcer),
         allow_higher_apcer=bool(allow_higher_apcer),
+        allow_lower_threshold=bool(allow_lower_threshold),
     )
     if out is not None:
         if isinstance(model, (bytes, bytearray)):

@@ -522,6 +522,7 @@ def models(as_json) -> None:
 @click.option("--target-apcer", type=click.FloatRange(0, 1, max_open=True), default=None, help="Highest acceptable share of attacks accepted as real (default: the model's own APCER on these images; a target above it needs --allow-higher-apcer).")
 @click.option("--target-bpcer", type=click.FloatRange(0, 1, max_open=True), default=None, help="Instead: the highest threshold whose share of live faces rejected stays within this, APCER still capped.")
 @click.option("--allow-higher-apcer", is_flag=True, help="Allow a threshold that accepts more of these attacks than the model's own threshold does (less secure).")
+@click.option("--allow-lower-threshold", is_flag=True, help="Allow a threshold below the model's own (fewer live faces refused here, but more of every attack not in FOLDER accepted: less secure). Implied by --allow-higher-apcer.")
 @_model_options
 @_providers_option
 @_detector_options
@@ -529,13 +530,14 @@ def models(as_json) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the calibrated model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @_verbose_option
-def calibrate(folder, target_apcer, target_bpcer, allow_higher_apcer, model, precision, threads, providers, detector,
+def calibrate(folder, target_apcer, target_bpcer, allow_higher_apcer, allow_lower_threshold, model, precision, threads, providers, detector,
               yunet_model, crops, out, as_json) -> None:
     """Choose the threshold for your camera from FOLDER/real and FOLDER/attack images (also live/, fake/, spoof/).
 
     By default the new threshold keeps the APCER on these images at or below the model's own
-    and, among such thresholds, picks the highest one that keeps the lowest BPCER reachable: a
-    calibration never makes the model less secure unless --allow-higher-apcer is given.
+    and, among such thresholds, picks the highest one that keeps the lowest BPCER reachable, never
+    below the model's own threshold: a calibration never makes the model less secure unless
+    --allow-higher-apcer or --allow-lower-threshold is given.
     """
     from .calibrate import calibrate as run_calibration
 
@@ -543,7 +545,8 @@ def calibrate(folder, target_apcer, target_bpcer, allow_higher_apcer, model, pre
     try:
         result = run_calibration(
             folder, model=model, target_apcer=target_apcer, target_bpcer=target_bpcer,
-            allow_higher_apcer=allow_higher_apcer, out=out, crops=crops, on_result=report.add,
+            allow_higher_apcer=allow_higher_apcer, allow_lower_threshold=allow_lower_threshold, out=out, crops=crops,
+            on_result=report.add,
             precision=precision, threads=threads, providers=_providers(providers), detector=detector, yunet_model=yunet_model,
         )
     except (SpoofSDKError, ValueError) as e:
