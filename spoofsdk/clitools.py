@@ -54,6 +54,10 @@ class _Handled:
             return super().invoke(ctx)  # type: ignore[misc]
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`spoofsdk run --json dir | head -1`): not an error to report. click's
+            # main exits 1 quietly on EPIPE, as a tool killed by SIGPIPE would not print either.
+            raise
         except EXPECTED_ERRORS as e:
             raise _translate(e) from e
         except KeyboardInterrupt:

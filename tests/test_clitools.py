@@ -58,3 +58,13 @@ def test_usage_errors_and_success(capsys):
 def test_version_comes_from_the_distribution_metadata(capsys):
     assert run_main(_cli(None), ["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"spoofsdk {version('spoofsdk')}"
+
+
+def test_a_closed_pipe_is_not_reported_as_an_error():
+    """`spoofsdk run --json dir | head -1`: the reader leaves, and the command must not print
+    "Error: [Errno 32] Broken pipe" (it did: BrokenPipeError is an OSError, an expected error)."""
+    result = CliRunner().invoke(_cli(BrokenPipeError(32, "Broken pipe")), ["go"])
+    assert result.exit_code == 1 and "Error" not in result.output and "Broken pipe" not in result.output
+    # any other OSError is still one line and status 1
+    other = CliRunner().invoke(_cli(PermissionError(13, "Permission denied", "out.json")), ["go"])
+    assert other.exit_code == 1 and "Error: out.json: Permission denied" in other.output

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import sample_files
 from spoofsdk import LivenessChecker, metrics
-from spoofsdk.model import ASSETS_DIR, EMBEDDED_MODELS, SpoofModel, _sha256, loso_runs
+from spoofsdk.model import ASSETS_DIR, EMBEDDED_MODELS, SpoofModel, _sha256, loso_runs, loso_tables
 
 HELD_OUT_NUAA_SUBJECTS = ("0008", "0009", "0014")
 WEBCAM_SOURCES = ("AksultanMukhanbet", "BalveerSinghYT", "Krzysiek354", "ShubhamLala", "VishalkrishnaBlaze", "jtboing", "lestari15",
@@ -209,3 +209,5 @@ def test_model_card_table_is_the_one_the_default_carries():
         assert rows[label] == expected, domain
     means = [np.mean(list(run.values())) for run in seeds]
     assert rows["mean, 11 domains"] == [f"{means[0]:.3f}", f"{means[1]:.3f}", f"{np.mean(means):.3f}"]
+    bpcer = [np.mean([v["bpcer_at_apcer_5"] for v in run.values()]) for run in loso_tables(SpoofModel("default").info.metrics)]
+    assert rows["mean BPCER@APCER5"] == [f"{bpcer[0]:.2f}", f"{bpcer[1]:.2f}", f"{np.mean(bpcer):.2f}"]
