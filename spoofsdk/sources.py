@@ -109,6 +109,41 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _jpeg_first_scan(data: bytes, name: str) -> int:
+    """Where the entropy-coded data of a JPEG's first scan starts, walking its marker segments from SOI.
+
+    Every segment before the first SOS carries its 2-byte big-endian length, so the walk steps
+    over whatever a segment holds (an EXIF thumbnail's own SOI..EOI inside APP1 included)
+    instead of searching the bytes for markers. A broken chain is an :class:`ImageError`.
+    """
+    pos = 2
+    while True:
+        if pos + 2 > len(data):
+            raise ImageError(f"{name} is a truncated JPEG (the file ends in its headers, before the image data)")
+        if data[pos] != 0xFF:
+            raise ImageError(f"{name} is a corrupt JPEG (no marker where one should start, at byte {pos} of its headers)")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            raise ImageError(f"{name} is a corrupt JPEG (its end-of-image marker comes before any image data)")
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length, as in _jpeg_size
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            raise ImageError(f"{name} is a truncated JPEG (the file ends in its headers, before the image data)")
+        length = _be(data, pos + 2, 2)
+        if length < 2:
+            raise ImageError(f"{name} is a corrupt JPEG (a marker segment of length {length} at byte {pos})")
+        end = pos + 2 + length
+        if end > len(data):
+            raise ImageError(f"{name} is a truncated JPEG (the file ends inside a marker segment, before the image data)")
+        if marker == 0xDA:  # SOS: its header is the segment; the entropy-coded data follows
+            return end
+        pos = end
+
+
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
     read = _le if data[:2] == b"II" else _be
     offset = read(data, 4, 4)
@@ -189,9 +224,16 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFA
             "(downscale it first, or raise max_image_pixels)"
         )
     # libjpeg decodes a truncated JPEG "successfully", filling the missing part with grey and
-    # only printing a warning; a half-grey face must not be scored, so check the end marker.
-    if kind == "jpeg" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-        raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker)")
+    # only printing a warning; a half-grey face must not be scored, so the end-of-image marker
+    # must follow the image data. Not necessarily at the end of the file: motion photos and
+    # camera trailers append data after it.
+    if kind == "jpeg":
+        scan = _jpeg_first_scan(data, name)
+        # Inside entropy-coded data an FF byte is always followed by 00 (stuffing) or a restart
+        # marker (D0-D7), so the first FF D9 after the first scan header is the image's own EOI,
+        # progressive JPEGs (several scans) included.
+        if data.find(b"\xff\xd9", scan) < 0:
+            raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker after its image data)")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except Exception as e:  # cv2.error, MemoryError...: a decoder failure is a bad image, never a crash

@@ -46,6 +46,55 @@ def test_truncated_jpeg(checker, tmp_path, nuaa_dir):
         checker.check_face(tmp_path / "cut.jpg")
 
 
+def _textured(shape=(240, 320, 3)) -> np.ndarray:
+    """A picture with detail everywhere (gradients and noise): no band of it is flat."""
+    rng = np.random.default_rng(1)
+    h, w = shape[:2]
+    ramp = np.add.outer(np.arange(h), np.arange(w)) * 255 // (h + w)
+    image = np.dstack([ramp, ramp[::-1], ramp[:, ::-1]])[..., : shape[2]] if len(shape) == 3 else ramp
+    return np.clip(image + rng.integers(-30, 30, image.shape), 0, 255).astype(np.uint8)
+
+
+def _jpeg(image: np.ndarray, *params: int) -> bytes:
+    return cv2.imencode(".jpg", image, list(params))[1].tobytes()
+
+
+def _with_exif_thumbnail(jpeg: bytes) -> bytes:
+    """``jpeg`` with an APP1 EXIF segment holding a thumbnail, a whole JPEG (SOI..EOI) of its own."""
+    import struct
+
+    thumb = _jpeg(np.full((8, 8, 3), 90, np.uint8))
+    ifd0 = struct.pack(">HI", 0, 14)  # no entries; IFD1 (the thumbnail's) at 14
+    ifd1 = struct.pack(">H", 2) + struct.pack(">HHII", 0x201, 4, 1, 44) + struct.pack(">HHII", 0x202, 4, 1, len(thumb)) + b"\0" * 4
+    body = b"Exif\0\0" + b"MM\0*" + struct.pack(">I", 8) + ifd0 + ifd1 + thumb
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def test_jpeg_with_data_after_its_end_marker(tmp_path):
+    # Motion photos and camera trailers append data after FF D9; the end-of-file check refused
+    # them as truncated. The end marker must follow the image data, wherever the file ends.
+    from spoofsdk.sources import decode_image, read_image
+
+    trailer = b"MotionPhoto_Data" + bytes(range(256)) * 64  # holds FF bytes, but no FF D9
+    for params in ((), (cv2.IMWRITE_JPEG_PROGRESSIVE, 1)):
+        jpeg = _jpeg(_textured(), *params)
+        expected = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        (tmp_path / "motion.jpg").write_bytes(jpeg + trailer)
+        assert np.array_equal(read_image(tmp_path / "motion.jpg"), expected), params
+        exif = _with_exif_thumbnail(jpeg)
+        assert np.array_equal(decode_image(exif + trailer), expected), params
+        # The thumbnail's own EOI, inside APP1 before the scan, does not make a cut image whole.
+        for cut in (exif[: len(exif) * 2 // 3], exif[: len(exif) * 2 // 3] + trailer):
+            with pytest.raises(ImageError, match="truncated JPEG"):
+                decode_image(cut)
+    # A broken segment chain before the image data is refused (libjpeg skips junk with a warning).
+    sos = jpeg.find(b"\xff\xda")
+    with pytest.raises(ImageError, match="corrupt JPEG .*no marker"):
+        decode_image(jpeg[:sos] + b"\x13\x37" + jpeg[sos:])
+    with pytest.raises(ImageError, match="truncated JPEG .*ends inside a marker segment"):
+        decode_image(jpeg[:sos] + b"\xff\xe5\xff\xff")
+
+
 def test_directory_with_no_images(tmp_path):
     from spoofsdk.sources import ImageSource
 
