@@ -109,14 +109,16 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_first_scan(data: bytes, name: str) -> int:
-    """Where the entropy-coded data of a JPEG's first scan starts, walking its marker segments from SOI.
+def _jpeg_first_scan(data: bytes, name: str) -> tuple[int, int | None]:
+    """Where the entropy-coded data of a JPEG's first scan starts, and the frame's number of components.
 
-    Every segment before the first SOS carries its 2-byte big-endian length, so the walk steps
-    over whatever a segment holds (an EXIF thumbnail's own SOI..EOI inside APP1 included)
-    instead of searching the bytes for markers. A broken chain is an :class:`ImageError`.
+    Found by walking the marker segments from SOI: every segment before the first SOS carries its
+    2-byte big-endian length, so the walk steps over whatever a segment holds (an EXIF thumbnail's
+    own SOI..EOI inside APP1 included) instead of searching the bytes for markers. A broken chain
+    is an :class:`ImageError`.
     """
     pos = 2
+    components = None
     while True:
         if pos + 2 > len(data):
             raise ImageError(f"{name} is a truncated JPEG (the file ends in its headers, before the image data)")
@@ -139,9 +141,50 @@ def _jpeg_first_scan(data: bytes, name: str) -> int:
         end = pos + 2 + length
         if end > len(data):
             raise ImageError(f"{name} is a truncated JPEG (the file ends inside a marker segment, before the image data)")
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): Nf is the byte after precision and size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and length >= 8:
+            components = data[pos + 9]
         if marker == 0xDA:  # SOS: its header is the segment; the entropy-coded data follows
-            return end
+            return end, components
         pos = end
+
+
+MIN_JPEG_FILL_ROWS = 8
+"""A uniform band of the decoder's grey this deep (one MCU row) at the end of a JPEG is missing data."""
+
+# What cv2.imdecode(IMREAD_COLOR) gives where libjpeg ran out of data: it decodes the missing blocks
+# with every coefficient 0, i.e. every component sample 128. Measured with OpenCV 4.14: grey and
+# YCbCr JPEGs (any chroma subsampling, restart intervals) give exactly (128, 128, 128); four-component
+# ones (CMYK, YCCK) give (64, 64, 64) or (65, 65, 65) after OpenCV's CMYK conversion.
+_JPEG_FILL = {1: (128,), 3: (128,), 4: (64, 65)}
+
+
+def _jpeg_fill_rows(image: np.ndarray, size: tuple[int, int], fills: tuple[int, ...]) -> tuple[int, int]:
+    """How many of the decoder's last rows are exactly one of its fill colours ``fills``, and which one.
+
+    ``(0, 0)`` when fewer than :data:`MIN_JPEG_FILL_ROWS`. The decoder's last rows are the image's
+    bottom unless ``cv2.imdecode`` applied an EXIF orientation: then they are the top (180 degrees,
+    flips) or the left or right columns (90 degrees), so every end the decoded size allows is looked at.
+    """
+    width, height = size
+    h, w = image.shape[:2]
+    upright, turned = (h, w) == (height, width), (h, w) == (width, height)
+    ends = []
+    if upright or not turned:
+        ends += [image[::-1], image]
+    if turned or not upright:
+        columns = image.transpose(1, 0, 2)
+        ends += [columns[::-1], columns]
+    for band in ends:
+        value = int(band[0, 0, 0])
+        # The first MIN_JPEG_FILL_ROWS rows of each end decide, so a photo costs a few rows' compare;
+        # only a band that passes is measured.
+        if value not in fills or not (band[:MIN_JPEG_FILL_ROWS] == value).all():
+            continue
+        rows = (band == value).reshape(band.shape[0], -1).all(axis=1)
+        run = len(rows) if rows.all() else int(rows.argmin())
+        return run, value
+    return 0, 0
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -227,8 +270,9 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFA
     # only printing a warning; a half-grey face must not be scored, so the end-of-image marker
     # must follow the image data. Not necessarily at the end of the file: motion photos and
     # camera trailers append data after it.
+    components = None
     if kind == "jpeg":
-        scan = _jpeg_first_scan(data, name)
+        scan, components = _jpeg_first_scan(data, name)
         # Inside entropy-coded data an FF byte is always followed by 00 (stuffing) or a restart
         # marker (D0-D7), so the first FF D9 after the first scan header is the image's own EOI,
         # progressive JPEGs (several scans) included.
@@ -240,6 +284,18 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFA
         raise ImageError(f"{name} could not be decoded: {type(e).__name__}: {str(e).strip()[:200]}") from e
     if image is None or image.size == 0:
         raise ImageError(f"{name} is not a readable image (unknown format or corrupted data)")
+    if kind == "jpeg":
+        # Data cut short but still ending in FF D9 (a partial copy or download that got its end
+        # marker back, a damaged card) passes the marker check: libjpeg fills the missing rows
+        # with flat grey and only prints a warning. A photo practically never has a band of exactly
+        # that grey, pixel for pixel and an MCU row deep, where the decoder's output ends; a picture
+        # that does (flat 128 grey, grey padding) is refused too, the price of never scoring a cut one.
+        rows, value = _jpeg_fill_rows(image, size, _JPEG_FILL.get(components or 3, (128,)))
+        if rows:
+            raise ImageError(
+                f"{name} is a corrupt or truncated JPEG: the decoder filled the last {rows} rows with grey "
+                f"({value}, {value}, {value}), where its image data ran out"
+            )
     return image
 
 
