@@ -23,6 +23,8 @@ are dropped instead of queued and latency stays at one frame. Cameras:
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 import threading
 import time
@@ -75,6 +77,13 @@ class Frame:
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 """Larger images are refused before decoding (a 74-byte PNG can claim 10^10 pixels)."""
+
+MAX_IMAGE_FILE_BYTES = 1 << 30
+"""Larger files are refused before reading: the whole file is read into memory first.
+
+1 GiB holds every file an image within :data:`DEFAULT_MAX_IMAGE_PIXELS` can need, uncompressed
+ones included (100 M px of 16-bit RGBA TIFF or PNM is 800 MB), so the limit only stops runaway
+reads: a wrong path to a disk image, a video or a log that grows."""
 
 
 def _be(data: bytes, start: int, n: int) -> int:
@@ -303,7 +312,8 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
     """Read an image file as BGR uint8 (EXIF orientation applied, grey/16-bit/alpha converted).
 
     Raises :class:`ImageError` for a missing, empty, truncated, oversized (header over
-    ``max_pixels``) or undecodable file.
+    ``max_pixels``, file over :data:`MAX_IMAGE_FILE_BYTES`) or undecodable file, and for a
+    path that is not a regular file (a symbolic link to one is read).
     """
     p = Path(path)
     if not p.exists():
@@ -311,10 +321,35 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
     if p.is_dir():
         raise ImageError(f"{p} is a directory, not an image file")
     try:
-        data = p.read_bytes()
+        # stat, not lstat: a symbolic link to a regular file is fine. Checked before opening:
+        # /dev/zero reads until memory runs out, a FIFO blocks until a writer comes, and opening
+        # some devices does something (rewinds a tape, arms a watchdog).
+        _check_image_file(p, os.stat(p))
+        # O_NONBLOCK: should the path have become a FIFO since, opening it must not block either;
+        # fstat then checks what was actually opened. It changes nothing for a regular file.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb", buffering=0) as f:
+            size = _check_image_file(p, os.fstat(fd))
+            data = f.read(size + 1)  # one byte more than announced tells a file that grows
     except OSError as e:
         raise ImageError(f"cannot read {p}: {e}") from e
+    except MemoryError as e:
+        raise ImageError(f"cannot read {p}: not enough memory") from e
+    if len(data) > size:
+        raise ImageError(f"{p} grew while being read (is it still being written?)")
     return decode_image(data, str(p), max_pixels)
+
+
+def _check_image_file(p: Path, st: os.stat_result) -> int:
+    """The size of a regular file of at most :data:`MAX_IMAGE_FILE_BYTES`; anything else is an ImageError."""
+    if not stat.S_ISREG(st.st_mode):
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+                 stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+        kind = next((what for test, what in kinds.items() if test(st.st_mode)), "of an unknown kind")
+        raise ImageError(f"{p} is not a regular file ({kind}): only image files are read")
+    if st.st_size > MAX_IMAGE_FILE_BYTES:
+        raise ImageError(f"{p} is {st.st_size} bytes, over the limit of {MAX_IMAGE_FILE_BYTES} bytes for an image file")
+    return st.st_size
 
 
 def list_images(inputs: Iterable[str | Path]) -> list[Path]:
