@@ -94,68 +94,70 @@ def _le(data: bytes, start: int, n: int) -> int:
     return int.from_bytes(data[start : start + n], "little")
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(marker, start, end)`` of each marker segment of a JPEG, from SOI to its first SOS included.
+
+    Every segment before the first scan carries its 2-byte big-endian length, so the walk steps
+    over whatever a segment holds (an EXIF thumbnail's own SOI..EOI inside APP1 included) instead
+    of searching the bytes for markers. A broken chain raises ValueError saying what is wrong.
+    """
     pos = 2
-    while pos + 4 <= len(data):
+    while True:
+        if pos + 4 > len(data):
+            raise ValueError("truncated JPEG (the file ends in its headers, before the image data)")
         if data[pos] != 0xFF:
-            return None
+            raise ValueError(f"corrupt JPEG (no marker where one should start, at byte {pos} of its headers)")
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+        if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
+        if marker == 0xD9:
+            raise ValueError("corrupt JPEG (its end-of-image marker comes before any image data)")
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
         length = _be(data, pos + 2, 2)
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > len(data):
-                return None
-            return _be(data, pos + 7, 2), _be(data, pos + 5, 2)
         if length < 2:
-            return None
-        pos += 2 + length
+            raise ValueError(f"corrupt JPEG (a marker segment of length {length} at byte {pos})")
+        end = pos + 2 + length
+        if end > len(data):
+            raise ValueError("truncated JPEG (the file ends inside a marker segment, before the image data)")
+        yield marker, pos, end
+        if marker == 0xDA:  # SOS: its header is the segment; the entropy-coded data follows
+            return
+        pos = end
+
+
+def _is_sof(marker: int) -> bool:
+    """SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): the segments that carry the frame's size."""
+    return 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    try:
+        for marker, pos, end in _jpeg_segments(data):
+            if _is_sof(marker):
+                return (_be(data, pos + 7, 2), _be(data, pos + 5, 2)) if end >= pos + 9 else None
+    except ValueError:
+        pass
     return None
 
 
 def _jpeg_first_scan(data: bytes, name: str) -> tuple[int, int | None]:
     """Where the entropy-coded data of a JPEG's first scan starts, and the frame's number of components.
 
-    Found by walking the marker segments from SOI: every segment before the first SOS carries its
-    2-byte big-endian length, so the walk steps over whatever a segment holds (an EXIF thumbnail's
-    own SOI..EOI inside APP1 included) instead of searching the bytes for markers. A broken chain
-    is an :class:`ImageError`.
+    A broken segment chain before it is an :class:`ImageError`.
     """
-    pos = 2
     components = None
-    while True:
-        if pos + 2 > len(data):
-            raise ImageError(f"{name} is a truncated JPEG (the file ends in its headers, before the image data)")
-        if data[pos] != 0xFF:
-            raise ImageError(f"{name} is a corrupt JPEG (no marker where one should start, at byte {pos} of its headers)")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker == 0xD9:
-            raise ImageError(f"{name} is a corrupt JPEG (its end-of-image marker comes before any image data)")
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length, as in _jpeg_size
-            pos += 2
-            continue
-        if pos + 4 > len(data):
-            raise ImageError(f"{name} is a truncated JPEG (the file ends in its headers, before the image data)")
-        length = _be(data, pos + 2, 2)
-        if length < 2:
-            raise ImageError(f"{name} is a corrupt JPEG (a marker segment of length {length} at byte {pos})")
-        end = pos + 2 + length
-        if end > len(data):
-            raise ImageError(f"{name} is a truncated JPEG (the file ends inside a marker segment, before the image data)")
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): Nf is the byte after precision and size.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and length >= 8:
-            components = data[pos + 9]
-        if marker == 0xDA:  # SOS: its header is the segment; the entropy-coded data follows
-            return end, components
-        pos = end
+    try:
+        for marker, pos, end in _jpeg_segments(data):
+            if _is_sof(marker) and end >= pos + 10:
+                components = data[pos + 9]  # Nf, after precision, height and width
+            if marker == 0xDA:
+                return end, components
+    except ValueError as e:
+        raise ImageError(f"{name} is a {e}") from None
+    raise ImageError(f"{name} is a corrupt JPEG (no image data)")  # not reached: the walk ends at an SOS or raises
 
 
 MIN_JPEG_FILL_ROWS = 8
