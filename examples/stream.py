@@ -19,9 +19,12 @@ def main(where: str, model: str | None) -> None:
         detect_every=3,  # full face detection every 3rd frame, template tracking in between
         smoothing=SmoothingConfig(min_frames=5, min_seconds=0.3),
     )
-    source = open_source(camera=where)  # an index, device, pipeline, picamera2, rtsp:// URL or a video file
     last = {}
+    source = None
     try:
+        # Inside the try: a missing video file or a camera that cannot be opened is a SourceError
+        # too, and deserves the same one-line message as a stream that breaks.
+        source = open_source(camera=where)  # an index, device, pipeline, picamera2, rtsp:// URL or a video file
         for result in checker.stream(source):
             for face in result.faces:
                 if last.get(face.track_id) != face.label:  # print decisions as they change
@@ -29,11 +32,12 @@ def main(where: str, model: str | None) -> None:
                     why = f" ({face.message})" if face.message else ""
                     print(f"t={result.t:6.2f}s face #{face.track_id}: {face.label}{why}")
     except SourceError as e:
-        raise SystemExit(f"stream stopped: {e}")
+        raise SystemExit(f"stream stopped: {e}" if source is not None else str(e))  # the error names the source
     except KeyboardInterrupt:
         pass
     finally:
-        source.close()
+        if source is not None:
+            source.close()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ are dropped instead of queued and latency stays at one frame. Cameras:
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 import threading
 import time
@@ -76,6 +78,13 @@ class Frame:
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 """Larger images are refused before decoding (a 74-byte PNG can claim 10^10 pixels)."""
 
+MAX_IMAGE_FILE_BYTES = 1 << 30
+"""Larger files are refused before reading: the whole file is read into memory first.
+
+1 GiB holds every file an image within :data:`DEFAULT_MAX_IMAGE_PIXELS` can need, uncompressed
+ones included (100 M px of 16-bit RGBA TIFF or PNM is 800 MB), so the limit only stops runaway
+reads: a wrong path to a disk image, a video or a log that grows."""
+
 
 def _be(data: bytes, start: int, n: int) -> int:
     return int.from_bytes(data[start : start + n], "big")
@@ -85,28 +94,108 @@ def _le(data: bytes, start: int, n: int) -> int:
     return int.from_bytes(data[start : start + n], "little")
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(marker, start, end)`` of each marker segment of a JPEG, from SOI to its first SOS included.
+
+    Every segment before the first scan carries its 2-byte big-endian length, so the walk steps
+    over whatever a segment holds (an EXIF thumbnail's own SOI..EOI inside APP1 included) instead
+    of searching the bytes for markers. A broken chain raises ValueError saying what is wrong.
+    """
     pos = 2
-    while pos + 4 <= len(data):
+    while True:
+        if pos + 4 > len(data):
+            raise ValueError("truncated JPEG (the file ends in its headers, before the image data)")
         if data[pos] != 0xFF:
-            return None
+            raise ValueError(f"corrupt JPEG (no marker where one should start, at byte {pos} of its headers)")
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+        if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
+        if marker == 0xD9:
+            raise ValueError("corrupt JPEG (its end-of-image marker comes before any image data)")
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
         length = _be(data, pos + 2, 2)
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > len(data):
-                return None
-            return _be(data, pos + 7, 2), _be(data, pos + 5, 2)
         if length < 2:
-            return None
-        pos += 2 + length
+            raise ValueError(f"corrupt JPEG (a marker segment of length {length} at byte {pos})")
+        end = pos + 2 + length
+        if end > len(data):
+            raise ValueError("truncated JPEG (the file ends inside a marker segment, before the image data)")
+        yield marker, pos, end
+        if marker == 0xDA:  # SOS: its header is the segment; the entropy-coded data follows
+            return
+        pos = end
+
+
+def _is_sof(marker: int) -> bool:
+    """SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): the segments that carry the frame's size."""
+    return 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    try:
+        for marker, pos, end in _jpeg_segments(data):
+            if _is_sof(marker):
+                return (_be(data, pos + 7, 2), _be(data, pos + 5, 2)) if end >= pos + 9 else None
+    except ValueError:
+        pass
     return None
+
+
+def _jpeg_first_scan(data: bytes, name: str) -> tuple[int, int | None]:
+    """Where the entropy-coded data of a JPEG's first scan starts, and the frame's number of components.
+
+    A broken segment chain before it is an :class:`ImageError`.
+    """
+    components = None
+    try:
+        for marker, pos, end in _jpeg_segments(data):
+            if _is_sof(marker) and end >= pos + 10:
+                components = data[pos + 9]  # Nf, after precision, height and width
+            if marker == 0xDA:
+                return end, components
+    except ValueError as e:
+        raise ImageError(f"{name} is a {e}") from None
+    raise ImageError(f"{name} is a corrupt JPEG (no image data)")  # not reached: the walk ends at an SOS or raises
+
+
+MIN_JPEG_FILL_ROWS = 8
+"""A uniform band of the decoder's grey this deep (one MCU row) at the end of a JPEG is missing data."""
+
+# What cv2.imdecode(IMREAD_COLOR) gives where libjpeg ran out of data: it decodes the missing blocks
+# with every coefficient 0, i.e. every component sample 128. Measured with OpenCV 4.14: grey and
+# YCbCr JPEGs (any chroma subsampling, restart intervals) give exactly (128, 128, 128); four-component
+# ones (CMYK, YCCK) give (64, 64, 64) or (65, 65, 65) after OpenCV's CMYK conversion.
+_JPEG_FILL = {1: (128,), 3: (128,), 4: (64, 65)}
+
+
+def _jpeg_fill_rows(image: np.ndarray, size: tuple[int, int], fills: tuple[int, ...]) -> tuple[int, int]:
+    """How many of the decoder's last rows are exactly one of its fill colours ``fills``, and which one.
+
+    ``(0, 0)`` when fewer than :data:`MIN_JPEG_FILL_ROWS`. The decoder's last rows are the image's
+    bottom unless ``cv2.imdecode`` applied an EXIF orientation: then they are the top (180 degrees,
+    flips) or the left or right columns (90 degrees), so every end the decoded size allows is looked at.
+    """
+    width, height = size
+    h, w = image.shape[:2]
+    upright, turned = (h, w) == (height, width), (h, w) == (width, height)
+    ends = []
+    if upright or not turned:
+        ends += [image[::-1], image]
+    if turned or not upright:
+        columns = image.transpose(1, 0, 2)
+        ends += [columns[::-1], columns]
+    for band in ends:
+        value = int(band[0, 0, 0])
+        # The first MIN_JPEG_FILL_ROWS rows of each end decide, so a photo costs a few rows' compare;
+        # only a band that passes is measured.
+        if value not in fills or not (band[:MIN_JPEG_FILL_ROWS] == value).all():
+            continue
+        rows = (band == value).reshape(band.shape[0], -1).all(axis=1)
+        run = len(rows) if rows.all() else int(rows.argmin())
+        return run, value
+    return 0, 0
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -189,15 +278,35 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFA
             "(downscale it first, or raise max_image_pixels)"
         )
     # libjpeg decodes a truncated JPEG "successfully", filling the missing part with grey and
-    # only printing a warning; a half-grey face must not be scored, so check the end marker.
-    if kind == "jpeg" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-        raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker)")
+    # only printing a warning; a half-grey face must not be scored, so the end-of-image marker
+    # must follow the image data. Not necessarily at the end of the file: motion photos and
+    # camera trailers append data after it.
+    components = None
+    if kind == "jpeg":
+        scan, components = _jpeg_first_scan(data, name)
+        # Inside entropy-coded data an FF byte is always followed by 00 (stuffing) or a restart
+        # marker (D0-D7), so the first FF D9 after the first scan header is the image's own EOI,
+        # progressive JPEGs (several scans) included.
+        if data.find(b"\xff\xd9", scan) < 0:
+            raise ImageError(f"{name} is a truncated JPEG (no end-of-image marker after its image data)")
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except Exception as e:  # cv2.error, MemoryError...: a decoder failure is a bad image, never a crash
         raise ImageError(f"{name} could not be decoded: {type(e).__name__}: {str(e).strip()[:200]}") from e
     if image is None or image.size == 0:
         raise ImageError(f"{name} is not a readable image (unknown format or corrupted data)")
+    if kind == "jpeg":
+        # Data cut short but still ending in FF D9 (a partial copy or download that got its end
+        # marker back, a damaged card) passes the marker check: libjpeg fills the missing rows
+        # with flat grey and only prints a warning. A photo practically never has a band of exactly
+        # that grey, pixel for pixel and an MCU row deep, where the decoder's output ends; a picture
+        # that does (flat 128 grey, grey padding) is refused too, the price of never scoring a cut one.
+        rows, value = _jpeg_fill_rows(image, size, _JPEG_FILL.get(components or 3, (128,)))
+        if rows:
+            raise ImageError(
+                f"{name} is a corrupt or truncated JPEG: the decoder filled the last {rows} rows with grey "
+                f"({value}, {value}, {value}), where its image data ran out"
+            )
     return image
 
 
@@ -205,7 +314,8 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
     """Read an image file as BGR uint8 (EXIF orientation applied, grey/16-bit/alpha converted).
 
     Raises :class:`ImageError` for a missing, empty, truncated, oversized (header over
-    ``max_pixels``) or undecodable file.
+    ``max_pixels``, file over :data:`MAX_IMAGE_FILE_BYTES`) or undecodable file, and for a
+    path that is not a regular file (a symbolic link to one is read).
     """
     p = Path(path)
     if not p.exists():
@@ -213,10 +323,35 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
     if p.is_dir():
         raise ImageError(f"{p} is a directory, not an image file")
     try:
-        data = p.read_bytes()
+        # stat, not lstat: a symbolic link to a regular file is fine. Checked before opening:
+        # /dev/zero reads until memory runs out, a FIFO blocks until a writer comes, and opening
+        # some devices does something (rewinds a tape, arms a watchdog).
+        _check_image_file(p, os.stat(p))
+        # O_NONBLOCK: should the path have become a FIFO since, opening it must not block either;
+        # fstat then checks what was actually opened. It changes nothing for a regular file.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb", buffering=0) as f:
+            size = _check_image_file(p, os.fstat(fd))
+            data = f.read(size + 1)  # one byte more than announced tells a file that grows
     except OSError as e:
         raise ImageError(f"cannot read {p}: {e}") from e
+    except MemoryError as e:
+        raise ImageError(f"cannot read {p}: not enough memory") from e
+    if len(data) > size:
+        raise ImageError(f"{p} grew while being read (is it still being written?)")
     return decode_image(data, str(p), max_pixels)
+
+
+def _check_image_file(p: Path, st: os.stat_result) -> int:
+    """The size of a regular file of at most :data:`MAX_IMAGE_FILE_BYTES`; anything else is an ImageError."""
+    if not stat.S_ISREG(st.st_mode):
+        kinds = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+                 stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+        kind = next((what for test, what in kinds.items() if test(st.st_mode)), "of an unknown kind")
+        raise ImageError(f"{p} is not a regular file ({kind}): only image files are read")
+    if st.st_size > MAX_IMAGE_FILE_BYTES:
+        raise ImageError(f"{p} is {st.st_size} bytes, over the limit of {MAX_IMAGE_FILE_BYTES} bytes for an image file")
+    return st.st_size
 
 
 def list_images(inputs: Iterable[str | Path]) -> list[Path]:

@@ -46,6 +46,105 @@ def test_truncated_jpeg(checker, tmp_path, nuaa_dir):
         checker.check_face(tmp_path / "cut.jpg")
 
 
+def _textured(shape=(240, 320, 3)) -> np.ndarray:
+    """A picture with detail everywhere (gradients and noise): no band of it is flat."""
+    rng = np.random.default_rng(1)
+    h, w = shape[:2]
+    ramp = np.add.outer(np.arange(h), np.arange(w)) * 255 // (h + w)
+    image = np.dstack([ramp, ramp[::-1], ramp[:, ::-1]])[..., : shape[2]] if len(shape) == 3 else ramp
+    return np.clip(image + rng.integers(-30, 30, image.shape), 0, 255).astype(np.uint8)
+
+
+def _jpeg(image: np.ndarray, *params: int) -> bytes:
+    return cv2.imencode(".jpg", image, list(params))[1].tobytes()
+
+
+def _with_exif_thumbnail(jpeg: bytes) -> bytes:
+    """``jpeg`` with an APP1 EXIF segment holding a thumbnail, a whole JPEG (SOI..EOI) of its own."""
+    import struct
+
+    thumb = _jpeg(np.full((8, 8, 3), 90, np.uint8))
+    ifd0 = struct.pack(">HI", 0, 14)  # no entries; IFD1 (the thumbnail's) at 14
+    ifd1 = struct.pack(">H", 2) + struct.pack(">HHII", 0x201, 4, 1, 44) + struct.pack(">HHII", 0x202, 4, 1, len(thumb)) + b"\0" * 4
+    body = b"Exif\0\0" + b"MM\0*" + struct.pack(">I", 8) + ifd0 + ifd1 + thumb
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def test_jpeg_with_data_after_its_end_marker(tmp_path):
+    # Motion photos and camera trailers append data after FF D9; the end-of-file check refused
+    # them as truncated. The end marker must follow the image data, wherever the file ends.
+    from spoofsdk.sources import decode_image, read_image
+
+    trailer = b"MotionPhoto_Data" + bytes(range(256)) * 64  # holds FF bytes, but no FF D9
+    for params in ((), (cv2.IMWRITE_JPEG_PROGRESSIVE, 1)):
+        jpeg = _jpeg(_textured(), *params)
+        expected = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        (tmp_path / "motion.jpg").write_bytes(jpeg + trailer)
+        assert np.array_equal(read_image(tmp_path / "motion.jpg"), expected), params
+        exif = _with_exif_thumbnail(jpeg)
+        assert np.array_equal(decode_image(exif + trailer), expected), params
+        # The thumbnail's own EOI, inside APP1 before the scan, does not make a cut image whole.
+        for cut in (exif[: len(exif) * 2 // 3], exif[: len(exif) * 2 // 3] + trailer):
+            with pytest.raises(ImageError, match="truncated JPEG"):
+                decode_image(cut)
+    # A broken segment chain before the image data is refused (libjpeg skips junk with a warning).
+    sos = jpeg.find(b"\xff\xda")
+    with pytest.raises(ImageError, match="corrupt JPEG .*no marker"):
+        decode_image(jpeg[:sos] + b"\x13\x37" + jpeg[sos:])
+    with pytest.raises(ImageError, match="truncated JPEG .*ends inside a marker segment"):
+        decode_image(jpeg[:sos] + b"\xff\xe5\xff\xff")
+
+
+def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an APP1 EXIF segment whose orientation tag cv2.imdecode applies."""
+    import struct
+
+    ifd0 = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x112, 3, 1, orientation, 0) + b"\0" * 4
+    body = b"Exif\0\0" + b"MM\0*" + struct.pack(">I", 8) + ifd0
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+CUT_JPEGS = {  # kept 30 % of the data, then put the end marker back
+    "colour_420": lambda: _jpeg(_textured()),
+    "colour_444": lambda: _jpeg(_textured(), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
+    "greyscale": lambda: _jpeg(_textured((240, 320))),
+    "restart_markers": lambda: _jpeg(_textured(), cv2.IMWRITE_JPEG_RST_INTERVAL, 4),
+    "progressive": lambda: _jpeg(_textured(), cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+    "exif_rotated_180": lambda: _with_orientation(_jpeg(_textured()), 3),  # the grey lands at the top
+    "exif_rotated_90": lambda: _with_orientation(_jpeg(_textured()), 6),  # ... on the left
+    "exif_rotated_270": lambda: _with_orientation(_jpeg(_textured()), 8),  # ... on the right
+}
+
+
+@pytest.mark.parametrize("name", sorted(CUT_JPEGS))
+def test_cut_jpeg_ending_with_its_end_marker(checker, tmp_path, name):
+    # The end-marker check passed a JPEG cut short that ends in FF D9 all the same; libjpeg filled
+    # the missing rows with grey (128) and the picture was scored.
+    from spoofsdk.sources import decode_image, read_image
+
+    jpeg = CUT_JPEGS[name]()
+    decode_image(jpeg)  # whole, it is a good picture
+    if name == "progressive":  # a progressive JPEG cut after its first scan is blurred, not grey: cut in it
+        cut = jpeg[: jpeg.find(b"\xff\xda") + 200] + b"\xff\xd9"
+    else:
+        cut = jpeg[: len(jpeg) * 3 // 10] + b"\xff\xd9"
+    path = tmp_path / f"{name}.jpg"
+    path.write_bytes(cut)
+    message = r"corrupt or truncated JPEG: the decoder filled the last \d+ rows with grey \(128, 128, 128\)"
+    with pytest.raises(ImageError, match=message):
+        read_image(path)
+    with pytest.raises(ImageError, match=message):
+        checker.check_face(path)
+    (frame,) = list(ImageSource(path))
+    assert frame.image is None and "truncated" in frame.error
+    # Exact grey at a picture's edge short of an MCU row is the picture's own: here 4 rows and 4
+    # columns, the content of the last, partial blocks, which decode to exactly 128.
+    edge = _textured((244, 324, 3))
+    edge[-4:], edge[:, -4:] = 128, 128
+    decoded = decode_image(_jpeg(edge, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444))
+    assert (decoded[-4:] == 128).all() and (decoded[:, -4:] == 128).all()
+
+
 def test_directory_with_no_images(tmp_path):
     from spoofsdk.sources import ImageSource
 

@@ -370,6 +370,19 @@ def test_stream_example_runs_on_a_video_file(tmp_path, nuaa_dir):
     assert "face #1" in proc.stdout
 
 
+def test_stream_example_on_a_missing_video_file_says_so_in_one_line(tmp_path):
+    # open_source was called outside the example's try: a missing file printed a traceback.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "stream.py"
+    missing_video = tmp_path / "nope.mp4"
+    proc = subprocess.run([sys.executable, str(example), str(missing_video)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"video file not found: {missing_video}"
+
+
 def test_slow_processing_still_turns_a_live_face_real(tmp_path, nuaa_dir, model):
     # Issue 12 item 2: --every 10 on 10 fps video processes a frame a second; tracks were forgotten
     # after 0.5 s, so the face stayed collecting_evidence forever.

@@ -155,6 +155,59 @@ def test_read_image_errors(tmp_path, seq):
         read_image(tmp_path)
 
 
+def _small_jpeg(path):
+    path.write_bytes(cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))[1].tobytes())
+    return path
+
+
+def test_read_image_refuses_what_is_not_a_regular_file(tmp_path):
+    # /dev/zero was read until MemoryError, a FIFO hung: only regular files are read.
+    import os
+
+    photo = _small_jpeg(tmp_path / "photo.jpg")
+    (tmp_path / "link.jpg").symlink_to(photo)  # a link to a regular file is read like the file
+    assert np.array_equal(read_image(tmp_path / "link.jpg"), read_image(photo))
+    if os.path.exists("/dev/null"):
+        (tmp_path / "null.jpg").symlink_to("/dev/null")
+        for device in ("/dev/null", tmp_path / "null.jpg"):
+            with pytest.raises(ImageError, match=r"not a regular file \(a character device\)"):
+                read_image(device)
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.jpg"
+        os.mkfifo(fifo)
+        stop = threading.Event()
+
+        def writer():  # lets a reader that opened the FIFO go on (EOF) instead of waiting forever
+            while not stop.is_set():
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                    return
+                except OSError:  # ENXIO: nobody is reading yet
+                    time.sleep(0.01)
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        try:
+            with pytest.raises(ImageError, match=r"not a regular file \(a FIFO\)"):
+                read_image(fifo)
+            (frame,) = list(ImageSource(fifo))  # in a stream: one bad frame
+            assert frame.image is None and "FIFO" in frame.error
+        finally:
+            stop.set()
+            thread.join()
+
+
+def test_read_image_refuses_a_file_over_the_size_limit(tmp_path, monkeypatch):
+    from spoofsdk import sources
+
+    photo = _small_jpeg(tmp_path / "photo.jpg")
+    monkeypatch.setattr(sources, "MAX_IMAGE_FILE_BYTES", photo.stat().st_size)
+    assert read_image(photo).shape == (48, 64, 3)
+    monkeypatch.setattr(sources, "MAX_IMAGE_FILE_BYTES", photo.stat().st_size - 1)
+    with pytest.raises(ImageError, match=f"is {photo.stat().st_size} bytes, over the limit of {photo.stat().st_size - 1} bytes"):
+        read_image(photo)
+
+
 def test_image_header_sizes_for_every_format_read():
     from spoofsdk.sources import image_header_size
 
