@@ -19,6 +19,7 @@ from spoofsdk_train.data import prepare, read_manifest
 from spoofsdk_train.evaluate import choose_threshold
 from spoofsdk_train.recipe import load_recipe
 from spoofsdk_train.synthetic import make_synthetic
+from spoofsdk_train.train import load_checkpoint
 
 PROBE = ["model.input_size=32", "model.kwargs={pretrained = false, hidden = 0, dropout = 0.0}", "train.epochs=3", "train.batch_size=16",
          "train.threads=1", "train.probe_views=2", "train.lr=0.01"]
@@ -66,6 +67,8 @@ def test_crossval_end_to_end_probe(domains, tmp_path, monkeypatch):
         fold = json.loads((tmp_path / "loso" / "folds" / r["domain"] / "fold.json").read_text())
         assert fold["held_out"] == r["domain"] and r["domain"] not in fold["train_domains"]
         assert sorted(fold["train_domains"]) == sorted({"camA", "camB", "camC", "liveonly"} - {r["domain"]})
+        # The record is what the trainer loaded (the recipe it saved beside the weights), not the fold's plan.
+        assert fold["train_manifests"] == load_checkpoint(tmp_path / "loso" / "folds" / r["domain"] / "best.pt")["recipe"]["data"]["manifests"]
         assert r["n_real"] == 12 and r["n_attack"] == 12  # every split of the held-out domain is scored
         assert 0.0 <= r["auc"] <= 1.0 and 0.0 < r["threshold"] < 1.0
         scores = np.load(tmp_path / "loso" / "folds" / r["domain"] / "held_out_scores.npz")
@@ -99,8 +102,17 @@ def test_crossval_end_to_end_probe(domains, tmp_path, monkeypatch):
     (tmp_path / "loso" / "folds" / "camB" / "fold.json").write_text('{"held_out": "ca')
     crossval(recipe, tmp_path / "loso", held_out=["camB"])
     assert json.loads((tmp_path / "loso" / "folds" / "camB" / "fold.json").read_text())["held_out"] == "camB"
-    # A retraining that fails leaves neither the old recipe's fold result nor the old table behind.
     import spoofsdk_train.train as train_mod
+
+    # A fold whose training loaded other data than its plan (here every domain, the held-out one too) is
+    # refused: no fold.json names the plan's domains for a model that saw the held-out one.
+    real_train = train_mod.train
+    every_domain = recipe.with_overrides(["train.lr=0.04"])
+    monkeypatch.setattr(train_mod, "train", lambda fold_recipe, *a, **k: real_train(every_domain, *a, **k))
+    with pytest.raises(RuntimeError, match=r"best.pt was trained on \['camA'"):
+        crossval(every_domain, tmp_path / "loso", held_out=["camA"])
+    assert not (tmp_path / "loso" / "folds" / "camA" / "fold.json").exists()
+    # A retraining that fails leaves neither the old recipe's fold result nor the old table behind.
 
     def broken(*args, **kwargs):
         raise RuntimeError("stopped")
