@@ -159,6 +159,33 @@ def test_probe_scores_equal_the_full_forward_pass(domains, tmp_path):
     assert all(not p.requires_grad for p in model.low.parameters())
 
 
+def test_probe_training_weighs_every_domain_and_class_group_the_same(domains, tmp_path, monkeypatch):
+    """train_probe fits the head with the balanced group weights (data.sampling), on every view."""
+    import spoofsdk_train.probe as probe
+    from spoofsdk_train.data import load_crops
+    from spoofsdk_train.train import train
+
+    seen = {}
+    real_fit_head = probe.fit_head
+
+    def recording_fit_head(model, stats, labels, weights, teacher, recipe):
+        seen.update(labels=labels, weights=weights)
+        return real_fit_head(model, stats, labels, weights, teacher, recipe)
+
+    monkeypatch.setattr(probe, "fit_head", recording_fit_head)
+    recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}",
+                                           "data.manifests=" + json.dumps([str(d) for d in domains])])
+    train(recipe, tmp_path / "run", progress=False)
+    # The samples are the training crops once per view, in load order (train_probe stacks view after view).
+    sets = load_crops([read_manifest(d) for d in domains], "train").sets * recipe.train.probe_views
+    groups = sorted(set(zip(sets, seen["labels"].tolist())))
+    members = {g: np.asarray([(s, l) == g for s, l in zip(sets, seen["labels"].tolist())]) for g in groups}
+    # The groups differ in size (liveonly has live crops only, and fewer), so equal weights would not balance them.
+    assert len({int(m.sum()) for m in members.values()}) > 1
+    totals = [seen["weights"][m].sum() for m in members.values()]
+    assert max(totals) == pytest.approx(min(totals), rel=1e-9)
+
+
 @pytest.mark.slow
 def test_crossval_full_mode_trains_each_fold_without_its_domain(domains, tmp_path, monkeypatch):
     recipe = load_recipe("edgenet", ["model.input_size=32", "data.epoch_size=16", "train.epochs=1", "train.batch_size=8", "train.threads=1",
