@@ -186,6 +186,41 @@ def test_probe_training_weighs_every_domain_and_class_group_the_same(domains, tm
     assert max(totals) == pytest.approx(min(totals), rel=1e-9)
 
 
+def test_style_mixed_probe_views_are_styled_after_the_folds_own_training_domains(domains, tmp_path, monkeypatch):
+    """synth.p_style_mix with probe_views > 1: a view borrows the look of another training crop, so a fold
+    must read the views it would compute in an empty cache, never those computed first for another fold
+    (styled after the domain this fold holds out)."""
+    import spoofsdk_train.probe as probe
+    from spoofsdk_train.data import load_crops
+    from spoofsdk_train.models import build_model
+
+    recipe = load_recipe("probe", PROBE + ["synth.p_style_mix=1.0"])
+    model = build_model(recipe.model.architecture, **recipe.model.kwargs)  # one trunk for every cache below
+    by_name = {read_manifest(d)["dataset"]: read_manifest(d) for d in domains}
+    without_camA = load_crops([by_name[n] for n in ("camB", "camC", "liveonly")], "train")
+    without_camB = load_crops([by_name[n] for n in ("camA", "camC", "liveonly")], "train")
+    shared = probe.ProbeCache(tmp_path / "shared", model, recipe)
+    shared.view(without_camA, 1)  # the fold holding out camA fills the cache first: camC and liveonly styled after camB too
+    read = shared.view(without_camB, 1)
+    references = []
+    real_pick_reference = probe.pick_reference
+
+    def recording_pick_reference(sets, i, rng, *args):
+        j = real_pick_reference(sets, i, rng, *args)
+        references.append(None if j is None else sets[j])
+        return j
+
+    monkeypatch.setattr(probe, "pick_reference", recording_pick_reference)
+    alone = probe.ProbeCache(tmp_path / "alone", model, recipe).view(without_camB, 1)
+    assert set(references) <= {"camA", "camC", "liveonly"} and len(references) == len(without_camB)  # styled among its own domains
+    assert np.array_equal(read["stats"], alone["stats"]) and np.array_equal(read["labels"], alone["labels"])
+    # Without style mixing a view depends on its crop alone: the folds share it (one file per crop).
+    plain = probe.ProbeCache(tmp_path / "plain", model, load_recipe("probe", PROBE))
+    plain.view(without_camA, 1)
+    plain.view(without_camB, 1)
+    assert len(list((tmp_path / "plain").rglob("*.npz"))) == len(set(without_camA.files) | set(without_camB.files))
+
+
 @pytest.mark.slow
 def test_crossval_full_mode_trains_each_fold_without_its_domain(domains, tmp_path, monkeypatch):
     recipe = load_recipe("edgenet", ["model.input_size=32", "data.epoch_size=16", "train.epochs=1", "train.batch_size=8", "train.threads=1",
