@@ -19,6 +19,7 @@ from spoofsdk_train.data import prepare, read_manifest
 from spoofsdk_train.evaluate import choose_threshold
 from spoofsdk_train.recipe import load_recipe
 from spoofsdk_train.synthetic import make_synthetic
+from spoofsdk_train.train import load_checkpoint
 
 PROBE = ["model.input_size=32", "model.kwargs={pretrained = false, hidden = 0, dropout = 0.0}", "train.epochs=3", "train.batch_size=16",
          "train.threads=1", "train.probe_views=2", "train.lr=0.01"]
@@ -66,6 +67,8 @@ def test_crossval_end_to_end_probe(domains, tmp_path, monkeypatch):
         fold = json.loads((tmp_path / "loso" / "folds" / r["domain"] / "fold.json").read_text())
         assert fold["held_out"] == r["domain"] and r["domain"] not in fold["train_domains"]
         assert sorted(fold["train_domains"]) == sorted({"camA", "camB", "camC", "liveonly"} - {r["domain"]})
+        # The record is what the trainer loaded (the recipe it saved beside the weights), not the fold's plan.
+        assert fold["train_manifests"] == load_checkpoint(tmp_path / "loso" / "folds" / r["domain"] / "best.pt")["recipe"]["data"]["manifests"]
         assert r["n_real"] == 12 and r["n_attack"] == 12  # every split of the held-out domain is scored
         assert 0.0 <= r["auc"] <= 1.0 and 0.0 < r["threshold"] < 1.0
         scores = np.load(tmp_path / "loso" / "folds" / r["domain"] / "held_out_scores.npz")
@@ -99,8 +102,17 @@ def test_crossval_end_to_end_probe(domains, tmp_path, monkeypatch):
     (tmp_path / "loso" / "folds" / "camB" / "fold.json").write_text('{"held_out": "ca')
     crossval(recipe, tmp_path / "loso", held_out=["camB"])
     assert json.loads((tmp_path / "loso" / "folds" / "camB" / "fold.json").read_text())["held_out"] == "camB"
-    # A retraining that fails leaves neither the old recipe's fold result nor the old table behind.
     import spoofsdk_train.train as train_mod
+
+    # A fold whose training loaded other data than its plan (here every domain, the held-out one too) is
+    # refused: no fold.json names the plan's domains for a model that saw the held-out one.
+    real_train = train_mod.train
+    every_domain = recipe.with_overrides(["train.lr=0.04"])
+    monkeypatch.setattr(train_mod, "train", lambda fold_recipe, *a, **k: real_train(every_domain, *a, **k))
+    with pytest.raises(RuntimeError, match=r"best.pt was trained on \['camA'"):
+        crossval(every_domain, tmp_path / "loso", held_out=["camA"])
+    assert not (tmp_path / "loso" / "folds" / "camA" / "fold.json").exists()
+    # A retraining that fails leaves neither the old recipe's fold result nor the old table behind.
 
     def broken(*args, **kwargs):
         raise RuntimeError("stopped")
@@ -145,6 +157,68 @@ def test_probe_scores_equal_the_full_forward_pass(domains, tmp_path):
     full = predict_scores(model, crops, rec)
     assert np.abs(cached - full).max() < 1e-5
     assert all(not p.requires_grad for p in model.low.parameters())
+
+
+def test_probe_training_weighs_every_domain_and_class_group_the_same(domains, tmp_path, monkeypatch):
+    """train_probe fits the head with the balanced group weights (data.sampling), on every view."""
+    import spoofsdk_train.probe as probe
+    from spoofsdk_train.data import load_crops
+    from spoofsdk_train.train import train
+
+    seen = {}
+    real_fit_head = probe.fit_head
+
+    def recording_fit_head(model, stats, labels, weights, teacher, recipe):
+        seen.update(labels=labels, weights=weights)
+        return real_fit_head(model, stats, labels, weights, teacher, recipe)
+
+    monkeypatch.setattr(probe, "fit_head", recording_fit_head)
+    recipe = load_recipe("probe", PROBE + [f"train.probe_cache={json.dumps(str(tmp_path / 'cache'))}",
+                                           "data.manifests=" + json.dumps([str(d) for d in domains])])
+    train(recipe, tmp_path / "run", progress=False)
+    # The samples are the training crops once per view, in load order (train_probe stacks view after view).
+    sets = load_crops([read_manifest(d) for d in domains], "train").sets * recipe.train.probe_views
+    groups = sorted(set(zip(sets, seen["labels"].tolist())))
+    members = {g: np.asarray([(s, l) == g for s, l in zip(sets, seen["labels"].tolist())]) for g in groups}
+    # The groups differ in size (liveonly has live crops only, and fewer), so equal weights would not balance them.
+    assert len({int(m.sum()) for m in members.values()}) > 1
+    totals = [seen["weights"][m].sum() for m in members.values()]
+    assert max(totals) == pytest.approx(min(totals), rel=1e-9)
+
+
+def test_style_mixed_probe_views_are_styled_after_the_folds_own_training_domains(domains, tmp_path, monkeypatch):
+    """synth.p_style_mix with probe_views > 1: a view borrows the look of another training crop, so a fold
+    must read the views it would compute in an empty cache, never those computed first for another fold
+    (styled after the domain this fold holds out)."""
+    import spoofsdk_train.probe as probe
+    from spoofsdk_train.data import load_crops
+    from spoofsdk_train.models import build_model
+
+    recipe = load_recipe("probe", PROBE + ["synth.p_style_mix=1.0"])
+    model = build_model(recipe.model.architecture, **recipe.model.kwargs)  # one trunk for every cache below
+    by_name = {read_manifest(d)["dataset"]: read_manifest(d) for d in domains}
+    without_camA = load_crops([by_name[n] for n in ("camB", "camC", "liveonly")], "train")
+    without_camB = load_crops([by_name[n] for n in ("camA", "camC", "liveonly")], "train")
+    shared = probe.ProbeCache(tmp_path / "shared", model, recipe)
+    shared.view(without_camA, 1)  # the fold holding out camA fills the cache first: camC and liveonly styled after camB too
+    read = shared.view(without_camB, 1)
+    references = []
+    real_pick_reference = probe.pick_reference
+
+    def recording_pick_reference(sets, i, rng, *args):
+        j = real_pick_reference(sets, i, rng, *args)
+        references.append(None if j is None else sets[j])
+        return j
+
+    monkeypatch.setattr(probe, "pick_reference", recording_pick_reference)
+    alone = probe.ProbeCache(tmp_path / "alone", model, recipe).view(without_camB, 1)
+    assert set(references) <= {"camA", "camC", "liveonly"} and len(references) == len(without_camB)  # styled among its own domains
+    assert np.array_equal(read["stats"], alone["stats"]) and np.array_equal(read["labels"], alone["labels"])
+    # Without style mixing a view depends on its crop alone: the folds share it (one file per crop).
+    plain = probe.ProbeCache(tmp_path / "plain", model, load_recipe("probe", PROBE))
+    plain.view(without_camA, 1)
+    plain.view(without_camB, 1)
+    assert len(list((tmp_path / "plain").rglob("*.npz"))) == len(set(without_camA.files) | set(without_camB.files))
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ pytest.importorskip("torch", reason="the trainer (pip install -e ./trainer, with
 import torch
 
 from conftest import train_in_two_processes
-from spoofsdk_train.data import load_crops, prepare
+from spoofsdk_train.data import CropSet, load_crops, prepare
 from spoofsdk_train.recipe import Recipe, load_recipe
 from spoofsdk_train.synthetic import make_synthetic
 from spoofsdk_train.train import BalancedSampler, TrainDataset, load_checkpoint, train
@@ -162,16 +162,59 @@ def test_checkpoints_load_weights_only(tiny_data, tmp_path):
     assert (tmp_path / "r" / "history.json").exists() and (tmp_path / "r" / "train.log").exists()
 
 
-def test_balanced_sampler_shards_and_balances(tiny_data):
+def test_balanced_sampler_shards_and_encodes_repeats(tiny_data):
     crops = load_crops([tiny_data], "train")
     full = list(BalancedSampler(crops, "balanced", 400, 1, 0, seed=1))
     s0 = list(BalancedSampler(crops, "balanced", 400, 2, 0, seed=1))
     s1 = list(BalancedSampler(crops, "balanced", 400, 2, 1, seed=1))
     assert len(s0) == len(s1) == 200
     assert sorted(s0 + s1) == sorted(full)
-    labels = crops.labels[np.asarray(full) % len(crops)]
-    assert 0.4 < labels.mean() < 0.6
     assert len(set(full)) == len(full)  # repeats are encoded, so each draw gets its own augmentation
+
+
+# Two domains of very different sizes, neither balanced: uniform draws would give the four (domain, class)
+# groups 78 %, 16 %, 1.3 % and 5.2 % of the draws, and the two classes 79 % and 21 %.
+UNEVEN_GROUPS = {("big", 1): 300, ("big", 0): 60, ("small", 1): 5, ("small", 0): 20}
+
+
+def _uneven_crops() -> CropSet:
+    """Crops of UNEVEN_GROUPS; the sampler and the probe weights read only their domains and labels."""
+    sets = [domain for (domain, _), n in UNEVEN_GROUPS.items() for _ in range(n)]
+    labels = np.asarray([label for (_, label), n in UNEVEN_GROUPS.items() for _ in range(n)], np.int64)
+    return CropSet(np.zeros((len(labels), 1, 1, 3), np.uint8), labels, sets, [f"{s}/{i}.png" for i, s in enumerate(sets)])
+
+
+# Each group's share of DRAWS independent draws at p = 1/4 has a standard deviation of
+# sqrt(0.25 * 0.75 / 20000) = 0.0031 (0.0035 for a class at p = 1/2), so 0.02 is more than five of them; the
+# seed is fixed, so the draws are the same on every run. Uniform draws miss every share by 0.09 or more.
+DRAWS, SHARE_TOLERANCE = 20000, 0.02
+
+
+def test_balanced_sampler_draws_every_domain_and_class_group_equally():
+    crops = _uneven_crops()
+    drawn = np.asarray(list(BalancedSampler(crops, "balanced", DRAWS, 1, 0, seed=3))) % len(crops)
+    assert len(drawn) == DRAWS
+    for domain, label in UNEVEN_GROUPS:
+        in_group = np.asarray([crops.sets[i] == domain and crops.labels[i] == label for i in drawn])
+        assert abs(in_group.mean() - 1 / len(UNEVEN_GROUPS)) < SHARE_TOLERANCE, (domain, label)
+    # sampling = "class": each class half the draws, whatever its domains
+    drawn = np.asarray(list(BalancedSampler(crops, "class", DRAWS, 1, 0, seed=3))) % len(crops)
+    assert abs(crops.labels[drawn].mean() - 0.5) < SHARE_TOLERANCE
+
+
+def test_probe_group_weights_give_every_domain_and_class_group_the_same_total():
+    """Probe mode weighs its samples instead of drawing them (the loss is the weighted mean over all
+    samples), so a group's share of the loss is its share of the total weight: exact, no tolerance."""
+    from spoofsdk_train.probe import group_weights
+
+    crops = _uneven_crops()
+    weights = group_weights(crops.sets, crops.labels, "balanced")
+    for domain, label in UNEVEN_GROUPS:
+        in_group = np.asarray([s == domain and l == label for s, l in zip(crops.sets, crops.labels)])
+        assert weights[in_group].sum() / weights.sum() == pytest.approx(1 / len(UNEVEN_GROUPS), rel=1e-9), (domain, label)
+    weights = group_weights(crops.sets, crops.labels, "class")
+    assert weights[crops.labels == 1].sum() / weights.sum() == pytest.approx(0.5, rel=1e-9)
+    assert np.array_equal(group_weights(crops.sets, crops.labels, "uniform"), np.ones(len(crops)))
 
 
 def test_augmented_items_are_reproducible(tiny_data):

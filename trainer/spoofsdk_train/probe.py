@@ -11,7 +11,9 @@ seconds.
 
 The cache key is the crop's file and content size, the view, the trunk's configuration and the
 parts of the recipe that shape the view images; a fold that shares crops with another reads
-them back instead of recomputing.
+them back instead of recomputing. A style-mixed view (``synth.p_style_mix`` > 0, views > 0)
+borrows the look of another training crop, so its key also holds the training domains it was
+computed among: no fold reads a view styled after a domain it holds out.
 
 The head is fitted with AdamW and a one-cycle schedule, every (domain, class) group weighing
 the same (``data.sampling = "balanced"``), on binary cross-entropy against the label, mixed
@@ -55,8 +57,8 @@ def view_images(crops: CropSet, view: int, recipe: Recipe) -> tuple[np.ndarray, 
 
     Each crop's draws depend only on (seed, view, its file name), never on which other crops are in
     the set, so every fold sees the same view of a crop. Style mixing (``synth.p_style_mix``) is the
-    exception: its reference is a crop of another domain among those computed together, so a cached
-    view keeps the reference of its first computation.
+    exception: its reference is a crop of another domain among those computed together, which is
+    why :class:`ProbeCache` keeps such views apart per set of domains.
     """
     m = recipe.model
     if view == 0:
@@ -88,10 +90,19 @@ class ProbeCache:
                    "augment": recipe.augment, "synth": recipe.synth, "seed": recipe.train.seed, "teacher": teacher is not None}
         self.key = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
-    def _path(self, file: str, view: int) -> Path:
+    def _view_dir(self, crops: CropSet, view: int) -> str:
+        """``v<view>``; for a style-mixed view also the domains of ``crops``, among which its references are
+        drawn. Without them a fold would read views computed for another fold, styled after the domain it
+        holds out. Unmixed views (and every view of recipes without style mixing) keep the plain name."""
+        if view > 0 and AttackSynthesizer(self.recipe.synth).cfg.p_style_mix > 0:
+            domains = hashlib.sha256(json.dumps(sorted(set(crops.sets))).encode()).hexdigest()[:12]
+            return f"v{view}-styled-among-{domains}"
+        return f"v{view}"
+
+    def _path(self, file: str, view_dir: str) -> Path:
         p = Path(file)
         tag = hashlib.sha256(f"{p.resolve()}:{p.stat().st_size if p.exists() else 0}".encode()).hexdigest()[:16]
-        return self.root / self.key / f"v{view}" / tag[:2] / f"{tag}.npz"
+        return self.root / self.key / view_dir / tag[:2] / f"{tag}.npz"
 
     @torch.no_grad()
     def _statistics(self, images: np.ndarray) -> np.ndarray:
@@ -105,7 +116,8 @@ class ProbeCache:
 
     def view(self, crops: CropSet, view: int) -> dict[str, np.ndarray]:
         """``stats`` (N x D float32), ``labels``, ``synthesized``, ``teacher`` (NaN where no teacher) of one view."""
-        paths = [self._path(f, view) for f in crops.files]
+        view_dir = self._view_dir(crops, view)
+        paths = [self._path(f, view_dir) for f in crops.files]
         missing = [i for i, p in enumerate(paths) if not p.exists()]
         if missing:
             t0 = time.time()
