@@ -23,7 +23,7 @@ The policy (a biometric check must not become less secure by being calibrated):
   one would give, unless ``allow_lower_threshold`` or ``allow_higher_apcer`` (then a warning says
   it is less secure).
 
-Images without a scored face (no face, refused by a quality gate, unreadable) cannot inform
+Images without a decided face (no face, refused by a quality gate, unreadable) cannot inform
 a threshold: they are skipped and counted per reason.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .errors import ImageError, ModelError, SourceError
 from .folders import class_folders
 from .metrics import error_rates, threshold_at_apcer, threshold_at_bpcer
 from .model import parse_metadata, read_metadata_props, write_metadata_props
-from .results import Reason
+from .results import UNKNOWN, Reason
 from .sources import list_images
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,9 @@ def collect_scores(
             result = FrameResult.failed(Reason.BAD_IMAGE, str(e), path=str(path))
         if on_result is not None:
             on_result(result)
-        if result.score is None:
+        # A face crop without a face found keeps its score but is unknown (no_face): no decision is made on
+        # it at run time, so it cannot inform the threshold either.
+        if result.score is None or result.label == UNKNOWN:
             skipped[str(result.reason or Reason.ERROR)] += 1
             continue
         labels.append(label)
@@ -186,7 +188,9 @@ def recalibrated_metrics(metrics_json: str | None, calibration: dict[str, Any]) 
     if not isinstance(metrics, dict):
         metrics = {}
     removed = False
-    for value in metrics.values():
+    # A calibration that kept the threshold leaves every figure true: only the calibration is added.
+    unchanged = calibration.get("threshold") == calibration.get("previous_threshold")
+    for value in ([] if unchanged else metrics.values()):
         if isinstance(value, dict):
             for key in THRESHOLD_DEPENDENT:
                 removed |= value.pop(key, None) is not None
@@ -251,6 +255,10 @@ def calibrate(
     previous = checker.model.threshold
     threshold, cap, warnings = choose_threshold(labels, scores, previous, target_apcer, target_bpcer, allow_higher_apcer,
                                                 allow_lower_threshold)
+    kept_lower = None  # the lower best threshold the policy refused, for the model's threshold_source
+    if threshold == previous and not (allow_lower_threshold or allow_higher_apcer):
+        best, _, _ = choose_threshold(labels, scores, previous, target_apcer, target_bpcer, allow_higher_apcer, True)
+        kept_lower = best if best < previous else None
     # Metadata thresholds live in (0, 1); a score at exactly 1.0 or 0.0 would push it out.
     clipped = float(np.clip(threshold, 1e-6, 1.0 - 1e-6))
     if clipped != threshold:
@@ -286,6 +294,8 @@ def calibrate(
             data = Path(source).read_bytes()
         mode = "face crops" if crops else f"frames, detector {getattr(checker.detector, 'name', type(checker.detector).__name__)}"
         goal = f"BPCER target {target_bpcer:g}" if target_bpcer is not None else "lowest BPCER, highest such threshold"
+        if kept_lower is not None:  # the policy kept the model's own threshold over a lower best one
+            goal += f" (lower {kept_lower:g} refused: below the model's own threshold)"
         note = (
             f"spoofsdk calibrate on {Path(folder).resolve().name} ({n_real} real, {n_attack} attack; {mode}): "
             f"{goal} within APCER cap {cap:.4f}: APCER {rates.apcer:.4f}, BPCER {rates.bpcer:.4f}; "

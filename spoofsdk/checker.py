@@ -36,9 +36,12 @@ __all__ = ["LivenessChecker"]
 
 log = logging.getLogger(__name__)
 
-# A face crop given to check_crop_file is refused as a full frame when the largest face found
+# A face crop given to check_face (verify=True) is refused as a full frame when the largest face found
 # covers less than this share of it. Measured with YuNet on 150 random images each: NUAA full
-# frames 3-31 %; gc535 and webcam tight crops 60-122 % (the box may exceed a tight crop).
+# frames 3-31 %; gc535 and webcam tight crops 60-122 % (the box may exceed a tight crop). That is for
+# models whose crop is the face box (crop_scale 1.0): a crop with more context around the face holds
+# a smaller face, so the share is divided by the square of the checker's largest crop_scale
+# (EdgeNet's 1.5x crops: faces cover 0.35 of them, the limit is 0.18).
 MIN_CROP_FACE_SHARE = 0.40
 
 # Tracking works on a grey copy whose longer side is at most this: template matching on it costs ~1 ms.
@@ -265,7 +268,8 @@ class LivenessChecker:
         given as a crop is never scored whole (that judges the room, not the face: a live face drops
         from 0.93 to 0.35):
 
-        - the largest face found covers less than :data:`MIN_CROP_FACE_SHARE` of the image: it is a
+        - the largest face found covers less than :attr:`min_crop_face_share` of the image
+          (:data:`MIN_CROP_FACE_SHARE` over the square of the models' largest ``crop_scale``): it is a
           full frame, refused as ``unknown`` / ``not_a_crop``, no score;
         - no face found: detectors miss some tight crops (YuNet up to a quarter of one webcam's), so
           the image is scored whole and the score kept (to measure with), but it is ``unknown`` /
@@ -282,10 +286,11 @@ class LivenessChecker:
             crop = read_image(crop, self.max_image_pixels)
         image = self._frame(crop)
         share = self.crop_face_share(image) if verify else None
-        if share is not None and share < MIN_CROP_FACE_SHARE:
+        limit = self.min_crop_face_share
+        if share is not None and share < limit:
             return FaceResult(
                 label=UNKNOWN, reason=Reason.NOT_A_CROP, threshold=self.threshold, quality={"face_share": share},
-                message=f"not a face crop: the face covers {share:.0%} of the image (a crop: over {MIN_CROP_FACE_SHARE:.0%}); "
+                message=f"not a face crop: the face covers {share:.0%} of the image (a crop: over {limit:.0%}); "
                 "check the whole image instead (spoofsdk run without --crops) to detect and crop it",
                 timings={"total": _ms(start)},
             )
@@ -303,6 +308,11 @@ class LivenessChecker:
             face.message = ("no face found in the image: scored whole as the crop it was given as (score kept), "
                             "but without a face it is neither real nor spoof")
         return face
+
+    @property
+    def min_crop_face_share(self) -> float:
+        """The share of an image the largest face must cover for :meth:`check_face` to take it as a crop."""
+        return MIN_CROP_FACE_SHARE / max(1.0, max(m.info.crop_scale for m in self.models)) ** 2
 
     def crop_face_share(self, image: np.ndarray) -> float | None:
         """Share of the image covered by the largest face the detector finds in it; None without a face."""

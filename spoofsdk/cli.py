@@ -526,7 +526,7 @@ def models(as_json) -> None:
 @_model_options
 @_providers_option
 @_detector_options
-@click.option("--crops", is_flag=True, help="The images are face crops: no detection.")
+@click.option("--crops", is_flag=True, help="The images are face crops, scored whole (as run --crops: a full frame is not_a_crop, an image without a face is skipped).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the calibrated model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @_verbose_option

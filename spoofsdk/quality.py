@@ -17,7 +17,7 @@ large the face is in the frame:
   size from its edge. Detectors without landmarks report 0.
 - ``padded``: share of the model crop filled with black padding.
 - ``face_inside``: 1 when the face itself is inside the frame (:func:`face_inside`), else 0.
-- ``face_share`` (crop mode only, set by :meth:`~spoofsdk.LivenessChecker.check_crop_file`): the
+- ``face_share`` (crop mode only, set by :meth:`~spoofsdk.LivenessChecker.check_face` with ``verify``): the
   share of the image the largest detected face covers; 0 when none was found. Not a gate.
 
 A face is *cut* when its box lies more than ``max_border_cut`` outside the frame or when a

@@ -106,7 +106,13 @@ def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
         if pos + 4 > len(data):
             raise ValueError("truncated JPEG (the file ends in its headers, before the image data)")
         if data[pos] != 0xFF:
-            raise ValueError(f"corrupt JPEG (no marker where one should start, at byte {pos} of its headers)")
+            # Stray bytes between segments: libjpeg skips to the next FF with a warning ("extraneous bytes
+            # before marker") and decodes the image, so the walk does the same.
+            nxt = data.find(b"\xff", pos)
+            if nxt < 0:
+                raise ValueError("truncated JPEG (the file ends in its headers, before the image data)")
+            pos = nxt
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
@@ -170,32 +176,47 @@ MIN_JPEG_FILL_ROWS = 8
 _JPEG_FILL = {1: (128,), 3: (128,), 4: (64, 65)}
 
 
-def _jpeg_fill_rows(image: np.ndarray, size: tuple[int, int], fills: tuple[int, ...]) -> tuple[int, int]:
+def _jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG, 1 when it has none or it cannot be read.
+
+    cv2.imdecode applies it, so it says where the decoder's last rows end up in the image it returns.
+    """
+    try:
+        for marker, pos, end in _jpeg_segments(data):
+            if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+                tiff = pos + 10
+                read = _le if data[tiff : tiff + 2] == b"II" else _be
+                ifd = tiff + read(data, tiff + 4, 4)
+                for i in range(read(data, ifd, 2)):
+                    entry = ifd + 2 + 12 * i
+                    if entry + 12 > end:
+                        break
+                    if read(data, entry, 2) == 0x0112:
+                        value = read(data, entry + 8, 2)
+                        return value if 1 <= value <= 8 else 1
+                return 1
+    except (ValueError, IndexError):
+        pass
+    return 1
+
+
+def _jpeg_fill_rows(image: np.ndarray, orientation: int, fills: tuple[int, ...]) -> tuple[int, int]:
     """How many of the decoder's last rows are exactly one of its fill colours ``fills``, and which one.
 
     ``(0, 0)`` when fewer than :data:`MIN_JPEG_FILL_ROWS`. The decoder's last rows are the image's
-    bottom unless ``cv2.imdecode`` applied an EXIF orientation: then they are the top (180 degrees,
-    flips) or the left or right columns (90 degrees), so every end the decoded size allows is looked at.
+    bottom, unless ``cv2.imdecode`` applied an EXIF ``orientation``: then they are its top (3, 4), its
+    right columns (5, 8) or its left columns (6, 7). Only that edge is looked at: a picture with a grey
+    band anywhere else holds no sign of missing data.
     """
-    width, height = size
-    h, w = image.shape[:2]
-    upright, turned = (h, w) == (height, width), (h, w) == (width, height)
-    ends = []
-    if upright or not turned:
-        ends += [image[::-1], image]
-    if turned or not upright:
-        columns = image.transpose(1, 0, 2)
-        ends += [columns[::-1], columns]
-    for band in ends:
-        value = int(band[0, 0, 0])
-        # The first MIN_JPEG_FILL_ROWS rows of each end decide, so a photo costs a few rows' compare;
-        # only a band that passes is measured.
-        if value not in fills or not (band[:MIN_JPEG_FILL_ROWS] == value).all():
-            continue
-        rows = (band == value).reshape(band.shape[0], -1).all(axis=1)
-        run = len(rows) if rows.all() else int(rows.argmin())
-        return run, value
-    return 0, 0
+    columns = image.transpose(1, 0, 2)
+    band = {3: image, 4: image, 5: columns[::-1], 8: columns[::-1], 6: columns, 7: columns}.get(orientation, image[::-1])
+    value = int(band[0, 0, 0])
+    # The first MIN_JPEG_FILL_ROWS rows decide, so a photo costs a few rows' compare; only a band that
+    # passes is measured.
+    if value not in fills or not (band[:MIN_JPEG_FILL_ROWS] == value).all():
+        return 0, 0
+    rows = (band == value).reshape(band.shape[0], -1).all(axis=1)
+    return (len(rows) if rows.all() else int(rows.argmin())), value
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -301,7 +322,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFA
         # with flat grey and only prints a warning. A photo practically never has a band of exactly
         # that grey, pixel for pixel and an MCU row deep, where the decoder's output ends; a picture
         # that does (flat 128 grey, grey padding) is refused too, the price of never scoring a cut one.
-        rows, value = _jpeg_fill_rows(image, size, _JPEG_FILL.get(components or 3, (128,)))
+        rows, value = _jpeg_fill_rows(image, _jpeg_orientation(data), _JPEG_FILL.get(components or 3, (128,)))
         if rows:
             raise ImageError(
                 f"{name} is a corrupt or truncated JPEG: the decoder filled the last {rows} rows with grey "
@@ -332,7 +353,16 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         with open(fd, "rb", buffering=0) as f:
             size = _check_image_file(p, os.fstat(fd))
-            data = f.read(size + 1)  # one byte more than announced tells a file that grows
+            # A raw read may return fewer bytes than asked (some network and FUSE file systems):
+            # read until end of file, one byte more than announced telling a file that grows.
+            chunks, got = [], 0
+            while got <= size:
+                chunk = f.read(size + 1 - got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            data = b"".join(chunks)
     except OSError as e:
         raise ImageError(f"cannot read {p}: {e}") from e
     except MemoryError as e:

@@ -11,10 +11,10 @@ turns its per-frame scores into a decision:
   threshold plus a margin;
 - once ``real``, the track stays real until the EMA falls below the threshold minus the
   margin (hysteresis: no flicker around the threshold), or a frame scores below the threshold,
-  or none of its last ``min_frames`` scored frames reached the threshold plus the margin: the
-  hysteresis bridges a dip, never a face whose own frames no longer earn ``real`` (a photo held
-  up in place of a live face, scoring just above the threshold, would otherwise ride on the live
-  face's history);
+  or no frame has reached the threshold plus the margin for ``min_frames`` scored frames *and*
+  ``min_seconds`` (the evidence it took to earn ``real``): the hysteresis bridges a dip, never a
+  face whose own frames no longer earn ``real`` (a photo held up in place of a live face, scoring
+  just above the threshold, would otherwise ride on the live face's history);
 - a frame refused by a quality gate (``unknown``) is not evidence: it neither adds to the
   streak nor moves the EMA, and that frame is reported as ``unknown`` with the gate's reason;
 - a score below the threshold resets the streak, so the evidence must be consistent;
@@ -106,6 +106,8 @@ class FaceTrack:
     streak_start: float | None = None
     since_on: int | None = None
     """Scored frames since the last one at or above the ``real`` level (0: this one); None: none yet."""
+    last_on_t: float | None = None
+    """Time of that frame."""
     template: np.ndarray | None = field(default=None, repr=False)
     """Grey patch of the face on the small tracking frame, for :func:`follow_box`."""
 
@@ -124,7 +126,7 @@ class FaceTrack:
         The EMA and the streak stay (they hold low scores too), but the last frame at the ``real``
         level was before the gap: ``real`` needs a new one.
         """
-        self.since_on = None
+        self.since_on = self.last_on_t = None
         if self.state == REAL:
             self.state = UNKNOWN
 
@@ -145,11 +147,17 @@ class FaceTrack:
             self.streak, self.streak_start = 0, None
         on = min(threshold + config.margin, (threshold + 1.0) / 2.0)
         off = max(threshold - config.margin, threshold / 2.0)
-        self.since_on = 0 if score >= on else (None if self.since_on is None else self.since_on + 1)
+        if score >= on:
+            self.since_on, self.last_on_t = 0, t
+        elif self.since_on is not None:
+            self.since_on += 1
         # The face's own recent frames must reach the `real` level now and then: the EMA alone would
         # let a photo swapped in for a live face, scoring between the threshold and that level, ride
-        # on the live face's history for as long as it stays there.
-        recent = self.since_on is not None and self.since_on < config.min_frames
+        # on the live face's history for as long as it stays there. "Recent" spans the evidence that
+        # earns `real` (min_frames and min_seconds), so a live face's short dip does not flicker.
+        recent = self.since_on is not None and (
+            self.since_on < config.min_frames or (self.last_on_t is not None and t - self.last_on_t < config.min_seconds)
+        )
         if self.state == REAL:
             # Hysteresis keeps a live face from flickering on EMA noise, but a frame whose own
             # score is below the threshold is never reported real: the face may have been swapped
@@ -176,7 +184,8 @@ class FaceTrack:
                 message = (f"collecting evidence: {self.streak}/{config.min_frames} frames, "
                            f"{span:.2f}/{config.min_seconds:.2f} s above threshold")
             elif not recent:
-                message = f"collecting evidence: none of the last {config.min_frames} frames scored {on:.3f} or more"
+                message = (f"collecting evidence: no frame scored {on:.3f} or more in the last {config.min_frames} frames "
+                           f"and {config.min_seconds:.2f} s")
             else:
                 message = f"collecting evidence: smoothed score {self.ema:.3f}, {on:.3f} needed"
             return UNKNOWN, Reason.COLLECTING_EVIDENCE, message
@@ -192,7 +201,7 @@ class IoUTracker:
         self._next_id = 1
         self._intervals: deque[float] = deque(maxlen=INTERVAL_WINDOW)
         self._last_frame_t: float | None = None
-        self._previous_frame_t: float | None = None
+        self._last_update_t: float | None = None
         self.slow_source_warned = False
 
     def reset(self) -> None:
@@ -200,7 +209,7 @@ class IoUTracker:
         self._next_id = 1
         self._intervals.clear()
         self._last_frame_t = None
-        self._previous_frame_t = None
+        self._last_update_t = None
         self.slow_source_warned = False
 
     @property
@@ -229,10 +238,9 @@ class IoUTracker:
                             t, self._last_frame_t)
             self.tracks.clear()
             self._intervals.clear()
-            self._previous_frame_t = None
+            self._last_update_t = None
         if self._last_frame_t is not None and t > self._last_frame_t:
             self._intervals.append(t - self._last_frame_t)
-            self._previous_frame_t = self._last_frame_t
         self._last_frame_t = t
         interval = self.frame_interval
         if interval is not None and interval > self.config.forget_after and not self.slow_source_warned:
@@ -263,6 +271,11 @@ class IoUTracker:
     def update(self, boxes: Sequence[Box], t: float) -> list[FaceTrack]:
         """Assign each box to a track (continuing one or starting a new one); return them in the order of ``boxes``."""
         self.forget(t)
+        # A track matched now but not at the previous update was missed in between (frames between two
+        # updates are followed by template matching only while every track is found, which updates
+        # last_seen): see FaceTrack.resume_after_gap.
+        missed_before = self._last_update_t if self._last_update_t is not None and self._last_update_t < t else None
+        self._last_update_t = t
         pairs = sorted(
             ((iou(tr.box, b), ti, bi) for ti, tr in enumerate(self.tracks) for bi, b in enumerate(boxes)),
             reverse=True,
@@ -285,8 +298,8 @@ class IoUTracker:
                 self._next_id += 1
                 self.tracks.append(track)
             else:
-                if self._previous_frame_t is not None and track.last_seen < self._previous_frame_t:
-                    track.resume_after_gap()  # missed on the frame(s) between: see FaceTrack.resume_after_gap
+                if missed_before is not None and track.last_seen < missed_before:
+                    track.resume_after_gap()
                 track.box = tuple(box)  # type: ignore[assignment]
                 track.last_seen = t
                 track.hits += 1

@@ -91,3 +91,29 @@ def test_nuaa_subject_0009_with_the_default_model_is_not_made_less_secure(tmp_pa
     metrics = written.info.metrics
     assert metrics["calibration"]["threshold"] == pytest.approx(data["threshold"])
     assert all("apcer" not in v for k, v in metrics.items() if isinstance(v, dict) and k != "calibration")
+
+
+
+def test_a_kept_threshold_keeps_the_model_figures_and_says_why(tmp_path, monkeypatch):
+    """When the policy keeps the model's threshold over a lower best one (0.80 here, below the model's 0.9),
+    every figure the model carries still holds (same threshold): none is removed, and threshold_source
+    names the refused lower threshold. A review found the figures stripped and the source claiming a new
+    operating point."""
+    from collections import Counter
+
+    import spoofsdk.calibrate as calibration
+
+    monkeypatch.setattr(calibration, "collect_scores", lambda *a, **k: (LABELS, SCORES, Counter()))
+    (tmp_path / "cal").mkdir()
+    figures = {"gc535": {"n": 10, "auc": 0.9, "apcer": 0.1, "bpcer": 0.2, "acer": 0.15, "accuracy": 0.85}}
+    model = build_tiny_model(metadata={"threshold": "0.9", "metrics": json.dumps(figures)})
+    kept = calibrate(tmp_path / "cal", model=model, out=tmp_path / "kept.onnx")
+    assert kept.threshold == pytest.approx(0.9) and kept.direction == "unchanged"
+    written = load_model(tmp_path / "kept.onnx")
+    assert written.info.metrics["gc535"] == figures["gc535"] and "threshold_dependent_removed" not in written.info.metrics
+    assert written.info.metrics["calibration"]["threshold"] == pytest.approx(0.9)
+    assert "lower 0.8 refused" in written.info.extra["threshold_source"]
+    # asked for: the lower threshold, and the figures that held only at 0.9 go
+    lower = calibrate(tmp_path / "cal", model=model, out=tmp_path / "lower.onnx", allow_lower_threshold=True)
+    assert lower.threshold == pytest.approx(0.8) and lower.direction == "LESS secure"
+    assert "apcer" not in load_model(tmp_path / "lower.onnx").info.metrics["gc535"]

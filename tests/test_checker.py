@@ -106,10 +106,16 @@ def test_check_face_refuses_a_full_frame(nuaa_dir):
     """check_face on a whole camera frame (a face covering a few % of it) would judge the room: a review
     found 22 of 31 NUAA attack frames called real that way. It is refused as not_a_crop, no score."""
     frame = cv2.imread(str(sample_files(nuaa_dir / "attack" / "0008", 1)[0]))
-    checker = LivenessChecker(build_tiny_model(), threshold=1e-6)  # every score would be real
+    # crop_scale 1.0 (the default model's): a crop is the face box, which covers 40 % of it or more
+    checker = LivenessChecker(build_tiny_model(metadata={"crop_scale": "1.0"}), threshold=1e-6)  # every score would be real
     face = checker.check_face(frame)
     assert (face.label, face.reason, face.score) == (UNKNOWN, Reason.NOT_A_CROP, None)
     assert 0 < face.quality["face_share"] < 0.4 and "not a face crop" in face.message
+    # a model whose crops hold context (crop_scale 1.5) takes a smaller face share as a crop: 0.40 / 1.5^2
+    wide = LivenessChecker(build_tiny_model(), threshold=1e-6)
+    assert wide.min_crop_face_share == pytest.approx(0.40 / 1.5**2)
+    crop = wide.model.crop_face(frame, wide.check(frame).faces[0].box)
+    assert wide.check_face(crop.image).reason != Reason.NOT_A_CROP  # its own crop of this frame
 
 
 class CountingDetector:

@@ -246,3 +246,32 @@ def test_stream_urls_go_to_the_stream_source(monkeypatch):
     assert frame.image.shape == (4, 4, 3)
     source.close()
     assert isinstance(sources.open_source(camera="rtsp://cam.local/stream"), sources.StreamSource)
+
+
+def test_read_image_reads_a_file_whose_reads_come_back_short(tmp_path, monkeypatch):
+    """A raw read may return fewer bytes than asked (network and FUSE file systems): a single read
+    refused a whole JPEG as truncated (a review, with reads capped at 64 KiB)."""
+    import builtins
+
+    import spoofsdk.sources as sources
+
+    image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert path.stat().st_size > 3 * 4096
+
+    class ShortReads:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n=-1):
+            return self.f.read(min(n, 4096) if n >= 0 else 4096)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(sources, "open", lambda *a, **k: ShortReads(builtins.open(*a, **k)), raising=False)
+    assert np.array_equal(sources.read_image(path), cv2.imread(str(path)))

@@ -65,10 +65,10 @@ def test_hysteresis_holds_real_on_ema_noise_but_never_on_a_low_frame():
     # real) without dropping the track: hysteresis, no flicker, for a dip of up to min_frames - 1
     # frames; one frame back at the bar bridges the next dip
     assert _run(track, [0.52] * 4 + [0.9] + [0.52] * 4) == [REAL] * 9 and track.ema < 0.55
-    # ...but min_frames frames in a row below the bar are no longer evidence of a live face: the
-    # track reads unknown (not spoof: no frame fell below the threshold) until a frame earns it again
+    # ...but min_frames frames (and min_seconds) in a row below the bar are no longer evidence of a live
+    # face: the track reads unknown (not spoof: no frame fell below the threshold) until a frame earns it again
     label, reason, message = track.observe(0.52, track.last_seen + 0.1, 0.5, SmoothingConfig(min_frames=5, min_seconds=0.3))
-    assert (label, reason) == (UNKNOWN, Reason.COLLECTING_EVIDENCE) and "last 5 frames" in message
+    assert (label, reason) == (UNKNOWN, Reason.COLLECTING_EVIDENCE) and "last 5 frames and 0.30 s" in message
     track.last_seen += 0.1
     assert _run(track, [0.52] * 3) == [UNKNOWN] * 3
     assert _run(track, [0.9]) == [REAL]  # the streak above the threshold never broke
@@ -87,15 +87,26 @@ def test_a_photo_swapped_in_for_a_live_face_does_not_inherit_real():
     threshold and the bar to turn real (the default model's threshold 0.4456; a NUAA print of
     subject 0014 scores 0.463) is held up in the same box. The EMA decays slowly from the live
     face's scores, so hysteresis alone called the photo real for as long as it stayed there. Now
-    it can ride for at most min_frames - 1 frames, then reads unknown, and never earns real itself."""
-    config = SmoothingConfig(min_frames=5, min_seconds=0.3)
+    it can ride only as long as the evidence that earns real (min_frames and min_seconds: 7 frames at
+    30 fps with 0.25 s), then reads unknown, and never earns real itself."""
+    config = SmoothingConfig(min_frames=5, min_seconds=0.25)
     track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
     assert _run(track, [0.8] * 20, dt=1 / 30, thr=0.4456, config=config)[-1] == REAL
     photo = _run(track, [0.463] * 60, dt=1 / 30, thr=0.4456, config=config)
-    assert photo[:4] == [REAL] * 4 and photo[4:] == [UNKNOWN] * 56
+    assert photo[:7] == [REAL] * 7 and photo[7:] == [UNKNOWN] * 53
     # the same photo from the start of a track: never real
     fresh = FaceTrack(2, (0, 0, 10, 10), 0.0, 0.0)
     assert REAL not in _run(fresh, [0.463] * 60, dt=1 / 30, thr=0.4456, config=config)
+
+
+def test_a_dip_shorter_than_min_seconds_does_not_demote_a_live_face_on_a_fast_source():
+    """The lapse needs min_frames AND min_seconds without a frame at the bar: at 60 fps, 10 frames in the band
+    (0.17 s) are bridged; 0.3 s of them are not."""
+    config = SmoothingConfig(min_frames=5, min_seconds=0.3)
+    track = FaceTrack(1, (0, 0, 10, 10), 0.0, 0.0)
+    assert _run(track, [0.9] * 30, dt=1 / 60, config=config)[-1] == REAL
+    assert _run(track, [0.52] * 10 + [0.9], dt=1 / 60, config=config) == [REAL] * 11
+    assert _run(track, [0.52] * 24, dt=1 / 60, config=config)[-1] == UNKNOWN
 
 
 def test_a_face_found_again_after_a_missed_frame_needs_a_frame_at_the_bar():
@@ -105,11 +116,12 @@ def test_a_face_found_again_after_a_missed_frame_needs_a_frame_at_the_bar():
     config = SmoothingConfig(min_frames=5, min_seconds=0.3)
     box = (100.0, 100.0, 80.0, 80.0)
 
-    def run(after_gap):
+    def run(after_gap, tick=True):
         tracker, labels = IoUTracker(config), []
         for i in range(30):
             t = i / 30
-            tracker.tick(t)
+            if tick:
+                tracker.tick(t)
             if 20 <= i < 26:
                 tracker.update([], t)  # no face for 0.2 s (inside the 0.5 s gap: the track is kept)
                 continue
@@ -121,6 +133,7 @@ def test_a_face_found_again_after_a_missed_frame_needs_a_frame_at_the_bar():
     labels = run(after_gap=0.463)
     assert labels[19] == REAL and labels[20:] == [UNKNOWN] * 4
     assert run(after_gap=0.8)[20:] == [REAL] * 4
+    assert run(after_gap=0.463, tick=False)[20:] == [UNKNOWN] * 4  # update() alone sees the gap
 
 def test_low_frame_after_real_is_not_real_in_a_stream(tiny_model_path):
     """Through the checker: a live face scored real, then a frame scored below the threshold in
