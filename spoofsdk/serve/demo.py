@@ -3,8 +3,10 @@
 The page (``demo/index.html``, ``demo/app.js``, ``demo/pipeline.js``) detects faces with
 YuNet and scores them with the spoofsdk model, both through onnxruntime-web (WebAssembly),
 on the visitor's webcam. :mod:`spoofsdk.serve.demo/pipeline.js` mirrors the runtime's
-preprocessing (:func:`spoofsdk.crop.crop_face`, :func:`spoofsdk.crop.to_tensor`) and refuses a
-model whose crop policy or output kind it does not implement.
+preprocessing (:func:`spoofsdk.crop.crop_face`, :func:`spoofsdk.crop.to_tensor`), its quality
+gates (:func:`spoofsdk.quality.measure`, :func:`spoofsdk.quality.assess`) and its stream-mode
+decision over frames (:class:`spoofsdk.track.FaceTrack`), and refuses a model whose crop policy or
+output kind it does not implement.
 
 What the page needs besides its own files:
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from ..detect import YUNET_ENV
 from ..errors import SpoofSDKError
 from ..model import ASSETS_DIR, DEFAULT_MODEL, EMBEDDED_MODELS, SpoofModel
 from ..quality import QualityConfig
+from ..track import SmoothingConfig
 
 __all__ = ["DemoError", "ORT_FILES", "ORT_ENV", "find_ort_dir", "find_yunet", "demo_config", "demo_files", "build_demo"]
 
@@ -88,12 +92,14 @@ def demo_config(model: SpoofModel) -> dict[str, Any]:
         raise DemoError(f"the in-browser demo does not implement crop_policy {policy!r} of {model.source} (it implements: {', '.join(CROP_POLICIES)})")
     if model.info.output not in OUTPUTS:
         raise DemoError(f"the in-browser demo does not implement output {model.info.output!r} of {model.source} (it implements: {', '.join(OUTPUTS)})")
-    gates = QualityConfig()
     return {
         "model": {**{k: v for k, v in props.items() if k not in ("metrics", "training_data", "quantization")}, "crop_policy": policy},
         "sha256": model.sha256,
-        # The gates a visitor can act on, as the runtime applies them (see pipeline.js judge()).
-        "quality": {"min_face_px": gates.min_face_px, "max_border_cut": getattr(gates, "max_border_cut", None), "max_padded": gates.max_padded},
+        # Every gate of the runtime (size, border, exposure, blur; pipeline.js assessFace()) and its
+        # stream-mode decision over frames (pipeline.js FaceTrack): the page labels a face as the
+        # runtime would, and never `real` on one frame.
+        "quality": QualityConfig().to_dict(),
+        "smoothing": asdict(SmoothingConfig()),
         "detector": DETECTOR,
     }
 

@@ -1,4 +1,5 @@
-// The demo page: webcam -> pipeline.js (YuNet, the runtime's crop, the model) -> label.
+// The demo page: webcam -> pipeline.js (YuNet, the runtime's crop and quality gates, the model,
+// the runtime's decision over frames) -> label.
 import { Pipeline } from "./pipeline.js";
 
 const $ = (id) => document.getElementById(id);
@@ -42,6 +43,8 @@ function show(faces) {
     $("message").textContent = "look at the camera";
     return;
   }
+  // The label is the face track's decision (real only after several consistent frames); the score
+  // is this frame's P(live), none when a quality gate refused the frame (the message says why).
   label.textContent = top.score === null ? top.label : `${top.label} ${top.score.toFixed(3)}`;
   label.className = top.label;
   $("message").textContent = top.message;
@@ -55,11 +58,9 @@ async function main() {
   ort.env.wasm.wasmPaths = new URL("./", location.href).href;
   const pipeline = await Pipeline.load(ort);
   state.pipeline = pipeline;
-  // For tests and the curious: the same steps on any image URL.
-  state.scoreImage = async (url, box) => {
-    const image = await loadImage(url);
-    return pipeline.judge(image, box);
-  };
+  // For tests and the curious: one frame's gates and score on any image URL (evidence, no label:
+  // the camera loop's tracks decide), and detection.
+  state.scoreImage = async (url, box) => pipeline.scoreFace(await loadImage(url), box);
   state.detectImage = async (url) => pipeline.detect(await loadImage(url));
   $("model").textContent = `model ${pipeline.cfg.name} (${pipeline.config.model.precision}, ${pipeline.cfg.size} px, threshold ${pipeline.cfg.threshold.toFixed(3)})`;
   state.ready = true;
@@ -73,7 +74,7 @@ async function main() {
     if (video.videoWidth) {
       const started = performance.now();
       const image = pixels(video, video.videoWidth, video.videoHeight);
-      const faces = await pipeline.check(image);
+      const faces = await pipeline.check(image, started / 1000);
       state.frames += 1;
       state.faces = faces;
       draw(faces, image.width, image.height);

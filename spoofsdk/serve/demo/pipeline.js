@@ -1,8 +1,14 @@
-// The in-browser demo's pipeline: YuNet face detection, the runtime's face crop, the model.
+// The in-browser demo's pipeline: YuNet face detection, the runtime's face crop, quality gates,
+// the model, and the runtime's decision over frames.
 //
 // Mirrors spoofsdk/crop.py (crop_region, crop_face, resize_square, to_tensor) and
 // spoofsdk/detect.py (YuNetDetector on a copy downscaled to 320 px) so that a face scores the
-// same here as in Python (tests/test_serve_browser.py checks |delta| <= 1e-3 on NUAA frames).
+// same here as in Python (tests/test_serve_browser.py checks |delta| <= 1e-3 on NUAA frames);
+// spoofsdk/quality.py (measure, assess) so that a face the runtime refuses (dark, overexposed,
+// blurred, small, cut by the border) is `unknown` here with the same reason; and spoofsdk/track.py
+// (FaceTrack, IoUTracker) so that, as in the runtime's stream mode, a face is `real` only after
+// consistent evidence over several frames, never on one (tests/test_serve_pipeline_js.py compares
+// all three with the runtime in Node).
 // Images are {data, width, height, channels} with data a Uint8Array/Uint8ClampedArray in RGB
 // (channels 3) or RGBA (channels 4, as canvas ImageData gives it); the alpha channel is ignored.
 // No DOM here: the page (app.js) and the tests call these functions.
@@ -52,7 +58,7 @@ function saturate(x) {
   return r < 0 ? 0 : r > 255 ? 255 : r;
 }
 
-// --- resizing, as cv2.resize does it for 8-bit 3-channel images ---------------------------------
+// --- resizing, as cv2.resize does it for 8-bit 3-channel images (and grey: measureFace) ---------
 
 // INTER_AREA's source-cell table (OpenCV's computeResizeAreaTab).
 function areaTable(ssize, dsize, scale) {
@@ -96,11 +102,14 @@ function resizeArea(get, sw, sh, dw, dh) {
   }
   const xt = areaTable(sw, dw, sx);
   const yt = areaTable(sh, dh, sy);
-  const row = new Float64Array(dw * 3);
-  const acc = new Float64Array(dw * 3);
+  // OpenCV sums in float (ResizeArea_Invoker's WT for 8-bit): every product and sum is rounded to
+  // float here too (Math.fround), or a level near a half would round the other way now and then.
+  const f = Math.fround;
+  const row = new Float32Array(dw * 3);
+  const acc = new Float32Array(dw * 3);
   let current = yt.length ? yt[0][0] : 0;
   const flush = (dy) => {
-    for (let k = 0; k < dw * 3; k++) out[dy * dw * 3 + k] = saturate(Math.fround(acc[k]));
+    for (let k = 0; k < dw * 3; k++) out[dy * dw * 3 + k] = saturate(acc[k]);
     acc.fill(0);
   };
   for (const [dy, syy, beta] of yt) {
@@ -110,16 +119,19 @@ function resizeArea(get, sw, sh, dw, dh) {
     }
     row.fill(0);
     for (const [dx, sxx, alpha] of xt) {
-      for (let c = 0; c < 3; c++) row[dx * 3 + c] += alpha * get(sxx, syy, c);
+      for (let c = 0; c < 3; c++) row[dx * 3 + c] = f(row[dx * 3 + c] + f(alpha * get(sxx, syy, c)));
     }
-    for (let k = 0; k < dw * 3; k++) acc[k] += beta * row[k];
+    for (let k = 0; k < dw * 3; k++) acc[k] = f(acc[k] + f(beta * row[k]));
   }
   flush(current);
   return out;
 }
 
-// INTER_LINEAR with OpenCV's 11-bit fixed-point coefficients (enlarging).
-function linearCoefs(ssize, dsize) {
+// INTER_LINEAR with OpenCV's 11-bit fixed-point coefficients (enlarging; measureFace also shrinks one side with it).
+// Past the edge, OpenCV clamps a column's weights (the edge pixel alone) but only a row's index:
+// the top and bottom rows keep their two weights, both on the edge row, which need not add up to
+// 2048 once rounded (cv::resize computes yofs/beta without the clamp its xofs/alpha get).
+function linearCoefs(ssize, dsize, clampWeights) {
   const scale = ssize / dsize;
   const idx = new Int32Array(dsize * 2);
   const coef = new Int32Array(dsize * 2);
@@ -127,10 +139,12 @@ function linearCoefs(ssize, dsize) {
     let f = Math.fround((d + 0.5) * scale - 0.5);
     let s = Math.floor(f);
     f = Math.fround(f - s);
-    if (s < 0) { f = 0; s = 0; }
-    if (s >= ssize - 1) { f = 0; s = ssize - 1; }
-    idx[2 * d] = s;
-    idx[2 * d + 1] = Math.min(s + 1, ssize - 1);
+    if (clampWeights) {
+      if (s < 0) { f = 0; s = 0; }
+      if (s >= ssize - 1) { f = 0; s = ssize - 1; }
+    }
+    idx[2 * d] = Math.min(Math.max(s, 0), ssize - 1);
+    idx[2 * d + 1] = Math.min(Math.max(s + 1, 0), ssize - 1);
     // Each weight rounded on its own (they need not add up to 2048), as OpenCV does.
     coef[2 * d] = pyRound(Math.fround(1 - f) * 2048);
     coef[2 * d + 1] = pyRound(f * 2048);
@@ -140,8 +154,8 @@ function linearCoefs(ssize, dsize) {
 
 function resizeLinear(get, sw, sh, dw, dh) {
   const out = new Uint8Array(dw * dh * 3);
-  const [xi, xc] = linearCoefs(sw, dw);
-  const [yi, yc] = linearCoefs(sh, dh);
+  const [xi, xc] = linearCoefs(sw, dw, true);
+  const [yi, yc] = linearCoefs(sh, dh, false);
   for (let y = 0; y < dh; y++) {
     for (let x = 0; x < dw; x++) {
       for (let c = 0; c < 3; c++) {
@@ -304,7 +318,8 @@ export function yunetInput(image, det) {
   return { tensor, factor: w / image.width, width: w, height: h };
 }
 
-// Decode YuNet's outputs (cls/obj/bbox/kps per stride), threshold, NMS; boxes in frame pixels.
+// Decode YuNet's outputs (cls/obj/bbox/kps per stride), threshold, NMS; boxes and the 5 landmarks
+// (eyes, nose tip, mouth corners; the border gate uses them) in frame pixels.
 export function yunetDecode(outputs, det, factor, padW, padH) {
   const faces = [];
   for (const stride of [8, 16, 32]) {
@@ -314,6 +329,7 @@ export function yunetDecode(outputs, det, factor, padW, padH) {
     const cls = outputs[`cls_${stride}`].data;
     const obj = outputs[`obj_${stride}`].data;
     const bbox = outputs[`bbox_${stride}`].data;
+    const kps = outputs[`kps_${stride}`] ? outputs[`kps_${stride}`].data : null;
     for (let r = 0; r < usedRows; r++) {
       for (let c = 0; c < usedCols; c++) {
         const idx = r * cols + c;
@@ -323,7 +339,9 @@ export function yunetDecode(outputs, det, factor, padW, padH) {
         const cy = (r + bbox[idx * 4 + 1]) * stride;
         const w = Math.exp(bbox[idx * 4 + 2]) * stride;
         const h = Math.exp(bbox[idx * 4 + 3]) * stride;
-        faces.push({ box: [cx - w / 2, cy - h / 2, w, h], score });
+        const landmarks = [];
+        for (let n = 0; kps && n < 5; n++) landmarks.push([(c + kps[idx * 10 + 2 * n]) * stride, (r + kps[idx * 10 + 2 * n + 1]) * stride]);
+        faces.push({ box: [cx - w / 2, cy - h / 2, w, h], score, landmarks: kps ? landmarks : null });
       }
     }
   }
@@ -334,12 +352,317 @@ export function yunetDecode(outputs, det, factor, padW, padH) {
     if (kept.every((k) => iou(k.box, f.box) <= det.nms_threshold)) kept.push(f);
   }
   return kept
-    .map((f) => ({ box: f.box.map((v) => v / factor), score: f.score }))
+    .map((f) => ({ box: f.box.map((v) => v / factor), score: f.score, landmarks: f.landmarks && f.landmarks.map((p) => p.map((v) => v / factor)) }))
     .filter((f) => f.box[2] > 1 && f.box[3] > 1)
     .sort((a, b) => b.box[2] * b.box[3] - a.box[2] * a.box[3]);
 }
 
+// --- quality gates (spoofsdk/quality.py) --------------------------------------------------------
+//
+// A model's score on a dark, overexposed, blurred, tiny or half-visible face is noise, and noise
+// must not become `real`: such a face is `unknown` with the gate's reason, as in the runtime. The
+// figures are the runtime's own (measure()), on the same region (the face box, not the model crop),
+// with the same steps (BGR->grey, resize to MEASURE_SIDE, Laplacian), so that a frame the runtime
+// refuses is refused here for the same reason (tests/test_serve_pipeline_js.py compares them).
+
+// QualityConfig's and SmoothingConfig's defaults. config.json carries the runtime's values
+// (spoofsdk/serve/demo.py writes them); these only fill in keys an older config.json lacks, so a
+// missing key never switches a gate off. null in config.json switches a gate off, as None does.
+export const QUALITY_DEFAULTS = {
+  min_face_px: 64, min_sharpness: 15.0, min_brightness: 40.0, max_brightness: 220.0,
+  max_clipped: 0.5, max_border_cut: 0.1, max_landmarks_outside: 0, max_padded: 0.3,
+};
+export const SMOOTHING_DEFAULTS = {
+  alpha: 0.4, margin: 0.05, min_frames: 5, min_seconds: 0.3, forget_after: 0.5, gap_frames: 3.0, iou_threshold: 0.3,
+};
+export const MEASURE_SIDE = 96; // quality.MEASURE_SIDE: sharpness must not depend on the face's size in the frame
+export const LANDMARK_MARGIN = 0.03; // quality.LANDMARK_MARGIN: YuNet squeezes a half face's landmarks against the edge
+export const CLIP_LEVEL = 250; // quality.CLIP_LEVEL: a grey level at or above it counts as saturated
+
+// cv2.cvtColor(BGR2GRAY) for 8-bit: OpenCV's 15-bit fixed point (0.299 R + 0.587 G + 0.114 B, the
+// blue weight rounded down so the three add up to 1). Equal to OpenCV on all 2^24 colours.
+function greyLevel(r, g, b) {
+  return (r * 9798 + g * 19235 + b * 3735 + 16384) >> 15;
+}
+
+function borderCut(width, height, box) {
+  const [x, y, w, h] = box;
+  const iw = Math.max(0, Math.min(x + w, width) - Math.max(x, 0));
+  const ih = Math.max(0, Math.min(y + h, height) - Math.max(y, 0));
+  return w > 0 && h > 0 ? 1 - (iw * ih) / (w * h) : 1;
+}
+
+function landmarksOutside(width, height, box, landmarks) {
+  if (!landmarks || !landmarks.length) return 0; // no landmarks (a box given by hand): as the runtime, 0
+  const margin = LANDMARK_MARGIN * Math.max(box[2], box[3]);
+  return landmarks.filter(([x, y]) => !(margin <= x && x < width - margin && margin <= y && y < height - margin)).length;
+}
+
+// quality.measure(): the figures of the face `box` (x, y, w, h) in `image`. `padded` and
+// `face_inside` are added by scoreFace once the model crop is known, as the runtime does.
+export function measureFace(image, box, landmarks = null) {
+  const { width, height } = image;
+  const [x, y, w, h] = box;
+  const x0 = Math.max(pyRound(x), 0);
+  const y0 = Math.max(pyRound(y), 0);
+  const x1 = Math.min(pyRound(x + w), width);
+  const y1 = Math.min(pyRound(y + h), height);
+  const figures = {
+    face_px: Math.min(w, h),
+    border_cut: borderCut(width, height, box),
+    landmarks_outside: landmarksOutside(width, height, box, landmarks),
+    padded: 0,
+  };
+  const pw = x1 - x0;
+  const ph = y1 - y0;
+  if (pw <= 0 || ph <= 0) return Object.assign(figures, { sharpness: 0, brightness: 0, clipped: 0 });
+  // The face patch in grey, then resized to MEASURE_SIDE square as the runtime does: area when
+  // both sides shrink, else linear. The colour resizers do the work (every channel carries the
+  // grey level; channel 0 is kept): OpenCV resizes each channel the same way.
+  const px = pixelGetter(image);
+  const patch = new Uint8Array(pw * ph);
+  for (let j = 0; j < ph; j++) {
+    for (let i = 0; i < pw; i++) patch[j * pw + i] = greyLevel(px(x0 + i, y0 + j, 0), px(x0 + i, y0 + j, 1), px(x0 + i, y0 + j, 2));
+  }
+  const get = (i, j) => patch[j * pw + i];
+  const S = MEASURE_SIDE;
+  const rgb = Math.min(pw, ph) > S ? resize(get, pw, ph, S, S) : resizeLinearCv(get, pw, ph, S, S);
+  const grey = new Uint8Array(S * S);
+  for (let k = 0; k < S * S; k++) grey[k] = rgb[k * 3];
+  // Sharpness: variance of cv2.Laplacian (ksize 1: the 4-neighbour kernel, border reflected
+  // without repeating the edge, BORDER_REFLECT_101), as cv2.meanStdDev computes it (sums in double).
+  const at = (i, j) => grey[(j < 0 ? -j : j >= S ? 2 * S - 2 - j : j) * S + (i < 0 ? -i : i >= S ? 2 * S - 2 - i : i)];
+  let sum = 0;
+  let sumSq = 0;
+  let level = 0;
+  let clipped = 0;
+  for (let j = 0; j < S; j++) {
+    for (let i = 0; i < S; i++) {
+      const v = grey[j * S + i];
+      const lap = at(i - 1, j) + at(i + 1, j) + at(i, j - 1) + at(i, j + 1) - 4 * v;
+      sum += lap;
+      sumSq += lap * lap;
+      level += v;
+      if (v >= CLIP_LEVEL) clipped += 1;
+    }
+  }
+  const n = S * S;
+  const std = Math.sqrt(Math.max(0, sumSq / n - (sum / n) ** 2));
+  return Object.assign(figures, { sharpness: std * std, brightness: level / n, clipped: clipped / n });
+}
+
+// quality.face_inside(): the face itself is inside the frame (not cut), whatever its context crop needs.
+export function faceInside(figures, q) {
+  const maxCut = q.max_border_cut !== null ? q.max_border_cut : QUALITY_DEFAULTS.max_border_cut;
+  const maxOut = q.max_landmarks_outside !== null ? q.max_landmarks_outside : 0;
+  return figures.border_cut <= maxCut && figures.landmarks_outside <= maxOut;
+}
+
+// Python's f"{x:.{digits}f}" for the messages: toFixed, except on an exact tie (0.125 to 2 digits),
+// which Python rounds to the even neighbour ("0.12") and toFixed up ("0.13").
+export function fixed(x, digits) {
+  const sign = x < 0 || Object.is(x, -0) ? "-" : "";
+  const exact = Math.abs(x).toFixed(100); // every digit of the double (a tie has few)
+  const point = exact.indexOf(".");
+  if (/^50*$/.test(exact.slice(point + 1 + digits))) {
+    const kept = exact.slice(0, digits ? point + 1 + digits : point);
+    if (Number(kept[kept.length - 1]) % 2 === 0) return sign + kept;
+  }
+  return sign + Math.abs(x).toFixed(digits);
+}
+// f"{x:.0%}"
+const percent = (x) => `${fixed(x * 100, 0)}%`;
+
+// quality.assess(): the first gate that fails, in the runtime's order, gives the reason and the
+// message (the same words, so the page tells the visitor what the runtime would); null when all pass.
+export function assessFace(f, q) {
+  const gates = [
+    [q.max_border_cut, () => f.border_cut > q.max_border_cut, "cut_by_border",
+      () => `face cut by the frame border (${percent(f.border_cut)} of it outside): centre the face`],
+    [q.max_landmarks_outside, () => f.landmarks_outside > q.max_landmarks_outside, "cut_by_border",
+      () => `face cut by the frame border (${fixed(f.landmarks_outside, 0)} of its landmarks outside): centre the face or step back`],
+    [q.max_padded, () => f.padded > q.max_padded && !f.face_inside, "cut_by_border",
+      () => `face too close to the frame border (${percent(f.padded)} of the crop outside the frame): centre the face or step back`],
+    [q.min_face_px, () => f.face_px < q.min_face_px, "face_too_small",
+      () => `face too small: ${fixed(f.face_px, 0)} px < ${fixed(q.min_face_px, 0)} px (move closer)`],
+    [q.min_brightness, () => f.brightness < q.min_brightness, "too_dark",
+      () => `face too dark: brightness ${fixed(f.brightness, 0)} < ${fixed(q.min_brightness, 0)} (add light)`],
+    [q.max_brightness, () => f.brightness > q.max_brightness, "overexposed",
+      () => `face overexposed: brightness ${fixed(f.brightness, 0)} > ${fixed(q.max_brightness, 0)} (less direct light)`],
+    [q.max_clipped, () => f.clipped > q.max_clipped, "overexposed",
+      () => `face overexposed: ${percent(f.clipped)} of it saturated (less direct light)`],
+    [q.min_sharpness, () => f.sharpness < q.min_sharpness, "too_blurry",
+      () => `face too blurred: sharpness ${fixed(f.sharpness, 1)} < ${fixed(q.min_sharpness, 1)} (hold still, check focus)`],
+  ];
+  for (const [limit, failed, reason, message] of gates) {
+    if (limit !== null && limit !== undefined && failed()) return { reason, message: message() };
+  }
+  return null;
+}
+
+// --- the temporal decision (spoofsdk/track.py) ----------------------------------------------------
+//
+// One frame's score is weak evidence: a printed photo moved in front of the camera can score high
+// for a frame or two. So, as the runtime's stream mode, each face is followed over frames (boxes
+// matched by IoU) and turns `real` only after consistent evidence: min_frames scored frames in a
+// row at or above the threshold, spanning min_seconds, with the smoothed score (EMA) above the
+// threshold plus a margin. A frame scored below the threshold is never `real`. A frame refused by
+// a gate is no evidence either way: it is `unknown` with the gate's reason.
+
+export class FaceTrack {
+  constructor(id, box, t) {
+    Object.assign(this, { id, box, firstSeen: t, lastSeen: t, hits: 1 });
+    this.ema = null;
+    this.state = "unknown";
+    this.streak = 0;
+    this.streakStart = null;
+    this.sinceOn = null; // scored frames since the last one at the `real` level (0: this one); null: none yet
+    this.lastOnT = null; // time of that frame
+  }
+
+  // A frame the model could not score: the streak and a `real` decision end (the EMA stays: it
+  // holds the low scores too, which an error must not wash out).
+  discardEvidence() {
+    this.streak = 0;
+    this.streakStart = null;
+    if (this.state === "real") this.state = "unknown";
+  }
+
+  // Found again after frames without it: the face may not be the one that left, so `real` needs
+  // a new frame at the `real` level.
+  resumeAfterGap() {
+    this.sinceOn = null;
+    this.lastOnT = null;
+    if (this.state === "real") this.state = "unknown";
+  }
+
+  // FaceTrack.observe: add one frame's evidence (score null: a gate refused the frame). Returns this
+  // frame's {label, reason, message}; for a refused frame the caller keeps the gate's reason.
+  observe(score, t, threshold, s) {
+    if (score === null) return { label: "unknown", reason: null, message: "" };
+    this.ema = this.ema === null ? score : s.alpha * score + (1 - s.alpha) * this.ema;
+    if (score >= threshold) {
+      if (this.streak === 0) this.streakStart = t;
+      this.streak += 1;
+    } else {
+      this.streak = 0;
+      this.streakStart = null;
+    }
+    const on = Math.min(threshold + s.margin, (threshold + 1) / 2);
+    const off = Math.max(threshold - s.margin, threshold / 2);
+    if (score >= on) {
+      this.sinceOn = 0;
+      this.lastOnT = t;
+    } else if (this.sinceOn !== null) {
+      this.sinceOn += 1;
+    }
+    // The face's own recent frames must reach the `real` level now and then, or a photo swapped in
+    // for a live face, scoring just above the threshold, would ride on the live face's history.
+    const recent = this.sinceOn !== null && (this.sinceOn < s.min_frames || (this.lastOnT !== null && t - this.lastOnT < s.min_seconds));
+    if (this.state === "real") {
+      // Hysteresis against flicker, but a frame scored below the threshold is never real (fail closed).
+      if (this.ema < off || score < threshold) this.state = "spoof";
+      else if (!recent) this.state = "unknown";
+    } else if (this.ema >= on && recent && this.streak >= s.min_frames && this.streakStart !== null && t - this.streakStart >= s.min_seconds) {
+      this.state = "real";
+    } else if (this.ema < threshold || score < threshold) {
+      this.state = "spoof";
+    } else {
+      this.state = "unknown";
+    }
+    if (this.state !== "unknown") return { label: this.state, reason: null, message: "" };
+    const span = this.streakStart === null ? 0 : t - this.streakStart;
+    let message;
+    if (this.streak < s.min_frames || span < s.min_seconds) {
+      message = `collecting evidence: ${this.streak}/${s.min_frames} frames, ${fixed(span, 2)}/${fixed(s.min_seconds, 2)} s above threshold`;
+    } else if (!recent) {
+      message = `collecting evidence: no frame scored ${fixed(on, 3)} or more in the last ${s.min_frames} frames and ${fixed(s.min_seconds, 2)} s`;
+    } else {
+      message = `collecting evidence: smoothed score ${fixed(this.ema, 3)}, ${fixed(on, 3)} needed`;
+    }
+    return { label: "unknown", reason: "collecting_evidence", message };
+  }
+}
+
+const INTERVAL_WINDOW = 15; // track.INTERVAL_WINDOW: frame intervals the median runs over
+
+// track.IoUTracker: greedy IoU matching of this frame's boxes to the tracks; a track unseen for its
+// gap (forget_after, widened to gap_frames frame intervals on a slow machine, where frames come
+// slower than forget_after and every track would otherwise be dropped between two frames) is
+// forgotten, and a face that comes back must earn `real` again.
+export class Tracker {
+  constructor(smoothing) {
+    this.config = smoothing;
+    this.reset();
+  }
+
+  reset() {
+    this.tracks = [];
+    this.nextId = 1;
+    this.intervals = [];
+    this.lastFrameT = null;
+    this.lastUpdateT = null;
+  }
+
+  get gap() {
+    const c = this.config;
+    if (!this.intervals.length || c.gap_frames <= 0) return c.forget_after;
+    const sorted = [...this.intervals].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    return Math.max(c.forget_after, c.gap_frames * median);
+  }
+
+  // A frame arrived at t. A clock that goes back ends every track (their evidence was counted on the old clock).
+  tick(t) {
+    if (this.lastFrameT !== null && t < this.lastFrameT) {
+      this.tracks = [];
+      this.intervals = [];
+      this.lastUpdateT = null;
+    }
+    if (this.lastFrameT !== null && t > this.lastFrameT) {
+      this.intervals.push(t - this.lastFrameT);
+      if (this.intervals.length > INTERVAL_WINDOW) this.intervals.shift();
+    }
+    this.lastFrameT = t;
+  }
+
+  // Assign each box to a track (continuing one or starting one); the tracks in the order of `boxes`.
+  update(boxes, t) {
+    this.tick(t);
+    const gap = this.gap;
+    this.tracks = this.tracks.filter((tr) => t - tr.lastSeen <= gap);
+    // A track matched now but not at the previous update was missed in between: see resumeAfterGap.
+    const missedBefore = this.lastUpdateT !== null && this.lastUpdateT < t ? this.lastUpdateT : null;
+    this.lastUpdateT = t;
+    const pairs = [];
+    this.tracks.forEach((tr, ti) => boxes.forEach((b, bi) => pairs.push([iou(tr.box, b), ti, bi])));
+    pairs.sort((a, b) => b[0] - a[0] || b[1] - a[1] || b[2] - a[2]); // as Python's sorted(reverse=True) on the tuples
+    const assigned = new Map();
+    const usedTracks = new Set();
+    for (const [overlap, ti, bi] of pairs) {
+      if (!(overlap >= this.config.iou_threshold)) break;
+      if (usedTracks.has(ti) || assigned.has(bi)) continue;
+      usedTracks.add(ti);
+      assigned.set(bi, this.tracks[ti]);
+    }
+    return boxes.map((box, bi) => {
+      let track = assigned.get(bi);
+      if (track === undefined) {
+        track = new FaceTrack(this.nextId++, box, t);
+        this.tracks.push(track);
+      } else {
+        if (missedBefore !== null && track.lastSeen < missedBefore) track.resumeAfterGap();
+        Object.assign(track, { box, lastSeen: t, hits: track.hits + 1 });
+      }
+      return track;
+    });
+  }
+}
+
 // --- the whole thing --------------------------------------------------------------------------
+
+const now = () => performance.now() / 1000;
 
 export class Pipeline {
   // ort: the onnxruntime-web module; base: URL folder holding config.json, model.onnx, yunet.onnx.
@@ -354,6 +677,14 @@ export class Pipeline {
 
   constructor(ort, config, cfg, model, yunet) {
     Object.assign(this, { ort, config, cfg, model, yunet });
+    this.quality = { ...QUALITY_DEFAULTS, ...(config.quality || {}) };
+    this.smoothing = { ...SMOOTHING_DEFAULTS, ...(config.smoothing || {}) };
+    this.tracker = new Tracker(this.smoothing);
+  }
+
+  // Forget every face track (a new camera, a new visitor): every face earns `real` again.
+  reset() {
+    this.tracker.reset();
   }
 
   async detect(image) {
@@ -375,41 +706,58 @@ export class Pipeline {
     return probability(out[this.model.outputNames[0]].data, this.cfg);
   }
 
-  // One face: the runtime's border and size gates, crop, score, label (as its image mode does).
-  // Landmark and sharpness/exposure gates are not ported: the demo asks only what a visitor can fix.
-  async judge(image, box) {
-    const q = this.config.quality;
-    const [x, y, w, h] = box;
-    const face = { box: box.map(Math.round), label: "unknown", score: null, reason: null, message: "" };
-    const inside = Math.max(0, Math.min(x + w, image.width) - Math.max(x, 0)) * Math.max(0, Math.min(y + h, image.height) - Math.max(y, 0));
-    const borderCut = 1 - inside / (w * h);
-    if (q.max_border_cut !== null && borderCut > q.max_border_cut) {
-      const share = Math.round(borderCut * 100);
-      return Object.assign(face, { reason: "cut_by_border", message: `face cut by the frame border (${share}% of it outside): centre the face` });
+  // One face on one frame, as the runtime's LivenessChecker._faces: measure, crop, gate, score.
+  // This is evidence, not a decision: label stays "unknown" (a gate's or the model's reason, or
+  // none); judge() and check() turn scores into labels over frames.
+  async scoreFace(image, box, landmarks = null) {
+    const face = { box: box.map(pyRound), label: "unknown", score: null, reason: null, message: "", quality: null };
+    const figures = measureFace(image, box, landmarks);
+    face.quality = figures;
+    let crop;
+    try {
+      crop = cropFace(image, box, this.cfg.cropScale, this.cfg.size, this.cfg.cropPolicy);
+    } catch (e) {
+      return Object.assign(face, { reason: "cut_by_border", message: String(e.message || e) });
     }
-    const facePx = Math.min(w, h);
-    if (q.min_face_px !== null && facePx < q.min_face_px) {
-      return Object.assign(face, { reason: "face_too_small", message: `face too small: ${Math.round(facePx)} px < ${q.min_face_px} px (move closer)` });
-    }
-    const crop = cropFace(image, box, this.cfg.cropScale, this.cfg.size, this.cfg.cropPolicy);
-    // As the runtime: padding refuses only a face not known to be inside the frame.
-    const faceInside = borderCut <= (q.max_border_cut === null ? 0.1 : q.max_border_cut);
-    if (q.max_padded !== null && crop.padded > q.max_padded && !faceInside) {
-      return Object.assign(face, { reason: "cut_by_border", message: "face too close to the frame border: centre the face or step back" });
-    }
+    // A face inside the frame that fills it is judged on its padded crop; only a cut face is refused.
+    figures.padded = crop.padded;
+    figures.face_inside = faceInside(figures, this.quality) ? 1 : 0;
+    const refused = assessFace(figures, this.quality);
+    if (refused) return Object.assign(face, refused);
     const score = await this.scoreCrop(crop.rgb);
     if (score === null) {
       return Object.assign(face, { reason: "error", message: "the model's output for this face is not a number (broken input or numeric overflow)" });
     }
     face.score = score;
-    face.label = score >= this.cfg.threshold ? "real" : "spoof";
     return face;
   }
 
-  async check(image) {
-    const dets = await this.detect(image);
+  // The faces of one frame at time t (seconds): scored, matched to their tracks, labelled by the
+  // track's decision, as the runtime's stream mode (LivenessChecker.feed) does.
+  async judgeFaces(image, detections, t = now()) {
     const faces = [];
-    for (const d of dets) faces.push({ ...(await this.judge(image, d.box)), detector_score: d.score });
+    for (const d of detections) faces.push(await this.scoreFace(image, d.box, d.landmarks || null));
+    const tracks = this.tracker.update(detections.map((d) => d.box), t);
+    faces.forEach((face, i) => {
+      const track = tracks[i];
+      const gated = face.score === null;
+      if (face.reason === "error") track.discardEvidence(); // a broken answer mid-streak: `real` must be earned again
+      const decision = track.observe(face.score, t, this.cfg.threshold, this.smoothing);
+      Object.assign(face, { track_id: track.id, smoothed_score: track.ema });
+      if (!gated) Object.assign(face, decision); // a refused frame keeps its gate's reason
+      if (detections[i].score !== undefined) face.detector_score = detections[i].score;
+    });
     return faces;
+  }
+
+  // One face of a frame at time t, with its box given (no detection): one frame of evidence for that
+  // face's track, so a single frame is never `real`.
+  async judge(image, box, t = now(), landmarks = null) {
+    return (await this.judgeFaces(image, [{ box, landmarks }], t))[0];
+  }
+
+  // Every face of a camera frame taken at time t (seconds), largest first.
+  async check(image, t = now()) {
+    return this.judgeFaces(image, await this.detect(image), t);
   }
 }
