@@ -435,12 +435,333 @@ def test_serve_command_live_view_on_an_image_folder(tmp_path):
 def test_serve_command_demo(tmp_path):
     import spoofsdk.serve.demo as demo
 
-    _require_ort_web(demo)
     yunet = tmp_path / "yunet.onnx"
     yunet.write_bytes(b"stand-in")
-    with _serve_command(["--demo", "--yunet-model", str(yunet), "--token", "abc"]) as url:
+    try:
+        demo.find_ort_dir()
+        ort = []
+    except DemoError:  # the server is under test, not onnxruntime-web: stand-ins do
+        (tmp_path / "ort").mkdir()
+        for name in demo.ORT_FILES:
+            (tmp_path / "ort" / name).write_bytes(b"\0asm stand-in" if name.endswith(".wasm") else b"// stand-in")
+        ort = ["--ort-dir", str(tmp_path / "ort")]
+    with _serve_command(["--demo", "--yunet-model", str(yunet), "--token", "abc", *ort]) as url:
         assert _get(url + "/config.json")[0] == 401
-        status, _, body = _get(url + "/config.json?token=abc")
+        # The browser opens the page with ?token; its own requests (scripts, config, models, wasm)
+        # carry only the cookie that answer set.
+        status, headers, _ = _get(url + "/?token=abc")
+        assert status == 200
+        cookie = _session_cookie(headers)
+        status, _, body = _get(url + "/config.json", {"Cookie": cookie})
         assert status == 200 and json.loads(body)["sha256"] == demo.demo_model().sha256
-        status, headers, body = _get(url + "/ort-wasm-simd-threaded.wasm?token=abc")
+        for name in ("app.js", "pipeline.js", "model.onnx", "yunet.onnx", *demo.ORT_FILES):
+            assert _get(f"{url}/{name}", {"Cookie": cookie})[0] == 200, name
+            assert _get(f"{url}/{name}")[0] == 401, name
+        status, headers, body = _get(url + "/ort-wasm-simd-threaded.wasm", {"Cookie": cookie})
         assert status == 200 and headers["Content-Type"] == "application/wasm" and body[:4] == b"\0asm"
+
+
+# --- the reviewer's findings (viewer slots, stale pictures, tokens, hosts, HEAD, files, banner) ---
+
+def _read_head(sock: socket.socket) -> bytes:
+    """Read one response's status line and headers."""
+    out = b""
+    while b"\r\n\r\n" not in out:
+        chunk = sock.recv(1)
+        assert chunk, f"closed after {out!r}"
+        assert len(out) < 65536, f"no end of headers in {out[:200]!r}..."
+        out += chunk
+    return out
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Read one response with a Content-Length: (head, body)."""
+    head = _read_head(sock)
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    assert lengths, f"no Content-Length in {head!r}"
+    body = b""
+    while len(body) < int(lengths[0]):
+        chunk = sock.recv(int(lengths[0]) - len(body))
+        assert chunk, f"closed after {head + body!r}"
+        body += chunk
+    return head, body
+
+
+def _raw(host: str, port: int, request: bytes, timeout: float = 10.0) -> tuple[bytes, bytes]:
+    """Send ``request`` as is; the response's (head, body)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        return _read_response(sock)
+
+
+def _session_cookie(headers) -> str:
+    """``name=value`` of the session cookie a token request set (checking its attributes)."""
+    set_cookie = headers["Set-Cookie"]
+    attributes = [a.strip().lower() for a in set_cookie.split(";")]
+    assert "httponly" in attributes and "samesite=strict" in attributes and "path=/" in attributes, set_cookie
+    return set_cookie.split(";")[0]
+
+
+def _stream_status(url: str) -> int:
+    """The status a new /stream.mjpg viewer gets (it leaves at once)."""
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                return r.status
+
+    return asyncio.run(go())
+
+
+def _wait_until(what, condition, timeout: float = 30.0) -> None:
+    """Poll ``condition()``; the timeout is a safety net for code that never gets there."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
+
+
+def test_viewers_who_leave_a_silent_stream_free_their_slots():
+    # A camera that is down: the stream has nothing to write, so a viewer who left was never noticed.
+    opened = []
+
+    def dead():  # delivers two frames, then never again
+        opened.append(1)
+        if len(opened) > 1:
+            raise SourceError("camera unplugged")
+        return [_frame(0), _frame(1)]
+
+    hub = LiveHub(LivenessChecker(build_tiny_model()), dead, reopen_delay=0.2, loop=True)
+    with ServerThread(make_live_app(hub, max_viewers=2)) as server:
+        _wait_until("the camera is down", lambda: hub.source_state == "error")
+        for _ in range(2):
+            with socket.create_connection((server.host, server.port), timeout=10) as sock:
+                sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert _read_head(sock).startswith(b"HTTP/1.1 200")
+        _wait_until("a slot is free again", lambda: _stream_status(f"{server.url}/stream.mjpg") == 200)
+        _wait_until("no viewer is counted", lambda: hub.viewers == 0)
+        status, _, body = _get(f"{server.url}/frame.jpg")
+        assert status == 503 and "source is down" in json.loads(body)["error"] and "camera unplugged" in json.loads(body)["error"]
+    hub.stop()
+
+
+def test_a_viewer_that_never_reads_is_dropped(monkeypatch):
+    import spoofsdk.serve.app as app_module
+
+    monkeypatch.setattr(app_module, "WRITE_TIMEOUT", 0.5, raising=False)
+    rng = np.random.default_rng(0)
+
+    def noise():  # pictures that do not compress: the sockets' buffers fill after a few frames
+        while True:
+            yield rng.integers(0, 256, (480, 640, 3), np.uint8)
+
+    hub = LiveHub(LivenessChecker(build_tiny_model()), noise, pace_fps=20)
+    with ServerThread(make_live_app(hub, max_viewers=2)) as server:
+        stalled = []
+        try:
+            for _ in range(2):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect((server.host, server.port))
+                sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                stalled.append(sock)  # and never read
+            _wait_until("the stalled viewers are dropped", lambda: _stream_status(f"{server.url}/stream.mjpg") == 200, 60)
+        finally:
+            for sock in stalled:
+                sock.close()
+        _wait_until("no viewer is counted", lambda: hub.viewers == 0)
+        _wait_frames(hub)
+    hub.stop()
+
+
+def test_frame_jpg_is_a_picture_of_the_newest_frame(live_server):
+    server, hub = live_server
+    _wait_until("no viewer is counted", lambda: hub.viewers == 0)
+    assert _get(f"{server.url}/frame.jpg?token={TOKEN}")[0] == 200
+    # Nobody watches: the model loop goes on, and the picture kept is of an older frame.
+    _wait_frames(hub, more=10)
+    newest = hub.frames
+    status, headers, body = _get(f"{server.url}/frame.jpg?token={TOKEN}")
+    assert status == 200 and body[:2] == b"\xff\xd8"
+    assert int(headers["X-Frame-Seq"]) >= newest, "a picture of an old frame may show an old label"
+    assert 0 <= float(headers["X-Frame-Age"]) < 60
+
+
+def test_a_new_stream_viewer_starts_with_the_newest_frame(live_server):
+    server, hub = live_server
+
+    async def first_seq():
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.url}/stream.mjpg?token={TOKEN}") as r:
+                part = await aiohttp.MultipartReader.from_response(r).next()
+                await part.read()
+                return int(part.headers["X-Frame-Seq"])
+
+    asyncio.run(asyncio.wait_for(first_seq(), 20))  # a picture is drawn for this viewer
+    _wait_until("no viewer is counted", lambda: hub.viewers == 0)
+    _wait_frames(hub, more=10)  # nobody watches: that picture gets old
+    newest = hub.frames
+    assert asyncio.run(asyncio.wait_for(first_seq(), 20)) >= newest, "the first part was an old picture"
+
+
+def test_a_finished_file_keeps_its_last_picture():
+    hub = LiveHub(LivenessChecker(build_tiny_model()), lambda: [_frame(0), _frame(1), _frame(2)], pace_fps=100)
+    with ServerThread(make_live_app(hub)) as server:
+        _wait_until("the source ends", lambda: hub.source_state == "ended")
+        # Nobody watched while it played: the last frame is drawn anyway.
+        status, headers, body = _get(f"{server.url}/frame.jpg")
+        assert status == 200 and headers["X-Frame-Seq"] == "3" and body[:2] == b"\xff\xd8"
+        assert float(headers["X-Frame-Age"]) >= 0
+
+        async def whole_stream():
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/stream.mjpg") as r:
+                    reader = aiohttp.MultipartReader.from_response(r)
+                    parts = []
+                    while (part := await reader.next()) is not None:
+                        parts.append((part.headers["X-Frame-Seq"], await part.read()))
+                    return parts
+
+        # The stream sends the last picture and ends (the safety timeout fails a stream that hangs).
+        parts = asyncio.run(asyncio.wait_for(whole_stream(), 20))
+        assert [seq for seq, _ in parts] == ["3"] and parts[0][1][:2] == b"\xff\xd8"
+        _wait_until("no viewer is counted", lambda: hub.viewers == 0)
+    hub.stop()
+
+
+def test_a_token_of_any_bytes_gets_a_json_401(live_server):
+    server, hub = live_server
+    for query, credentials in [
+        (b"", b"Authorization: Bearer \xff\xfe\r\n"),  # raw bytes that are not UTF-8
+        (b"", b"Authorization: Bearer s3cret-tok\xc3\xa9n\r\n"),
+        (b"?token=%ff%fe", b""),
+    ]:
+        head, body = _raw(server.host, server.port, b"GET /status" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + credentials + b"\r\n")
+        assert head.startswith(b"HTTP/1.1 401") and json.loads(body)["error"] == "wrong token", credentials or query
+    _wait_frames(hub)
+
+
+def test_the_token_sets_a_cookie_for_the_pages_own_requests(tmp_path):
+    script = tmp_path / "app.js"
+    script.write_text("console.log('demo')")
+    with ServerThread(make_demo_app({"index.html": b"<html>demo</html>", "app.js": script}, token=TOKEN)) as server:
+        assert "Set-Cookie" not in _get(server.url + "/")[1]
+        status, headers, body = _get(f"{server.url}/?token={TOKEN}")
+        assert status == 200 and body == b"<html>demo</html>"
+        cookie = _session_cookie(headers)
+        assert TOKEN not in cookie, "the cookie must not hold the token itself"
+        status, _, body = _get(server.url + "/app.js", {"Cookie": cookie})
+        assert status == 200 and body == b"console.log('demo')"
+        assert _get(server.url + "/app.js")[0] == 401
+        name, _, value = cookie.partition("=")
+        status, _, body = _get(server.url + "/app.js", {"Cookie": f"{name}={value[:-1]}x"})
+        assert status == 401 and "needs a token" in json.loads(body)["error"]
+        # A wrong token is refused even with a good cookie.
+        assert _get(server.url + "/app.js?token=nope", {"Cookie": cookie})[0] == 401
+        # Authorization sets it as well.
+        assert _session_cookie(_get(server.url + "/app.js", {"Authorization": f"Bearer {TOKEN}"})[1]) == cookie
+
+
+def test_demo_files_are_streamed_from_disk_not_read_whole(tmp_path):
+    import tracemalloc
+
+    big = tmp_path / "ort-wasm-simd-threaded.wasm"
+    with open(big, "wb") as f:  # sparse: 64 MB on no disk
+        f.write(b"\0asm")
+        f.truncate(64 << 20)
+    module = tmp_path / "ort-wasm-simd-threaded.mjs"
+    module.write_text("export {}")
+    with ServerThread(make_demo_app({"index.html": b"<html></html>", big.name: big, module.name: module})) as server:
+        status, headers, _ = _get(f"{server.url}/{module.name}")
+        assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+        tracemalloc.start()
+        try:
+            with socket.create_connection((server.host, server.port), timeout=20) as sock:
+                sock.sendall(f"GET /{big.name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                buffer, received, head = bytearray(1 << 16), 0, b""
+                while (n := sock.recv_into(buffer)) and received < 80 << 20:
+                    if not head:
+                        head = bytes(buffer[:n])
+                    received += n
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Type: application/wasm" in head
+    assert received > 64 << 20
+    assert peak < 16 << 20, f"the server held {peak / 2**20:.0f} MB to send a 64 MB file"
+
+
+def test_without_a_token_only_requests_naming_this_server_are_answered(live_server):
+    hub = LiveHub(LivenessChecker(build_tiny_model()), endless, pace_fps=30)
+    with ServerThread(make_live_app(hub)) as server:
+        port = server.port
+        for host in ("rebind.attacker.example", f"rebind.attacker.example:{port}", f"localhost.attacker.example:{port}", "board.local"):
+            status, headers, body = _get(f"{server.url}/frame.jpg", {"Host": host})
+            assert status == 403 and "DNS rebinding" in json.loads(body)["error"], host
+            assert headers["Content-Type"].startswith("application/json")
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST.", f"[::1]:{port}", f"192.168.1.20:{port}"):
+            status, headers, _ = _get(f"{server.url}/status", {"Host": host})
+            assert status == 200, host
+            assert headers["Cross-Origin-Resource-Policy"] == "same-origin"
+        status, headers, _ = _get(f"{server.url}/frame.jpg")
+        assert status == 200 and headers["Cross-Origin-Resource-Policy"] == "same-origin"
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert b"Cross-Origin-Resource-Policy: same-origin" in _read_head(sock)
+    hub.stop()
+    # The name given to --host is answered to as well.
+    with ServerThread(make_demo_app({"index.html": b"<html></html>"}, hosts=["board.local"])) as server:
+        assert _get(server.url + "/", {"Host": "board.local:8080"})[0] == 200
+        assert _get(server.url + "/", {"Host": "board.local.attacker.example"})[0] == 403
+    # With a token, the token protects: any Host may carry it.
+    server, _ = live_server
+    assert _get(f"{server.url}/status?token={TOKEN}", {"Host": "board.example"})[0] == 200
+    assert _get(f"{server.url}/status", {"Host": "board.example"})[0] == 401
+
+
+@pytest.mark.parametrize("path, kind", [("/stream.mjpg", b"multipart/x-mixed-replace"), ("/events", b"text/event-stream")])
+def test_head_on_a_stream_sends_headers_only(live_server, path, kind):
+    server, hub = live_server
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(f"HEAD {path}?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = _read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200") and kind in head
+        # No body follows: the same connection answers the next request.
+        sock.sendall(f"GET /status?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head, body = _read_response(sock)
+    assert head.startswith(b"HTTP/1.1 200") and "frames" in json.loads(body)
+    _wait_until("no viewer is counted", lambda: hub.viewers == 0)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here"))])
+def test_serve_command_prints_the_address_it_listens_on(tmp_path, host):
+    import re
+    import threading
+
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(build_tiny_model())
+    cv2.imwrite(str(tmp_path / "f0.png"), _frame(0))
+    proc = subprocess.Popen([sys.executable, "-m", "spoofsdk", "serve", str(tmp_path / "f0.png"), "--model", str(model),
+                             "--host", host, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    banner = []
+    reader = threading.Thread(target=lambda: banner.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    try:
+        reader.join(60)  # a safety net: the banner comes once the server listens
+        assert banner and banner[0], proc.poll()
+        url = re.search(r"http://\S+/", banner[0]).group(0)
+        assert url.startswith(f"http://[{host}]:" if ":" in host else f"http://{host}:") and not url.endswith(":0/"), banner[0]
+        status, _, body = _get(url + "status")
+        assert status == 200 and json.loads(body)["model"] == "tiny"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err

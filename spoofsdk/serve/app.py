@@ -5,8 +5,10 @@ Live mode (a :class:`~spoofsdk.serve.live.LiveHub` behind it):
 ==================  ===========================================================================
 ``GET /``           the live page: annotated stream, recent decisions, per-frame JSON
 ``GET /stream.mjpg``  the annotated stream (``multipart/x-mixed-replace`` JPEG); each part has
-                    ``X-Frame-Seq`` and ``X-Captured`` (wall-clock time the source delivered it)
-``GET /frame.jpg``  the newest annotated picture
+                    ``X-Frame-Seq`` and ``X-Captured`` (wall-clock time the source delivered it);
+                    a finished source's stream sends its last picture and ends
+``GET /frame.jpg``  the newest annotated picture (``X-Frame-Seq``, ``X-Captured``, ``X-Frame-Age``);
+                    503 when no picture of the newest frame can be had
 ``GET /events``     server-sent events: ``frame`` (the ``spoofsdk run --json`` line of every
                     frame), ``status`` and ``decisions`` (about once a second)
 ``GET /status``     JSON: model, frames, fps, viewers, source state
@@ -16,20 +18,32 @@ Live mode (a :class:`~spoofsdk.serve.live.LiveHub` behind it):
 Demo mode serves the static in-browser demo (:mod:`spoofsdk.serve.demo`) instead.
 
 Every endpoint is read-only: nothing writes files or accepts uploads. With a token, every
-request must carry it (``?token=...`` or ``Authorization: Bearer ...``) or gets 401. Unknown
-paths get 404 and a list of the endpoints; stream and event connections beyond
-``max_viewers`` each get 503 with ``Retry-After``. Errors are JSON ``{"error": ...}``.
+request must carry it (``?token=...`` or ``Authorization: Bearer ...``) or the session cookie
+set on a response to a request that carried it, or gets 401. Without a token, only requests
+whose ``Host`` names this machine by address, ``localhost`` or the ``--host`` name are
+answered (403 otherwise: a DNS-rebinding page must not read the camera). Unknown paths get
+404 and a list of the endpoints; stream and event connections beyond ``max_viewers`` each get
+503 with ``Retry-After``; ``HEAD`` on a stream gets its headers only. A viewer that closes
+its connection, or takes no data for :data:`WRITE_TIMEOUT` seconds, frees its slot. Errors
+are JSON ``{"error": ...}``.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import mimetypes
+import os
+import secrets
+import socket
 import threading
+import time
+from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from aiohttp import web
 
@@ -37,19 +51,37 @@ from .live import LiveHub
 
 log = logging.getLogger("spoofsdk.serve")
 
-__all__ = ["make_live_app", "make_demo_app", "ServerThread", "run_app"]
+__all__ = ["make_live_app", "make_demo_app", "ServerThread", "run_app", "listen", "url_of", "WRITE_TIMEOUT"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 LIVE_ENDPOINTS = ["/", "/stream.mjpg", "/frame.jpg", "/events", "/status", "/decisions"]
 _HUB = web.AppKey("hub", LiveHub)
 _WAKE = web.AppKey("wake", object)
 _COUNTS = web.AppKey("counts", dict)
+# aiohttp before 3.12 has no RequestKey (pyproject allows 3.9): a plain key does there.
+_SET_COOKIE = web.RequestKey("set_cookie", bool) if hasattr(web, "RequestKey") else "spoofsdk_set_cookie"
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     # The token may be in the page's URL: never send it on to another site.
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    # Another site's page must not even embed the camera picture (an <img> needs no CORS).
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
+
+WRITE_TIMEOUT = 10.0
+"""Seconds a stream or event viewer may take to accept the next piece before it is dropped.
+
+A client that sends its request and never reads would otherwise hold its viewer slot (and keep
+the encoder drawing for it) for as long as it likes; 10 s is far beyond any live viewer's
+hiccup, and a dropped browser simply reconnects."""
+WAIT_STEP = 1.0
+"""Seconds a stream with nothing new to send waits before checking that its viewer is still there.
+
+Closed connections are only noticed by looking: a stream of a camera that is down, or of a
+file that has ended, writes nothing, so without this a viewer who left kept its slot."""
+FRAME_WAIT = 5.0
+"""Seconds ``/frame.jpg`` waits for a picture of the newest frame before answering 503."""
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -65,15 +97,79 @@ def _token_of(request: web.Request) -> str | None:
     return request.query.get("token")
 
 
-def _guard(token: str | None, endpoints: list[str]):
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of two strings, whatever they hold.
+
+    Header values arrive decoded with ``surrogateescape`` (raw bytes such as ``\\xff`` become lone
+    surrogates), which plain ``.encode()`` refuses; ``surrogatepass`` encodes every string, one
+    way only, so any bad token is simply unequal.
+    """
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def _host_name(header: str) -> str:
+    """The host part of a ``Host`` header (``[::1]:8080`` -> ``::1``, ``Example.COM.:80`` -> ``example.com``)."""
+    header = header.strip()
+    if header.startswith("["):
+        name = header[1:].partition("]")[0]
+    elif header.count(":") == 1:
+        name = header.partition(":")[0]
+    else:
+        name = header  # a bare IPv6 address, or no port
+    return name.rstrip(".").lower()
+
+
+def _host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` may be answered by a server without a token.
+
+    DNS rebinding needs a name the attacker controls: their page's requests carry its name in
+    ``Host``. A Host that is an IP address (any: the browser then treats that address as the
+    page's origin, so another site cannot read the answer) or a name of this machine is safe.
+    No Host at all is no browser.
+    """
+    if header is None:
+        return True
+    name = _host_name(header)
+    if name in names:
+        return True
+    try:
+        ipaddress.ip_address(name.partition("%")[0])  # an IPv6 zone (fe80::1%eth0) is not part of the address
+    except ValueError:
+        return False
+    return True
+
+
+def _guard(token: str | None, endpoints: list[str], hosts: Iterable[str] = ()):
+    """The middleware checking Host or token, and the response hook adding headers and the session cookie."""
+    names = frozenset({"localhost", *(_host_name(h) for h in hosts if h)})
+    # The cookie holds a random session value, not the token: it cannot leak the token, and it
+    # stops working when the server restarts. Its name is per server, as browsers share cookies
+    # between the ports of one host.
+    session = secrets.token_urlsafe(32)
+    cookie = "spoofsdk_" + hashlib.sha256(session.encode()).hexdigest()[:12]
+    morsel = SimpleCookie()
+    morsel[cookie] = session
+    # HttpOnly: page scripts cannot read it; SameSite=Strict: another site's page cannot make the
+    # browser send it. No Secure: the server speaks plain HTTP.
+    morsel[cookie].update({"path": "/", "httponly": True, "samesite": "Strict"})
+    set_cookie = morsel[cookie].OutputString()
+
     @web.middleware
     async def guard(request: web.Request, handler):
-        if token is not None:
+        if token is None:
+            if not _host_allowed(request.headers.get("Host"), names):
+                return _error(403, f"Host {request.headers.get('Host')!r} is not a name of this server: without --token it answers only "
+                              "requests to localhost, an IP address or the --host name (a guard against DNS rebinding); use one of those or start it with --token")
+        else:
             given = _token_of(request)
-            if given is None:
+            if given is not None:
+                if not _same(given, token):
+                    return _error(401, "wrong token")
+                # A browser does not repeat ?token on the page's own requests (scripts, models,
+                # the stream): let them in with a cookie only this site's pages send.
+                request[_SET_COOKIE] = True
+            elif not _same(request.cookies.get(cookie, ""), session):
                 return _error(401, "this server needs a token: add ?token=... to the URL or send 'Authorization: Bearer ...'")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return _error(401, "wrong token")
         try:
             response = await handler(request)
         except web.HTTPNotFound:
@@ -84,12 +180,24 @@ def _guard(token: str | None, endpoints: list[str]):
             if e.status >= 400:
                 return _error(e.status, e.reason)
             raise
-        if not response.prepared:
-            for key, value in _SECURITY_HEADERS.items():
-                response.headers.setdefault(key, value)
         return response
 
-    return guard
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        # Here rather than in the middleware: streams send their headers before returning.
+        for key, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if request.get(_SET_COOKIE):
+            # As a header: response.set_cookie() is too late here (the cookies are already turned into headers).
+            response.headers.add("Set-Cookie", set_cookie)
+
+    return guard, on_prepare
+
+
+def _secured(token: str | None, endpoints: list[str], hosts: Iterable[str]) -> web.Application:
+    guard, on_prepare = _guard(token, endpoints, hosts)
+    app = web.Application(middlewares=[guard])
+    app.on_response_prepare.append(on_prepare)
+    return app
 
 
 class _Wakeup:
@@ -119,6 +227,32 @@ def _too_many(kind: str, limit: int) -> web.Response:
     return _error(503, f"too many {kind} connections: the limit is {limit}; try again later", headers={"Retry-After": "5"})
 
 
+def _gone(request: web.Request) -> bool:
+    """True once the viewer's connection is closed or closing."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _send(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write to a viewer, dropping one that takes nothing for :data:`WRITE_TIMEOUT` seconds."""
+    try:
+        await asyncio.wait_for(response.write(data), WRITE_TIMEOUT)
+    except asyncio.TimeoutError:
+        # abort(), not close(): a polite close waits for the very buffer the viewer never reads.
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise ConnectionResetError(f"the viewer took no data for {WRITE_TIMEOUT:g} s") from None
+
+
+async def _headers_only(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    """HEAD on a stream: the headers a GET would get, no body, and the connection free for the next request."""
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
 # --- live mode -------------------------------------------------------------------------------
 async def _page(request: web.Request) -> web.Response:
     return web.Response(body=(STATIC / "live.html").read_bytes(), content_type="text/html", charset="utf-8")
@@ -133,48 +267,80 @@ async def _decisions(request: web.Request) -> web.Response:
 
 
 async def _frame(request: web.Request) -> web.Response:
-    hub = request.app[_HUB]
+    hub, wake = request.app[_HUB], request.app[_WAKE]
+    if hub.source_state == "error":
+        # Fail closed: the last picture of a camera that is down is not what it sees now.
+        return _error(503, f"the source is down ({hub.source_error}); it is reopened every {hub.reopen_delay:g} s", headers={"Retry-After": "2"})
+    newest = hub.frames
     picture = hub.picture
-    if picture is None:
-        # Pictures are made only while someone watches: count this request as a short viewer.
+    if picture is None or picture.seq < newest:
+        # Pictures are drawn only while someone watches, so the one kept may be of an old frame
+        # (showing an old label): count this request as a short viewer until the newest is drawn.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FRAME_WAIT
         hub.viewer_joined()
         try:
-            for _ in range(50):
-                event = request.app[_WAKE].event
-                if hub.picture is not None:
+            while True:
+                event = wake.event
+                picture = hub.picture
+                left = deadline - loop.time()
+                if (picture is not None and picture.seq >= newest) or hub.settled or left <= 0:
                     break
-                await _Wakeup.wait(event, 0.1)
+                await _Wakeup.wait(event, left)
         finally:
             hub.viewer_left()
-        picture = hub.picture
-    if picture is None:
-        return _error(503, "no frame yet: the source has not delivered one", headers={"Retry-After": "1"})
-    return web.Response(body=picture.jpeg, content_type="image/jpeg", headers={"X-Frame-Seq": str(picture.seq), "X-Captured": f"{picture.captured:.6f}"})
+    if picture is None or picture.seq < newest:
+        if newest == 0:
+            message = "no frame yet: the source has not delivered one"
+        elif hub.settled:
+            message = f"the source ended and its last frame ({newest}) has no picture (it could not be read)"
+        else:
+            message = f"no picture of the newest frame ({newest}) yet; try again"
+        return _error(503, message, headers={"Retry-After": "1"})
+    headers = {
+        "X-Frame-Seq": str(picture.seq),
+        "X-Captured": f"{picture.captured:.6f}",
+        # How old the picture is, so that a poller can refuse an old decision (a finished file's
+        # last frame, a camera that stalls) without trusting its own clock against X-Captured.
+        "X-Frame-Age": f"{max(0.0, time.time() - picture.captured):.3f}",
+    }
+    return web.Response(body=picture.jpeg, content_type="image/jpeg", headers=headers)
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     hub, wake, counts = app[_HUB], app[_WAKE], app[_COUNTS]
+    headers = {"Content-Type": "multipart/x-mixed-replace; boundary=frame", **_SECURITY_HEADERS}
+    if request.method == "HEAD":
+        return await _headers_only(request, headers)
     if counts["streams"] >= counts["max"]:
         return _too_many("stream", counts["max"])
     counts["streams"] += 1
+    # The picture kept may be of a frame long gone (drawn for an earlier viewer): start with the
+    # newest frame's, never flashing an old label first.
+    last = max(0, hub.frames - 1)
     hub.viewer_joined()
-    response = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame", **_SECURITY_HEADERS})
-    last = 0
+    response = web.StreamResponse(headers=headers)
     try:
         await response.prepare(request)
-        while True:
+        while not _gone(request):
             event = wake.event
             picture = hub.picture
-            if picture is not None and picture.seq > last:
+            # Nothing while the camera is down: its last picture is not what it sees now.
+            if picture is not None and picture.seq > last and hub.source_state != "error":
                 head = (
                     f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(picture.jpeg)}\r\n"
                     f"X-Frame-Seq: {picture.seq}\r\nX-Captured: {picture.captured:.6f}\r\n\r\n"
                 ).encode()
-                await response.write(head + picture.jpeg + b"\r\n")
+                await _send(request, response, head + picture.jpeg + b"\r\n")
                 last = picture.seq
+            elif hub.settled and (hub.picture is None or hub.picture.seq <= last):
+                # A finished file: its last picture is sent and no other will come. End the stream
+                # (the browser keeps showing the last picture) rather than hold the slot forever.
+                await _send(request, response, b"--frame--\r\n")
+                break
             else:
-                await _Wakeup.wait(event, 1.0)
+                await _Wakeup.wait(event, WAIT_STEP)
     except (ConnectionError, asyncio.CancelledError):
         pass  # the viewer went away; nothing else is affected
     finally:
@@ -186,17 +352,20 @@ async def _stream(request: web.Request) -> web.StreamResponse:
 async def _events(request: web.Request) -> web.StreamResponse:
     app = request.app
     hub, wake, counts = app[_HUB], app[_WAKE], app[_COUNTS]
+    headers = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **_SECURITY_HEADERS}
+    if request.method == "HEAD":
+        return await _headers_only(request, headers)
     if counts["events"] >= counts["max"]:
         return _too_many("event", counts["max"])
     counts["events"] += 1
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **_SECURITY_HEADERS})
+    response = web.StreamResponse(headers=headers)
     loop = asyncio.get_running_loop()
     last = max(0, hub.last_seq - 1)
     status_at = 0.0
     try:
         await response.prepare(request)
-        await response.write(b"retry: 2000\n\n")
-        while True:
+        await _send(request, response, b"retry: 2000\n\n")
+        while not _gone(request):
             event = wake.event
             new = hub.events_after(last)
             chunks = [f"id: {seq}\nevent: frame\ndata: {line}\n\n" for seq, line in new]
@@ -208,9 +377,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 chunks.append(f"event: status\ndata: {json.dumps(hub.status())}\n\n")
                 chunks.append(f"event: decisions\ndata: {json.dumps(hub.decisions()[:20])}\n\n")
             if chunks:
-                await response.write("".join(chunks).encode())
+                await _send(request, response, "".join(chunks).encode())
             else:
-                await _Wakeup.wait(event, 1.0)
+                await _Wakeup.wait(event, WAIT_STEP)
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
@@ -218,9 +387,13 @@ async def _events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def make_live_app(hub: LiveHub, *, token: str | None = None, max_viewers: int = 10) -> web.Application:
-    """The live view's application over a started or not yet started ``hub``."""
-    app = web.Application(middlewares=[_guard(token, LIVE_ENDPOINTS)])
+def make_live_app(hub: LiveHub, *, token: str | None = None, max_viewers: int = 10, hosts: Iterable[str] = ()) -> web.Application:
+    """The live view's application over a started or not yet started ``hub``.
+
+    ``hosts``: names besides ``localhost`` and IP addresses that a server without a token answers
+    to in ``Host`` (the ``--host`` it listens on).
+    """
+    app = _secured(token, LIVE_ENDPOINTS, hosts)
     app[_HUB] = hub
     app[_COUNTS] = {"streams": 0, "events": 0, "max": int(max_viewers)}
 
@@ -250,10 +423,10 @@ for _ext, _type in ((".mjs", "text/javascript"), (".js", "text/javascript"), (".
     mimetypes.add_type(_type, _ext)
 
 
-def make_demo_app(files: Mapping[str, bytes | Path], *, token: str | None = None) -> web.Application:
+def make_demo_app(files: Mapping[str, bytes | Path], *, token: str | None = None, hosts: Iterable[str] = ()) -> web.Application:
     """The in-browser demo: ``files`` maps names (``index.html``, ``model.onnx``, ...) to contents or paths."""
     files = dict(files)
-    app = web.Application(middlewares=[_guard(token, ["/", *("/" + n for n in sorted(files))])])
+    app = _secured(token, ["/", *("/" + n for n in sorted(files))], hosts)
 
     async def serve_file(request: web.Request) -> web.StreamResponse:
         name = request.match_info.get("name") or "index.html"
@@ -261,8 +434,11 @@ def make_demo_app(files: Mapping[str, bytes | Path], *, token: str | None = None
             raise web.HTTPNotFound()
         content = files[name]
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        body = content.read_bytes() if isinstance(content, Path) else content
-        return web.Response(body=body, content_type=content_type)
+        if isinstance(content, Path):
+            # Streamed from the file: reading it whole per request (the wasm is 14 MB) took
+            # 1.5 GB for 60 clients. The type is set here: FileResponse's own table differs.
+            return web.FileResponse(content, headers={"Content-Type": content_type})
+        return web.Response(body=content, content_type=content_type)
 
     app.router.add_get("/", serve_file)
     app.router.add_get("/{name}", serve_file)
@@ -286,7 +462,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://[{self.host}]:{self.port}" if ":" in self.host else f"http://{self.host}:{self.port}"
 
     def start(self) -> "ServerThread":
         self._thread.start()
@@ -332,10 +508,58 @@ class ServerThread:
         self.stop()
 
 
-def run_app(app: web.Application, host: str, port: int, banner: str) -> None:
-    """Serve in the foreground until Ctrl-C."""
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for ``host`` and ``port`` (one per address ``host`` resolves to), not yet listening.
+
+    Bound here rather than by aiohttp so that the banner can name the address and port really
+    bound (``--port 0`` picks one). With port 0 and several addresses (``localhost``: 127.0.0.1
+    and ::1) all get the first one's port.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name == "posix":  # as asyncio does: a restarted server can bind at once
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # IPv4 has its own socket when both are asked for
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def url_of(host: str, sockets: list[socket.socket]) -> str:
+    """The URL to print for a server on ``sockets`` (from :func:`listen` for ``host``)."""
+    address, port = sockets[0].getsockname()[:2]
+    try:
+        ipaddress.ip_address(host)
+        named = False
+    except ValueError:
+        named = bool(host)
+    if named:
+        shown = host  # a name the user gave (localhost) reads better than the address it resolved to
+    elif address in ("0.0.0.0", "::"):
+        shown = "127.0.0.1" if address == "0.0.0.0" else "::1"  # every interface: this machine's is one
+    else:
+        shown = address
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def run_app(app: web.Application, sockets: list[socket.socket], banner: str) -> None:
+    """Serve on ``sockets`` (see :func:`listen`) in the foreground until Ctrl-C."""
 
     def announce(*_args: Any, **_kwargs: Any) -> None:
         print(banner, flush=True)
 
-    web.run_app(app, host=host, port=port, print=announce, access_log=None, shutdown_timeout=1.0)
+    web.run_app(app, sock=sockets, print=announce, access_log=None, shutdown_timeout=1.0)

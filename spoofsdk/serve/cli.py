@@ -63,20 +63,24 @@ def serve(inputs, camera, video, demo, model, precision, threads, detector, yune
             files = demo_files(model, precision=precision, yunet_model=yunet_model, ort_dir=ort_dir)
         except (SpoofSDKError, ValueError) as e:
             raise _fail(str(e)) from e
-        app = app_module.make_demo_app(files, token=token)
+        app = app_module.make_demo_app(files, token=token, hosts=[host])
         what = "in-browser demo"
     else:
         app, what = _live_app(app_module, inputs, camera, video, model, precision, threads, detector, yunet_model,
-                              threshold, max_faces, every, detect_every, no_quality, pace_fps, loop, token, max_viewers)
+                              threshold, max_faces, every, detect_every, no_quality, pace_fps, loop, token, max_viewers, host)
     if not token and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host} without --token: anyone who can reach this machine can watch", err=True)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    url = f"http://{shown}:{port}/" + ("?token=..." if token else "")
-    app_module.run_app(app, host, port, f"spoofsdk serve: {what} on {url} (Ctrl-C to stop)")
+    try:
+        sockets = app_module.listen(host, port)
+    except OSError as e:  # port in use, an address not of this machine, a name that does not resolve
+        raise _fail(f"cannot listen on {host}:{port}: {e}") from e
+    # From the bound socket: --port 0 says which port it got, and an IPv6 address needs brackets.
+    url = app_module.url_of(host, sockets) + ("?token=..." if token else "")
+    app_module.run_app(app, sockets, f"spoofsdk serve: {what} on {url} (Ctrl-C to stop)")
 
 
 def _live_app(app_module, inputs, camera, video, model, precision, threads, detector, yunet_model, threshold,
-              max_faces, every, detect_every, no_quality, pace_fps, loop, token, max_viewers):
+              max_faces, every, detect_every, no_quality, pace_fps, loop, token, max_viewers, host):
     from ..sources import open_source
     from .live import LiveHub
 
@@ -102,7 +106,7 @@ def _live_app(app_module, inputs, camera, video, model, precision, threads, dete
         return opened.pop() if opened else open_it()
 
     hub = LiveHub(checker, open_source_once_then_fresh, pace_fps=pace, loop=loop)
-    return app_module.make_live_app(hub, token=token, max_viewers=max_viewers), "live view"
+    return app_module.make_live_app(hub, token=token, max_viewers=max_viewers, hosts=[host]), "live view"
 
 
 @main.group()

@@ -6,6 +6,8 @@ one viewer is connected, an encoder thread draws the newest result on the newest
 JPEG-encodes it once for all of them; frames that arrive while it is busy are skipped, never
 queued, so a slow viewer or a slow encoder cannot slow the model loop or make memory grow.
 Viewers wait on a notification and always get the newest frame (a slow one skips frames).
+A viewer arriving between frames gets the newest frame drawn at once, and a source that ends
+has its last frame drawn even with nobody watching, so it can be shown afterwards.
 
 Nothing that happens to a viewer reaches the model loop, and the model loop does not stop on
 a bad frame (the checker reports it ``unknown``) nor on a failing source: it reports the
@@ -114,6 +116,12 @@ class LiveHub:
         self._pending_cond = threading.Condition()
         self._picture: EncodedFrame | None = None
         self.encoded = 0
+        # The newest frame that has an image (a bad frame has none), kept so that a viewer who
+        # arrives between frames, or after the source ended, can have it drawn without waiting
+        # for a next frame that may never come. One reference to a frame the loop already made.
+        self._latest: tuple[int, np.ndarray, FrameResult, float] | None = None
+        self._queued = 0  # highest seq handed to the encoder: no frame is drawn twice
+        self._drawn = 0  # highest seq the encoder has finished with (drawn, or failed to draw)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "LiveHub":
@@ -149,6 +157,7 @@ class LiveHub:
     def viewer_joined(self) -> None:
         with self._pending_cond:
             self._viewers += 1
+            self._queue_latest()
 
     def viewer_left(self) -> None:
         with self._pending_cond:
@@ -162,6 +171,17 @@ class LiveHub:
     @property
     def picture(self) -> EncodedFrame | None:
         return self._picture
+
+    @property
+    def settled(self) -> bool:
+        """True once the source has ended for good and its last frame (if it had an image) has been drawn.
+
+        Nothing newer will come: a viewer holding :attr:`picture` has the final one.
+        """
+        if self.source_state != "ended":
+            return False
+        latest = self._latest
+        return latest is None or self._drawn >= latest[0]
 
     def events_after(self, seq: int) -> list[tuple[int, str]]:
         """Per-frame JSON events newer than ``seq`` (at most ``history`` of them)."""
@@ -230,6 +250,11 @@ class LiveHub:
                 if not self.loop:  # "ended" is final; a looping source is reopened at once and stays "running"
                     with self._lock:
                         self.source_state = "ended"
+                    # Draw the last frame even if nobody watches now: /frame.jpg and later viewers
+                    # show it, and no frame will come to trigger a drawing later.
+                    with self._pending_cond:
+                        self._queue_latest()
+                    self._notify()
                     log.info("source ended; the server keeps serving the last frame")
                     return
             except Exception as e:  # a failing source (or anything else) must not end the live view
@@ -258,10 +283,18 @@ class LiveHub:
             self._record_decision(seq, result)
         if frame.image is not None:
             with self._pending_cond:
+                self._latest = (seq, frame.image, result, captured)
                 if self._viewers:
-                    self._pending = (seq, frame.image, result, captured)
-                    self._pending_cond.notify()
+                    self._queue_latest()
         self._notify()
+
+    def _queue_latest(self) -> None:
+        """Hand the newest frame to the encoder unless it already has it (call with ``_pending_cond`` held)."""
+        latest = self._latest
+        if latest is not None and latest[0] > self._queued:
+            self._pending = latest
+            self._queued = latest[0]
+            self._pending_cond.notify()
 
     def _record_decision(self, seq: int, result: FrameResult) -> None:
         top = result.largest
@@ -301,9 +334,12 @@ class LiveHub:
                 ok, buf = cv2.imencode(".jpg", canvas, params)
             except Exception:  # a frame that cannot be drawn is skipped; the next one is tried
                 log.debug("encoding frame %d failed", seq, exc_info=True)
-                continue
+                ok = False
             if ok:
                 self._picture = EncodedFrame(seq, buf.tobytes(), captured)
                 self.encoded += 1
-                self._notify()
+            # Set after the picture: whoever sees `settled` also sees the final picture. Also on a
+            # failure, so that those waiting for this frame stop waiting.
+            self._drawn = max(self._drawn, seq)
+            self._notify()
 
