@@ -452,6 +452,9 @@ def test_serve_command_demo(tmp_path):
         status, headers, _ = _get(url + "/?token=abc")
         assert status == 200
         cookie = _session_cookie(headers)
+        # named after the port, so a server restarted on it replaces its cookie instead of adding one
+        # (a new name per start piled up until the host's requests passed the 8 kB header limit)
+        assert cookie.split("=")[0] == f"spoofsdk_session_{url.rstrip('/').rsplit(':', 1)[1]}", cookie
         status, _, body = _get(url + "/config.json", {"Cookie": cookie})
         assert status == 200 and json.loads(body)["sha256"] == demo.demo_model().sha256
         for name in ("app.js", "pipeline.js", "model.onnx", "yunet.onnx", *demo.ORT_FILES):
@@ -765,3 +768,47 @@ def test_serve_command_prints_the_address_it_listens_on(tmp_path, host):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_listen_skips_an_address_family_the_kernel_lacks(monkeypatch):
+    """With IPv6 disabled, localhost may still resolve to ::1: that socket cannot be created and the
+    server listens on the rest, as asyncio's create_server does (it failed to start)."""
+    import socket
+
+    from spoofsdk.serve.app import listen
+
+    real = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args, **kwargs):
+        if family == socket.AF_INET6:
+            raise OSError(97, "Address family not supported by protocol")
+        return real(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))])
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    sockets = listen("localhost", 0)
+    try:
+        assert [s.family for s in sockets] == [socket.AF_INET] and sockets[0].getsockname()[1] > 0
+    finally:
+        for s in sockets:
+            s.close()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0))])
+    with pytest.raises(OSError, match="not supported"):
+        listen("localhost", 0)  # nothing could be bound: the error is the family's
+
+
+def test_pacing_holds_across_the_passes_of_a_looping_source(monkeypatch):
+    """--fps with --loop: the pacing clock restarted at each reopen, so the first frame of every pass came at
+    once (3 looped images at 10 fps ran at 15). On a fake clock the frames of two passes come 0.1 s apart."""
+    import spoofsdk.serve.live as live
+
+    now = [100.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(live.time, "sleep", lambda d: now.__setitem__(0, now[0] + d))
+    hub = LiveHub(LivenessChecker(build_tiny_model()), lambda: [], pace_fps=10)
+    times = []
+    for _ in range(2):  # two passes of a three-image source
+        times += [now[0] for _ in hub._paced([0, 1, 2])]
+    assert np.diff(times) == pytest.approx([0.1] * 5)

@@ -30,7 +30,6 @@ are JSON ``{"error": ...}``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -143,16 +142,23 @@ def _guard(token: str | None, endpoints: list[str], hosts: Iterable[str] = ()):
     """The middleware checking Host or token, and the response hook adding headers and the session cookie."""
     names = frozenset({"localhost", *(_host_name(h) for h in hosts if h)})
     # The cookie holds a random session value, not the token: it cannot leak the token, and it
-    # stops working when the server restarts. Its name is per server, as browsers share cookies
-    # between the ports of one host.
+    # stops working when the server restarts. Its name is per port, as browsers share cookies
+    # between the ports of one host, and stays the same across restarts on that port, so a
+    # restart replaces the old cookie instead of piling up new names (some hundred of them and
+    # every request to the host grew past the 8 kB header limit).
     session = secrets.token_urlsafe(32)
-    cookie = "spoofsdk_" + hashlib.sha256(session.encode()).hexdigest()[:12]
-    morsel = SimpleCookie()
-    morsel[cookie] = session
-    # HttpOnly: page scripts cannot read it; SameSite=Strict: another site's page cannot make the
-    # browser send it. No Secure: the server speaks plain HTTP.
-    morsel[cookie].update({"path": "/", "httponly": True, "samesite": "Strict"})
-    set_cookie = morsel[cookie].OutputString()
+
+    def cookie_name(request: web.Request) -> str:
+        sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        return f"spoofsdk_session_{sockname[1] if sockname else 0}"
+
+    def set_cookie(name: str) -> str:
+        morsel = SimpleCookie()
+        morsel[name] = session
+        # HttpOnly: page scripts cannot read it; SameSite=Strict: another site's page cannot make the
+        # browser send it. No Secure: the server speaks plain HTTP.
+        morsel[name].update({"path": "/", "httponly": True, "samesite": "Strict"})
+        return morsel[name].OutputString()
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -167,8 +173,8 @@ def _guard(token: str | None, endpoints: list[str], hosts: Iterable[str] = ()):
                     return _error(401, "wrong token")
                 # A browser does not repeat ?token on the page's own requests (scripts, models,
                 # the stream): let them in with a cookie only this site's pages send.
-                request[_SET_COOKIE] = True
-            elif not _same(request.cookies.get(cookie, ""), session):
+                request[_SET_COOKIE] = cookie_name(request)
+            elif not _same(request.cookies.get(cookie_name(request), ""), session):
                 return _error(401, "this server needs a token: add ?token=... to the URL or send 'Authorization: Bearer ...'")
         try:
             response = await handler(request)
@@ -188,7 +194,7 @@ def _guard(token: str | None, endpoints: list[str], hosts: Iterable[str] = ()):
             response.headers.setdefault(key, value)
         if request.get(_SET_COOKIE):
             # As a header: response.set_cookie() is too late here (the cookies are already turned into headers).
-            response.headers.add("Set-Cookie", set_cookie)
+            response.headers.add("Set-Cookie", set_cookie(request[_SET_COOKIE]))
 
     return guard, on_prepare
 
@@ -289,6 +295,7 @@ async def _frame(request: web.Request) -> web.Response:
                 await _Wakeup.wait(event, left)
         finally:
             hub.viewer_left()
+        picture = hub.picture  # again: the last one may have been stored between reading it and `settled`
     if picture is None or picture.seq < newest:
         if newest == 0:
             message = "no frame yet: the source has not delivered one"
@@ -341,8 +348,8 @@ async def _stream(request: web.Request) -> web.StreamResponse:
                 break
             else:
                 await _Wakeup.wait(event, WAIT_STEP)
-    except (ConnectionError, asyncio.CancelledError):
-        pass  # the viewer went away; nothing else is affected
+    except ConnectionError:
+        pass  # the viewer went away; nothing else is affected (a cancellation, at shutdown, propagates)
     finally:
         counts["streams"] -= 1
         hub.viewer_left()
@@ -380,8 +387,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 await _send(request, response, "".join(chunks).encode())
             else:
                 await _Wakeup.wait(event, WAIT_STEP)
-    except (ConnectionError, asyncio.CancelledError):
-        pass
+    except ConnectionError:
+        pass  # as in _stream
     finally:
         counts["events"] -= 1
     return response
@@ -517,13 +524,20 @@ def listen(host: str, port: int) -> list[socket.socket]:
     """
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
+    unsupported: OSError | None = None
     seen = set()
     try:
         for family, kind, proto, _name, address in infos:
             if (family, address) in seen:
                 continue
             seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as e:
+                # A family this kernel lacks (IPv6 disabled while localhost still resolves to ::1):
+                # skipped, as asyncio's create_server does; an error only if nothing can be bound.
+                unsupported = e
+                continue
             sockets.append(sock)
             if os.name == "posix":  # as asyncio does: a restarted server can bind at once
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -536,6 +550,8 @@ def listen(host: str, port: int) -> list[socket.socket]:
         for sock in sockets:
             sock.close()
         raise
+    if not sockets and unsupported is not None:
+        raise unsupported
     return sockets
 
 

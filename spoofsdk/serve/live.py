@@ -109,6 +109,7 @@ class LiveHub:
         self._events: collections.deque[tuple[int, str]] = collections.deque(maxlen=history)
         self._decisions: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
         self._captured = 0.0
+        self._next_at: float | None = None  # when the next paced frame is due (kept across a looping source's passes)
 
         # Encoder state.
         self._viewers = 0
@@ -220,7 +221,9 @@ class LiveHub:
 
     # -- model loop -------------------------------------------------------------------------
     def _paced(self, source: Iterable[Any]) -> Iterator[Any]:
-        next_at = time.monotonic()
+        # The clock carries over from the previous pass of a looping source: restarting it at each
+        # reopen let the first frame of every pass through at once (3 looped images at --fps 10 ran at 15).
+        next_at = self._next_at if self._next_at is not None else time.monotonic()
         for item in source:
             if self._stop.is_set():
                 return
@@ -233,6 +236,7 @@ class LiveHub:
                 next_at = max(next_at + interval, time.monotonic() - interval)
             else:
                 next_at = time.monotonic()
+            self._next_at = next_at
             self._captured = time.time()
             yield item
 
