@@ -149,18 +149,21 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_first_scan(data: bytes, name: str) -> tuple[int, int | None]:
-    """Where the entropy-coded data of a JPEG's first scan starts, and the frame's number of components.
+def _jpeg_layout(data: bytes, name: str) -> tuple[int, int | None, int]:
+    """From one walk of a JPEG's headers: where its first scan's entropy-coded data starts, the frame's
+    number of components, and its EXIF orientation (1-8; 1 without one).
 
-    A broken segment chain before it is an :class:`ImageError`.
+    A broken segment chain before the scan is an :class:`ImageError`.
     """
-    components = None
+    components, orientation = None, None
     try:
         for marker, pos, end in _jpeg_segments(data):
             if _is_sof(marker) and end >= pos + 10:
                 components = data[pos + 9]  # Nf, after precision, height and width
-            if marker == 0xDA:
-                return end, components
+            elif marker == 0xE1 and orientation is None and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+                orientation = _exif_orientation(data, pos + 10, end)  # the first EXIF block's
+            elif marker == 0xDA:
+                return end, components, orientation or 1
     except ValueError as e:
         raise ImageError(f"{name} is a {e}") from None
     raise ImageError(f"{name} is a corrupt JPEG (no image data)")  # not reached: the walk ends at an SOS or raises
@@ -176,27 +179,20 @@ MIN_JPEG_FILL_ROWS = 8
 _JPEG_FILL = {1: (128,), 3: (128,), 4: (64, 65)}
 
 
-def _jpeg_orientation(data: bytes) -> int:
-    """The EXIF orientation (1-8) of a JPEG, 1 when it has none or it cannot be read.
+def _exif_orientation(data: bytes, tiff: int, end: int) -> int:
+    """The orientation tag (1-8) of the EXIF TIFF block at ``data[tiff:end]``; 1 when absent or unreadable.
 
     cv2.imdecode applies it, so it says where the decoder's last rows end up in the image it returns.
     """
-    try:
-        for marker, pos, end in _jpeg_segments(data):
-            if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
-                tiff = pos + 10
-                read = _le if data[tiff : tiff + 2] == b"II" else _be
-                ifd = tiff + read(data, tiff + 4, 4)
-                for i in range(read(data, ifd, 2)):
-                    entry = ifd + 2 + 12 * i
-                    if entry + 12 > end:
-                        break
-                    if read(data, entry, 2) == 0x0112:
-                        value = read(data, entry + 8, 2)
-                        return value if 1 <= value <= 8 else 1
-                return 1
-    except (ValueError, IndexError):
-        pass
+    read = _le if data[tiff : tiff + 2] == b"II" else _be
+    ifd = tiff + read(data, tiff + 4, 4)
+    for i in range(read(data, ifd, 2)):  # slices past the end read as 0: a cut block gives no tag, not an error
+        entry = ifd + 2 + 12 * i
+        if entry + 12 > end:
+            break
+        if read(data, entry, 2) == 0x0112:
+            value = read(data, entry + 8, 2)
+            return value if 1 <= value <= 8 else 1
     return 1
 
 
@@ -302,9 +298,9 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFA
     # only printing a warning; a half-grey face must not be scored, so the end-of-image marker
     # must follow the image data. Not necessarily at the end of the file: motion photos and
     # camera trailers append data after it.
-    components = None
+    components, orientation = None, 1
     if kind == "jpeg":
-        scan, components = _jpeg_first_scan(data, name)
+        scan, components, orientation = _jpeg_layout(data, name)
         # Inside entropy-coded data an FF byte is always followed by 00 (stuffing) or a restart
         # marker (D0-D7), so the first FF D9 after the first scan header is the image's own EOI,
         # progressive JPEGs (several scans) included.
@@ -322,7 +318,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = DEFA
         # with flat grey and only prints a warning. A photo practically never has a band of exactly
         # that grey, pixel for pixel and an MCU row deep, where the decoder's output ends; a picture
         # that does (flat 128 grey, grey padding) is refused too, the price of never scoring a cut one.
-        rows, value = _jpeg_fill_rows(image, _jpeg_orientation(data), _JPEG_FILL.get(components or 3, (128,)))
+        rows, value = _jpeg_fill_rows(image, orientation, _JPEG_FILL.get(components or 3, (128,)))
         if rows:
             raise ImageError(
                 f"{name} is a corrupt or truncated JPEG: the decoder filled the last {rows} rows with grey "
