@@ -188,11 +188,10 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     else:
         train(fold_recipe, out, resume=False, progress=False)
     model, trained, _ = model_from_checkpoint(out / "best.pt")
-    # fold.json names the domains of the recipe train saved beside the weights (the manifests it loaded),
-    # not the plan's: a fold that trained on other data than planned must not be reported as planned.
-    trained_manifests = list(trained.data.manifests)
-    trained_names = [read_manifest(p)["dataset"] for p in trained_manifests]
-    if trained_manifests != list(fold["train"]):
+    # fold.json names the plan's domains only once the recipe train saved beside the weights (the manifests
+    # it loaded) is that plan: a fold that trained on other data than planned must not be reported as planned.
+    if list(trained.data.manifests) != list(fold["train"]):
+        trained_names = [read_manifest(p)["dataset"] for p in trained.data.manifests]
         raise RuntimeError(f"fold {held['dataset']}: best.pt was trained on {trained_names}, not on the planned {train_names}")
     score = _scorer(model, fold_recipe)
     val = load_crops([read_manifest(p) for p in fold["train"]], "val")
@@ -201,12 +200,12 @@ def run_fold(recipe: Recipe, fold: dict, held: dict, out: Path) -> dict:
     write_val_scores(out, val, val_scores)
     test = _all_splits(held)
     scores = score(test)
-    row = _row(held["dataset"], test.labels, scores, thr, trained_names, round(time.time() - t0, 1))
+    row = _row(held["dataset"], test.labels, scores, thr, train_names, round(time.time() - t0, 1))
     # Both files are written whole or not at all (temporary name, then os.replace): a fold stopped while
     # writing leaves no half file for a resumed run or `spoofsdk-train compare` to misread.
     np.savez_compressed(out / "held_out_scores.partial.npz", labels=test.labels, scores=scores)
     os.replace(out / "held_out_scores.partial.npz", out / "held_out_scores.npz")
-    fold_info = {"held_out": held["dataset"], "train_domains": trained_names, "train_manifests": trained_manifests,
+    fold_info = {"held_out": held["dataset"], "train_domains": train_names, "train_manifests": fold["train"],
                  "recipe_hash": fold_recipe.training_hash(), "threshold": thr, "threshold_rule": how,
                  "threshold_rule_requested": str(fold_recipe.eval.threshold), "n_val": len(val), "n_held_out": len(test),
                  "seconds": row["seconds"]}
