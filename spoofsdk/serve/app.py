@@ -469,7 +469,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://[{self.host}]:{self.port}" if ":" in self.host else f"http://{self.host}:{self.port}"
+        return _http_url(self.host, self.port).rstrip("/")
 
     def start(self) -> "ServerThread":
         self._thread.start()
@@ -569,7 +569,12 @@ def url_of(host: str, sockets: list[socket.socket]) -> str:
         shown = "127.0.0.1" if address == "0.0.0.0" else "::1"  # every interface: this machine's is one
     else:
         shown = address
-    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+    return _http_url(shown, port)
+
+
+def _http_url(host: str, port: int) -> str:
+    """``http://host:port/``, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def run_app(app: web.Application, sockets: list[socket.socket], banner: str) -> None:
